@@ -1,0 +1,36 @@
+import { create, type DescMessage, fromBinary, type MessageInitShape, type MessageShape, toBinary } from "@bufbuild/protobuf";
+import { ErrorCategory } from "../../gen/parley/v1/errors_pb.js";
+import { ParleyError } from "../errors/parley-error.js";
+
+/**
+ * Stands in for a request that did not decode. grpc-js answers a throwing
+ * deserializer with a bare INTERNAL; passing this marker on lets the
+ * handler wrapper answer VALIDATION instead, with the reason.
+ */
+export class UndecodableMessage {
+  constructor(readonly error: ParleyError) {}
+}
+
+export function serializer<D extends DescMessage>(schema: D): (message: MessageInitShape<D>) => Buffer {
+  return (message) => {
+    const encoded = toBinary(schema, create(schema, message));
+    return Buffer.from(encoded.buffer, encoded.byteOffset, encoded.byteLength);
+  };
+}
+
+export function lenientDeserializer<D extends DescMessage>(schema: D): (bytes: Buffer) => MessageShape<D> | UndecodableMessage {
+  return (bytes) => {
+    try {
+      return fromBinary(schema, bytes);
+    } catch (error) {
+      const reason = error instanceof Error ? error.message : String(error);
+      return new UndecodableMessage(
+        new ParleyError(ErrorCategory.VALIDATION, `cannot decode ${schema.typeName}: ${reason}`, { cause: error }),
+      );
+    }
+  };
+}
+
+export function strictDeserializer<D extends DescMessage>(schema: D): (bytes: Buffer) => MessageShape<D> {
+  return (bytes) => fromBinary(schema, bytes);
+}

@@ -1,0 +1,83 @@
+import { Server, ServerCredentials, type ServerCredentials as Credentials } from "@grpc/grpc-js";
+import { Health, HealthRegistry, ServingStatus } from "./health.js";
+import { addReflection } from "./reflection.js";
+import { implement, type ImplementOptions, type ServiceHandlers } from "./server.js";
+import type { AnyService } from "./types.js";
+
+/** A service and its handlers, ready to be served. */
+export interface ServiceBinding {
+  readonly service: AnyService;
+  readonly handlers: ServiceHandlers<AnyService>;
+}
+
+/** Pairs a service with handlers typed for exactly that service. */
+export function bindService<S extends AnyService>(service: S, handlers: ServiceHandlers<S>): ServiceBinding {
+  return { service, handlers: handlers };
+}
+
+export interface GrpcServerOptions extends ImplementOptions {
+  /** `host:port`; port 0 picks a free port. */
+  readonly address: string;
+  readonly services: readonly ServiceBinding[];
+  readonly credentials?: Credentials;
+  /** Largest request message accepted, in bytes. */
+  readonly maxReceiveMessageBytes?: number;
+}
+
+export interface RunningGrpcServer {
+  readonly server: Server;
+  /** The bound `host:port`, with the real port when 0 was asked for. */
+  readonly address: string;
+  readonly port: number;
+  readonly health: HealthRegistry;
+  /** Stops accepting calls, waits up to `graceMs` for running ones, then cuts the rest. */
+  shutdown(graceMs?: number): Promise<void>;
+}
+
+/**
+ * Starts a grpc-js server with the given services plus the standard health
+ * service (every service SERVING once bound) and server reflection.
+ */
+export async function startGrpcServer(options: GrpcServerOptions): Promise<RunningGrpcServer> {
+  const server = new Server({
+    "grpc.max_receive_message_length": options.maxReceiveMessageBytes ?? 4 * 1024 * 1024,
+    "grpc.keepalive_permit_without_calls": 1,
+  });
+  const health = new HealthRegistry();
+  for (const { service, handlers } of options.services) {
+    const { definition, implementation } = implement(service, handlers, options);
+    server.addService(definition, implementation);
+  }
+  const healthService = implement(Health, health.handlers(), { traceId: options.traceId });
+  server.addService(healthService.definition, healthService.implementation);
+  addReflection(server, [...options.services.map((binding) => binding.service), Health]);
+
+  const port = await new Promise<number>((resolve, reject) => {
+    server.bindAsync(options.address, options.credentials ?? ServerCredentials.createInsecure(), (error, bound) => {
+      if (error) reject(error);
+      else resolve(bound);
+    });
+  });
+  health.setStatus("", ServingStatus.SERVING);
+  for (const { service } of options.services) health.setStatus(service.typeName, ServingStatus.SERVING);
+
+  const host = options.address.slice(0, options.address.lastIndexOf(":"));
+  return {
+    server,
+    address: `${host}:${port}`,
+    port,
+    health,
+    shutdown: (graceMs = 5_000) =>
+      new Promise<void>((resolve) => {
+        health.shutdown();
+        const timer = setTimeout(() => {
+          server.forceShutdown();
+          resolve();
+        }, graceMs);
+        server.tryShutdown(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      }),
+  };
+}

@@ -1,0 +1,54 @@
+import { pino, type DestinationStream, type Logger } from "pino";
+import type { ParleyError } from "../errors/parley-error.js";
+
+export type { Logger };
+
+/**
+ * JSON lines on stdout, one per event. `category` is on every error line;
+ * the rest of the context (rpc, room, user, connection, trace id) is bound by
+ * the caller with `logger.child({...})` or passed to logError.
+ */
+export function createLogger(options: { level?: string; name?: string; destination?: DestinationStream } = {}): Logger {
+  return pino(
+    {
+      level: options.level ?? "info",
+      base: { service: options.name ?? "parley" },
+      timestamp: pino.stdTimeFunctions.isoTime,
+      formatters: { level: (label) => ({ level: label }) },
+      serializers: { err: pino.stdSerializers.err },
+    },
+    options.destination,
+  );
+}
+
+/** Context fields of an error's log line. */
+export type LogContext = Readonly<Record<string, unknown>>;
+
+/**
+ * Writes the one log line of a failure: its category, its message, the
+ * caller's context and the error's own context, with the cause for debugging.
+ * Client mistakes (VALIDATION, UNAUTHENTICATED, ...) are `warn`; the rest `error`.
+ */
+export function logError(logger: Logger, error: ParleyError, context: LogContext = {}, message?: string): void {
+  const level = CLIENT_SIDE.has(error.categoryName) ? "warn" : "error";
+  logger[level](
+    {
+      category: error.categoryName,
+      ...context,
+      ...stringifyBigints(error.context),
+      ...(error.field === undefined ? {} : { field: error.field }),
+      err: error.cause instanceof Error ? error.cause : error,
+    },
+    message ?? error.message,
+  );
+}
+
+const CLIENT_SIDE = new Set(["VALIDATION", "UNAUTHENTICATED", "PERMISSION_DENIED", "RATE_LIMITED", "ROUTING"]);
+
+function stringifyBigints(context: Readonly<Record<string, unknown>>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(context)) {
+    if (value !== undefined) out[key] = typeof value === "bigint" ? value.toString() : value;
+  }
+  return out;
+}
