@@ -27,17 +27,20 @@ export type LogContext = Readonly<Record<string, unknown>>;
 /**
  * Writes the one log line of a failure: its category, its message, the
  * caller's context and the error's own context, with the cause for debugging.
- * Client mistakes (VALIDATION, UNAUTHENTICATED, ...) are `warn`; the rest `error`.
+ * Client mistakes (VALIDATION, UNAUTHENTICATED, ...) are `warn`, failures
+ * marked `expected` in their context (a shutdown) `info`; the rest `error`.
  */
 export function logError(logger: Logger, error: ParleyError, context: LogContext = {}, message?: string): void {
-  const level = CLIENT_SIDE.has(error.categoryName) ? "warn" : "error";
+  const level = error.context.expected === true ? "info" : CLIENT_SIDE.has(error.categoryName) ? "warn" : "error";
+  // A stack helps with causes and bugs; for a client's bad request it is noise.
+  const err = error.cause instanceof Error ? error.cause : level === "error" ? error : undefined;
   logger[level](
     {
       category: error.categoryName,
       ...context,
       ...stringifyBigints(error.context),
       ...(error.field === undefined ? {} : { field: error.field }),
-      err: error.cause instanceof Error ? error.cause : error,
+      ...(err === undefined ? {} : { err }),
     },
     message ?? error.message,
   );

@@ -1,0 +1,109 @@
+import { parseArgs } from "node:util";
+import { ConfigError, type Config, loadConfig, requireJwtSecret } from "./config/config.js";
+import { startCore } from "./core/core-server.js";
+import { migrate, openOrm } from "./core/db/orm.js";
+import { createLogger, type Logger } from "./logging/logger.js";
+
+const HELP = `parley — durable, ordered chat and notifications over gRPC and WebSocket
+
+Usage: parley <command> [--help]
+
+Commands:
+  migrate   apply pending database migrations to DATABASE_URL and exit
+  core      run the core gRPC service (the only component that touches the database)
+  serve     run everything in one process
+
+Environment:
+  DATABASE_URL           PostgreSQL URL, e.g. postgres://postgres@127.0.0.1:5432/parley
+  PARLEY_GRPC_ADDR       core gRPC address (default 127.0.0.1:50051; port 0 picks one)
+  PARLEY_HTTP_ADDR       bridge HTTP/WebSocket address (default 127.0.0.1:8080)
+  PARLEY_CORE_ADDR       where the bridge finds core (default PARLEY_GRPC_ADDR)
+  PARLEY_JWT_SECRET      HS256 key for bearer tokens, at least 32 characters
+  PARLEY_WEBHOOK_URL     notification fallback endpoint (optional)
+  PARLEY_WEBHOOK_SECRET  HMAC key for webhook signatures (required with the URL)
+  PARLEY_MIGRATE=1       apply migrations when core starts
+  PARLEY_LOG_LEVEL       fatal|error|warn|info|debug|trace|silent (default info)
+`;
+
+type Command = (config: Config, logger: Logger) => Promise<void>;
+
+const COMMANDS: Record<string, Command> = {
+  async migrate(config, logger) {
+    const orm = await openOrm({ databaseUrl: requireDatabaseUrl(config) });
+    try {
+      const applied = await migrate(orm);
+      logger.info({ applied }, applied.length === 0 ? "database is up to date" : "migrations applied");
+    } finally {
+      await orm.close();
+    }
+  },
+  async core(config, logger) {
+    const core = await startCore({
+      databaseUrl: requireDatabaseUrl(config),
+      grpcAddress: config.grpcAddress,
+      jwtSecret: requireJwtSecret(config),
+      migrate: config.migrateOnStart,
+      logger,
+    });
+    await untilSignal(logger);
+    await core.stop();
+  },
+  async serve(config, logger) {
+    await COMMANDS.core?.(config, logger);
+  },
+};
+
+function requireDatabaseUrl(config: Config): string {
+  if (config.databaseUrl === undefined) throw new ConfigError(["DATABASE_URL is required, e.g. postgres://postgres@127.0.0.1:5432/parley"]);
+  return config.databaseUrl;
+}
+
+/** Resolves on SIGINT/SIGTERM, for a graceful stop. */
+function untilSignal(logger: Logger): Promise<void> {
+  return new Promise((resolve) => {
+    const stop = (signal: NodeJS.Signals) => {
+      logger.info({ signal }, "stopping");
+      resolve();
+    };
+    process.once("SIGINT", stop);
+    process.once("SIGTERM", stop);
+  });
+}
+
+async function main(argv: readonly string[]): Promise<number> {
+  const { positionals, values } = parseArgs({ args: [...argv], allowPositionals: true, options: { help: { type: "boolean", short: "h" } } });
+  const name = positionals[0];
+  if (values.help === true || name === undefined || name === "help") {
+    process.stdout.write(HELP);
+    return name === undefined && values.help !== true ? 1 : 0;
+  }
+  const command = COMMANDS[name];
+  if (command === undefined) {
+    process.stderr.write(`parley: unknown command "${name}"\n\n${HELP}`);
+    return 2;
+  }
+  let config: Config;
+  try {
+    config = loadConfig();
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`parley: ${error.message}\n`);
+      return 2;
+    }
+    throw error;
+  }
+  const logger = createLogger({ level: config.logLevel });
+  try {
+    await command(config, logger);
+    return 0;
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`parley: ${error.message}\n`);
+      return 2;
+    }
+    logger.fatal({ category: "INTERNAL", err: error }, `parley ${name} failed`);
+    return 1;
+  }
+}
+
+process.exitCode = await main(process.argv.slice(2));

@@ -1,0 +1,167 @@
+import { create } from "@bufbuild/protobuf";
+import type {
+  ChatService} from "../../../gen/parley/v1/chat_pb.js";
+import {
+  type ChatServiceSubscribeResponse,
+  type SendStreamRequest,
+  type SendStreamResponse,
+  SendStreamResponseSchema,
+} from "../../../gen/parley/v1/chat_pb.js";
+import { ListDirection } from "../../../gen/parley/v1/common_pb.js";
+import { CALLER } from "../../auth/interceptor.js";
+import type { Identity, TokenVerifier } from "../../auth/tokens.js";
+import { toErrorDetail } from "../../errors/detail.js";
+import { ParleyError, validationError } from "../../errors/parley-error.js";
+import type { CallContext } from "../../grpc/call-context.js";
+import type { ResponseSink, ServiceHandlers } from "../../grpc/server.js";
+import { type Logger, logError } from "../../logging/logger.js";
+import { OrderedQueue } from "../../util/ordered-queue.js";
+import { roomAccess } from "../access/room-access.js";
+import type { UnitOfWork } from "../db/unit-of-work.js";
+import { follow } from "../fanout/follow.js";
+import type { ChatFanout } from "./chat-fanout.js";
+import type { MessageStore } from "./message-store.js";
+import type { SendCommand, SendCommitter } from "./send-committer.js";
+import { checkBody, checkIdempotencyKey, checkPageSize, checkRoom, checkSeq } from "./validation.js";
+
+export interface ChatServiceDeps {
+  readonly unitOfWork: UnitOfWork;
+  readonly store: MessageStore;
+  readonly committer: SendCommitter;
+  readonly fanout: ChatFanout;
+  /** Verifies SendStream items' acting tokens. */
+  readonly verifier: TokenVerifier;
+  readonly logger: Logger;
+  /** Unanswered items a SendStream may have in flight before reading pauses. */
+  readonly streamWindow?: number;
+}
+
+/** parley.v1.ChatService: the transport-free rules, bound to gRPC by the caller. */
+export function chatServiceHandlers(deps: ChatServiceDeps): ServiceHandlers<typeof ChatService> {
+  const { unitOfWork, store, committer, fanout, verifier, logger } = deps;
+
+  const toCommand = (caller: Identity, room: string, body: string, clientMsgId: string): SendCommand => {
+    const command = {
+      room: checkRoom(room),
+      body: checkBody(body),
+      clientMsgId: checkIdempotencyKey(clientMsgId, "client_msg_id"),
+      sender: caller.user,
+    };
+    roomAccess.assertCanSend(caller, command.room);
+    return command;
+  };
+
+  /** One SendStream item → its answer; never rejects (errors are answers). */
+  const answerItem = async (item: SendStreamRequest, opener: Identity, context: CallContext): Promise<SendStreamResponse> => {
+    try {
+      const caller = item.actingToken === "" ? opener : await verifier.verify(item.actingToken);
+      const result = await committer.submit(toCommand(caller, item.room, item.body, item.clientMsgId));
+      return create(SendStreamResponseSchema, {
+        streamSeq: item.streamSeq,
+        result: { case: "message", value: result.message },
+        duplicate: result.duplicate,
+      });
+    } catch (thrown) {
+      const error = ParleyError.from(thrown);
+      logError(logger, error, {
+        rpc: context.path,
+        stream_seq: item.streamSeq.toString(),
+        room: item.room,
+        client_msg_id: item.clientMsgId,
+        user: item.actingToken === "" ? opener.user : undefined,
+      });
+      return create(SendStreamResponseSchema, { streamSeq: item.streamSeq, result: { case: "error", value: toErrorDetail(error) } });
+    }
+  };
+
+  return {
+    async sendMessage(request, context) {
+      const command = toCommand(context.values.get(CALLER), request.room, request.body, request.clientMsgId);
+      const result = await committer.submit(command);
+      return { message: result.message, duplicate: result.duplicate };
+    },
+
+    async sendStream(requests, responses, context) {
+      const opener = context.values.get(CALLER);
+      const answers = new OrderedQueue<SendStreamResponse>(deps.streamWindow ?? 4096);
+      let writeFailure: unknown;
+      const writer = writeAll(answers, responses).catch((error: unknown) => {
+        // The caller went away: stop reading; its unanswered items are
+        // still committed and will be answered as duplicates on resend.
+        writeFailure = error;
+        answers.close();
+      });
+      let last: bigint | undefined;
+      try {
+        for await (const item of requests) {
+          if (writeFailure !== undefined) break;
+          if (last !== undefined && item.streamSeq <= last) {
+            throw validationError("stream_seq", `must increase along the stream: got ${item.streamSeq} after ${last}`);
+          }
+          last = item.streamSeq;
+          await answers.push(answerItem(item, opener, context));
+        }
+      } finally {
+        // Answer everything accepted so far, then end (or fail) the stream.
+        answers.close();
+        await writer;
+      }
+      if (writeFailure !== undefined) throw ParleyError.from(writeFailure);
+    },
+
+    async listMessages(request, context) {
+      const caller = context.values.get(CALLER);
+      const room = checkRoom(request.room);
+      const cursor = checkSeq(request.cursorSeq, "cursor_seq");
+      const pageSize = checkPageSize(request.pageSize);
+      roomAccess.assertCanRead(caller, room);
+      const backward = request.direction === ListDirection.BACKWARD;
+      return unitOfWork.read({ label: "chat.list", context: { room } }, async (em) => {
+        const rows = backward ? await store.readBefore(em, room, cursor, pageSize + 1) : await store.readAfter(em, room, cursor, pageSize + 1);
+        const page = rows.slice(0, pageSize);
+        const lastRow = page.at(-1);
+        return {
+          messages: page,
+          hasMore: rows.length > pageSize,
+          nextCursorSeq: lastRow?.seq ?? cursor,
+          headSeq: await store.headSeq(em, room),
+        };
+      });
+    },
+
+    async subscribe(request, responses, context) {
+      const caller = context.values.get(CALLER);
+      const room = checkRoom(request.room);
+      const afterSeq = request.afterSeq === undefined ? undefined : checkSeq(request.afterSeq, "after_seq");
+      roomAccess.assertCanRead(caller, room);
+      const read = { label: "chat.replay", context: { room } };
+      await follow({
+        hub: fanout.hub,
+        topic: room,
+        afterSeq,
+        readAfter: (seq, limit) => unitOfWork.read(read, (em) => store.readAfter(em, room, seq, limit)),
+        readHead: () => unitOfWork.read(read, (em) => store.headSeq(em, room)),
+        send: (message) => responses.send({ event: { case: "message", value: message } } satisfies Partial<ChatServiceSubscribeResponse>),
+        caughtUp: (headSeq) => responses.send({ event: { case: "caughtUp", value: { headSeq } } }),
+        signal: context.signal,
+      });
+    },
+
+    async markRead(request, context) {
+      const caller = context.values.get(CALLER);
+      const room = checkRoom(request.room);
+      const seq = checkSeq(request.seq, "seq");
+      roomAccess.assertCanRead(caller, room);
+      return unitOfWork.transaction({ label: "chat.mark-read", context: { room, user: caller.user } }, async (em) => {
+        const { readSeq, headSeq } = await store.markRead(em, room, caller.user, seq);
+        // Checked after the write, inside the transaction: throwing rolls it back.
+        if (seq > headSeq) throw validationError("seq", `is beyond the room's head (${headSeq})`);
+        return { readSeq, headSeq, unreadCount: headSeq - readSeq };
+      });
+    },
+  };
+}
+
+async function writeAll<T>(answers: OrderedQueue<T>, responses: ResponseSink<T>): Promise<void> {
+  for await (const answer of answers) await responses.send(answer);
+}

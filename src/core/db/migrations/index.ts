@@ -1,0 +1,8 @@
+import type { MigrationObject } from "@mikro-orm/core";
+import { Migration20261128000000_chat } from "./Migration20261128000000_chat.js";
+
+/**
+ * Every migration, in order. Listed explicitly (rather than found by a file
+ * glob) so they run the same from TypeScript sources and from any bundle.
+ */
+export const MIGRATIONS: MigrationObject[] = [{ name: "Migration20261128000000_chat", class: Migration20261128000000_chat }];

@@ -1,0 +1,46 @@
+import { Migrator } from "@mikro-orm/migrations";
+import { MikroORM } from "@mikro-orm/postgresql";
+import { ENTITIES } from "./entities.js";
+import { MIGRATIONS } from "./migrations/index.js";
+
+export type Orm = MikroORM;
+
+export interface OrmOptions {
+  readonly databaseUrl: string;
+  /** Connection pool size (default 10). */
+  readonly poolSize?: number;
+  /** Called with each SQL statement when set (debugging). */
+  readonly debug?: boolean;
+}
+
+/**
+ * Opens MikroORM on PostgreSQL. `allowGlobalContext: false` makes any use of
+ * the global EntityManager for request work throw: every call must fork its
+ * own unit of work (see unit-of-work.ts).
+ */
+export async function openOrm(options: OrmOptions): Promise<Orm> {
+  return MikroORM.init({
+    clientUrl: options.databaseUrl,
+    entities: ENTITIES,
+    allowGlobalContext: false,
+    forceUtcTimezone: true,
+    debug: options.debug ?? false,
+    pool: { min: 1, max: options.poolSize ?? 10 },
+    extensions: [Migrator],
+    migrations: {
+      migrationsList: MIGRATIONS,
+      tableName: "parley_migrations",
+      transactional: true,
+      allOrNothing: true,
+      snapshot: false,
+      silent: true,
+    },
+    discovery: { warnWhenNoEntities: false },
+  });
+}
+
+/** Applies pending migrations; returns the names applied. */
+export async function migrate(orm: Orm): Promise<string[]> {
+  const applied = await orm.migrator.up();
+  return applied.map((migration) => migration.name);
+}

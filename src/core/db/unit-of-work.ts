@@ -1,0 +1,85 @@
+import { DriverException } from "@mikro-orm/core";
+import type { EntityManager } from "@mikro-orm/postgresql";
+import { classifyDatabaseError, fromDatabaseError } from "../../errors/database.js";
+import { ParleyError } from "../../errors/parley-error.js";
+import type { LogContext, Logger } from "../../logging/logger.js";
+import { backoffDelay, type BackoffPolicy, sleep } from "../../util/backoff.js";
+import type { Orm } from "./orm.js";
+
+export interface UnitOfWorkOptions {
+  /** What the work is, for logs: "chat.send-batch", "chat.list". */
+  readonly label: string;
+  /** Context for log lines and errors (rpc, room, user, ...). */
+  readonly context?: LogContext;
+  /** Attempts in all, the first included (default 4). */
+  readonly maxAttempts?: number;
+  readonly backoff?: BackoffPolicy;
+  /** Extra failures worth retrying whole, beyond the transient database ones. */
+  readonly retryIf?: (error: unknown) => boolean;
+}
+
+const RETRY_BACKOFF: BackoffPolicy = { initialMs: 20, maxMs: 1_000, multiplier: 2 };
+
+/**
+ * Runs request work in its own MikroORM unit of work: a forked
+ * EntityManager and one transaction, committed whole or rolled back whole.
+ * Transient failures (connection lost, serialization failure, deadlock) are
+ * retried with bounded, jittered backoff; the final failure is a ParleyError
+ * with its category and the context, for the caller's boundary to log once.
+ */
+export class UnitOfWork {
+  constructor(
+    private readonly orm: Orm,
+    private readonly logger: Logger,
+  ) {}
+
+  /** Work that writes: one transaction per attempt. */
+  transaction<T>(options: UnitOfWorkOptions, work: (em: EntityManager) => Promise<T>): Promise<T> {
+    return this.#attempt(options, (em) => em.transactional((tx) => work(tx)));
+  }
+
+  /** Work that only reads: a fork without an explicit transaction. */
+  read<T>(options: UnitOfWorkOptions, work: (em: EntityManager) => Promise<T>): Promise<T> {
+    return this.#attempt(options, work);
+  }
+
+  async #attempt<T>(options: UnitOfWorkOptions, work: (em: EntityManager) => Promise<T>): Promise<T> {
+    const maxAttempts = options.maxAttempts ?? 4;
+    for (let attempt = 1; ; attempt++) {
+      // A fresh fork per attempt: nothing from a failed attempt leaks into the next.
+      const em = this.orm.em.fork({ clear: true, useContext: false });
+      try {
+        return await work(em);
+      } catch (error) {
+        const failure = toParleyError(error).withContext({ ...options.context, unit: options.label, attempt });
+        const retry = attempt < maxAttempts && (isTransient(error) || options.retryIf?.(error) === true);
+        if (!retry) throw failure;
+        this.logger.warn(
+          { category: failure.categoryName, ...options.context, unit: options.label, attempt, err: error },
+          `${options.label}: transient failure, retrying`,
+        );
+        await sleep(backoffDelay(attempt, options.backoff ?? RETRY_BACKOFF));
+      }
+    }
+  }
+}
+
+function isTransient(error: unknown): boolean {
+  return isDatabaseError(error) && classifyDatabaseError(error).transient;
+}
+
+/**
+ * Database failures get a database category; anything else that escapes the
+ * work (a bug, a misuse of MikroORM such as the global EntityManager) is
+ * INTERNAL, unless the work threw a ParleyError of its own.
+ */
+function toParleyError(error: unknown): ParleyError {
+  if (error instanceof ParleyError) return error;
+  return isDatabaseError(error) ? fromDatabaseError(error) : ParleyError.from(error);
+}
+
+function isDatabaseError(error: unknown): boolean {
+  if (error instanceof DriverException) return true;
+  const failure = classifyDatabaseError(error);
+  return failure.code !== undefined || failure.transient;
+}

@@ -1,0 +1,147 @@
+/** Anything delivered in per-topic seq order (chat messages, notifications). */
+export interface Sequenced {
+  readonly seq: bigint;
+}
+
+/**
+ * What a subscription receives: items in the order they were published, or
+ * `resync` when it may have missed some (its queue overflowed, or the
+ * cross-instance listener reconnected) and must catch up from the database.
+ */
+export type TopicEvent<T> = { readonly kind: "items"; readonly items: readonly T[] } | { readonly kind: "resync" };
+
+/** One subscriber's bounded view of a topic. */
+export class Subscription<T extends Sequenced> {
+  #queue: T[] = [];
+  #resync = false;
+  #closed = false;
+  #closeReason: Error | undefined;
+  #wake: (() => void) | undefined;
+
+  constructor(
+    private readonly capacity: number,
+    private readonly onClose: (subscription: Subscription<T>) => void,
+  ) {}
+
+  /** Called by the hub. Overflow drops the queue: the database has it all. */
+  deliver(items: readonly T[]): void {
+    if (this.#closed) return;
+    if (this.#resync || this.#queue.length + items.length > this.capacity) {
+      this.#queue = [];
+      this.#resync = true;
+    } else {
+      for (const item of items) this.#queue.push(item);
+    }
+    this.#signal();
+  }
+
+  markResync(): void {
+    if (this.#closed) return;
+    this.#queue = [];
+    this.#resync = true;
+    this.#signal();
+  }
+
+  /**
+   * The next event; undefined once closed or aborted. Throws the reason when
+   * the hub closed the subscription (server shutdown).
+   */
+  async next(signal: AbortSignal): Promise<TopicEvent<T> | undefined> {
+    while (!this.#closed && !signal.aborted) {
+      if (this.#resync) {
+        this.#resync = false;
+        return { kind: "resync" };
+      }
+      if (this.#queue.length > 0) {
+        const items = this.#queue;
+        this.#queue = [];
+        return { kind: "items", items };
+      }
+      await new Promise<void>((resolve) => {
+        const onAbort = () => {
+          resolve();
+        };
+        signal.addEventListener("abort", onAbort, { once: true });
+        this.#wake = () => {
+          signal.removeEventListener("abort", onAbort);
+          resolve();
+        };
+      });
+      this.#wake = undefined;
+    }
+    if (this.#closeReason) throw this.#closeReason;
+    return undefined;
+  }
+
+  close(reason?: Error): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#closeReason = reason;
+    this.#queue = [];
+    this.#signal();
+    this.onClose(this);
+  }
+
+  #signal(): void {
+    this.#wake?.();
+  }
+}
+
+/**
+ * In-process fan-out: committed items are published to a topic (a room, an
+ * inbox) and copied into each subscriber's bounded queue. Memory is bounded
+ * per subscriber; a slow one is told to resync instead of growing.
+ */
+export class FanoutHub<T extends Sequenced> {
+  readonly #topics = new Map<string, Set<Subscription<T>>>();
+
+  constructor(private readonly capacity = 1024) {}
+
+  subscribe(topic: string): Subscription<T> {
+    let subscribers = this.#topics.get(topic);
+    if (!subscribers) {
+      subscribers = new Set();
+      this.#topics.set(topic, subscribers);
+    }
+    const subscription = new Subscription<T>(this.capacity, (closed) => {
+      const set = this.#topics.get(topic);
+      set?.delete(closed);
+      if (set?.size === 0) this.#topics.delete(topic);
+    });
+    subscribers.add(subscription);
+    return subscription;
+  }
+
+  publish(topic: string, items: readonly T[]): void {
+    const subscribers = this.#topics.get(topic);
+    if (!subscribers || items.length === 0) return;
+    for (const subscription of subscribers) subscription.deliver(items);
+  }
+
+  /** Tells the topic's subscribers to catch up from the database. */
+  resync(topic: string): void {
+    for (const subscription of this.#topics.get(topic) ?? []) subscription.markResync();
+  }
+
+  /** Tells every subscriber to catch up (after missed notifications). */
+  resyncAll(): void {
+    for (const topic of this.#topics.keys()) this.resync(topic);
+  }
+
+  /** Ends every subscription with `reason` (shutdown: followers resubscribe elsewhere). */
+  closeAll(reason: Error): void {
+    for (const subscribers of [...this.#topics.values()]) {
+      for (const subscription of [...subscribers]) subscription.close(reason);
+    }
+  }
+
+  hasSubscribers(topic: string): boolean {
+    return this.#topics.has(topic);
+  }
+
+  subscriberCount(): number {
+    let count = 0;
+    for (const set of this.#topics.values()) count += set.size;
+    return count;
+  }
+}

@@ -1,0 +1,26 @@
+import { CALLER } from "../auth/interceptor.js";
+import { ParleyError } from "../errors/parley-error.js";
+import { type Logger, logError } from "../logging/logger.js";
+import type { ServerInterceptor } from "./call-context.js";
+
+/**
+ * Logs every failed call exactly once, with its category and context (rpc,
+ * user, peer, and whatever the error carries: room, client_msg_id, attempt).
+ * Outermost interceptor, so authentication failures are logged too.
+ */
+export function loggingInterceptor(logger: Logger): ServerInterceptor {
+  return (next) => async (context) => {
+    try {
+      await next(context);
+    } catch (thrown) {
+      const error = ParleyError.from(thrown);
+      const fields = { rpc: context.path, user: context.values.find(CALLER)?.user, peer: context.peer };
+      if (context.signal.aborted && error === context.signal.reason) {
+        logger.info({ ...fields, category: error.categoryName }, `call ended: ${error.message}`);
+      } else {
+        logError(logger, error, fields);
+      }
+      throw error;
+    }
+  };
+}

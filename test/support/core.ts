@@ -1,0 +1,69 @@
+import { ChatService } from "../../gen/parley/v1/chat_pb.js";
+import { mintToken } from "../../src/auth/tokens.js";
+import { type CoreOptions, type RunningCore, startCore } from "../../src/core/core-server.js";
+import { createClient, type ServiceClient } from "../../src/grpc/client.js";
+import type { TestDatabase } from "./database.js";
+import { LogCapture } from "./logs.js";
+
+export const TEST_JWT_SECRET = "test-secret-that-is-long-enough-for-hs256";
+
+export interface TestCore {
+  readonly core: RunningCore;
+  readonly logs: LogCapture;
+  /** A ChatService client acting as `user` (a fresh token per client). */
+  chat(user: string): Promise<ServiceClient<typeof ChatService>>;
+  stop(): Promise<void>;
+}
+
+/** A real core on port 0 against the test database (migrated on first start). */
+export async function startTestCore(db: TestDatabase, options: Partial<CoreOptions> = {}): Promise<TestCore> {
+  const logs = new LogCapture("debug");
+  const core = await startCore({
+    databaseUrl: db.url,
+    grpcAddress: "127.0.0.1:0",
+    jwtSecret: TEST_JWT_SECRET,
+    logger: logs.logger,
+    migrate: true,
+    ...options,
+  });
+  const clients: ServiceClient<typeof ChatService>[] = [];
+  return {
+    core,
+    logs,
+    async chat(user) {
+      const token = await mintToken(TEST_JWT_SECRET, user);
+      const client = createClient(ChatService, core.address, { headers: () => ({ authorization: `Bearer ${token}` }) });
+      clients.push(client);
+      return client;
+    },
+    async stop() {
+      for (const client of clients) client.close();
+      await core.stop(1_000);
+    },
+  };
+}
+
+/** Collects a subscription's messages until `count` arrived (or the stream ends). */
+export async function collect(
+  events: AsyncIterable<{ event: { case: string | undefined; value?: unknown } }>,
+  count: number,
+): Promise<{ seqs: bigint[]; bodies: string[]; caughtUp: bigint | undefined }> {
+  const seqs: bigint[] = [];
+  const bodies: string[] = [];
+  let caughtUp: bigint | undefined;
+  for await (const { event } of events) {
+    if (event.case === "message") {
+      const message = event.value as { seq: bigint; body: string };
+      seqs.push(message.seq);
+      bodies.push(message.body);
+      if (seqs.length >= count) break;
+    } else if (event.case === "caughtUp") {
+      caughtUp = (event.value as { headSeq: bigint }).headSeq;
+    }
+  }
+  return { seqs, bodies, caughtUp };
+}
+
+export function range(from: number, to: number): bigint[] {
+  return Array.from({ length: to - from + 1 }, (_, i) => BigInt(from + i));
+}
