@@ -12,7 +12,8 @@ export interface TestCore {
   readonly logs: LogCapture;
   /** A ChatService client acting as `user` (a fresh token per client). */
   chat(user: string): Promise<ServiceClient<typeof ChatService>>;
-  stop(): Promise<void>;
+  /** Stops core; `graceMs` 0 cuts in-flight calls (default 1 s). */
+  stop(graceMs?: number): Promise<void>;
 }
 
 /** A real core on port 0 against the test database (migrated on first start). */
@@ -36,9 +37,9 @@ export async function startTestCore(db: TestDatabase, options: Partial<CoreOptio
       clients.push(client);
       return client;
     },
-    async stop() {
+    async stop(graceMs = 1_000) {
       for (const client of clients) client.close();
-      await core.stop(1_000);
+      await core.stop(graceMs);
     },
   };
 }
