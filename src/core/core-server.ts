@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { ChatService } from "../../gen/parley/v1/chat_pb.js";
+import { type ChatMessage, ChatService } from "../../gen/parley/v1/chat_pb.js";
 import { ErrorCategory } from "../../gen/parley/v1/errors_pb.js";
 import { ParleyError } from "../errors/parley-error.js";
 import { authInterceptor } from "../auth/interceptor.js";
@@ -7,13 +7,13 @@ import { TokenVerifier } from "../auth/tokens.js";
 import { bindService, startGrpcServer } from "../grpc/grpc-server.js";
 import { loggingInterceptor } from "../grpc/logging-interceptor.js";
 import type { Logger } from "../logging/logger.js";
-import { ChatFanout } from "./chat/chat-fanout.js";
 import { chatServiceHandlers } from "./chat/chat-service.js";
 import { CHAT_CHANNEL, MessageStore } from "./chat/message-store.js";
-import { SendCommitter } from "./chat/send-committer.js";
+import { createSendCommitter } from "./chat/send-committer.js";
 import { migrate, openOrm, type Orm } from "./db/orm.js";
 import { UnitOfWork } from "./db/unit-of-work.js";
 import { PgListener } from "./fanout/pg-listener.js";
+import { TopicFanout } from "./fanout/topic-fanout.js";
 
 export interface CoreOptions {
   readonly databaseUrl: string;
@@ -56,8 +56,14 @@ export async function startCore(options: CoreOptions): Promise<RunningCore> {
     }
     const unitOfWork = new UnitOfWork(orm, logger);
     const store = new MessageStore(instanceId);
-    const fanout = new ChatFanout(store, unitOfWork, logger);
-    const committer = new SendCommitter(unitOfWork, store, {
+    const fanout = new TopicFanout<ChatMessage>({
+      origin: instanceId,
+      topicOf: (message) => message.room,
+      readRange: (room, from, to) =>
+        unitOfWork.read({ label: "chat.fanout-read", context: { room } }, (em) => store.readRange(em, room, from, to)),
+      logger,
+    });
+    const committer = createSendCommitter(unitOfWork, store, {
       maxBatch: options.maxBatch,
       onCommitted: (messages) => {
         fanout.committed(messages);

@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
-import type {
-  ChatService} from "../../../gen/parley/v1/chat_pb.js";
 import {
+  type ChatMessage,
+  type ChatService,
   type ChatServiceSubscribeResponse,
   type SendStreamRequest,
   type SendStreamResponse,
@@ -19,7 +19,7 @@ import { OrderedQueue } from "../../util/ordered-queue.js";
 import { roomAccess } from "../access/room-access.js";
 import type { UnitOfWork } from "../db/unit-of-work.js";
 import { follow } from "../fanout/follow.js";
-import type { ChatFanout } from "./chat-fanout.js";
+import type { TopicFanout } from "../fanout/topic-fanout.js";
 import type { MessageStore } from "./message-store.js";
 import type { SendCommand, SendCommitter } from "./send-committer.js";
 import { checkBody, checkIdempotencyKey, checkPageSize, checkRoom, checkSeq } from "./validation.js";
@@ -28,7 +28,7 @@ export interface ChatServiceDeps {
   readonly unitOfWork: UnitOfWork;
   readonly store: MessageStore;
   readonly committer: SendCommitter;
-  readonly fanout: ChatFanout;
+  readonly fanout: TopicFanout<ChatMessage>;
   /** Verifies SendStream items' acting tokens. */
   readonly verifier: TokenVerifier;
   readonly logger: Logger;

@@ -21,16 +21,6 @@ export type StoredOutcome =
   | { readonly kind: "stored"; readonly message: ChatMessage }
   | { readonly kind: "duplicate"; readonly message: ChatMessage };
 
-/** The payload of a NOTIFY on CHAT_CHANNEL. */
-export interface RoomAdvanced {
-  readonly room: string;
-  /** First and last seq committed by the transaction. */
-  readonly from: string;
-  readonly to: string;
-  /** The core instance that committed it. */
-  readonly origin: string;
-}
-
 interface MessageRow {
   ord?: number;
   kind?: "stored" | "duplicate";
@@ -57,7 +47,7 @@ interface MessageRow {
  *              gapless: a transaction that fails rolls its increment back;
  *  - inserted: the messages, seq = new head - count + position;
  *  - members:  each sender's read position moves to their own last message;
- *  - notified: one NOTIFY per room, delivered by PostgreSQL at commit.
+ *  - notified: one NOTIFY per room (a TopicAdvanced), delivered by PostgreSQL at commit.
  * A concurrent batch (another core instance) storing the same
  * (sender, client_msg_id) makes this statement fail with a unique violation;
  * the caller retries the transaction, which then finds the original.
@@ -99,7 +89,7 @@ members as (
 ),
 notified as (
   select pg_notify('${CHAT_CHANNEL}', json_build_object(
-           'room', h.id,
+           'topic', h.id,
            'from', (h.head_seq - max(f.room_count) + 1)::text,
            'to', h.head_seq::text,
            'origin', ?::text)::text)

@@ -1,10 +1,9 @@
-import { randomUUID } from "node:crypto";
 import type { ChatMessage } from "../../../gen/parley/v1/chat_pb.js";
-import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
 import { classifyDatabaseError } from "../../errors/database.js";
-import { ParleyError, validationError } from "../../errors/parley-error.js";
+import { type ParleyError, validationError } from "../../errors/parley-error.js";
+import { GroupCommitter, type ItemResult } from "../db/group-commit.js";
 import type { UnitOfWork } from "../db/unit-of-work.js";
-import type { MessageStore, NewMessage } from "./message-store.js";
+import type { MessageStore } from "./message-store.js";
 
 /** A validated, authenticated send. */
 export interface SendCommand {
@@ -20,132 +19,61 @@ export interface SendResult {
   readonly duplicate: boolean;
 }
 
-export interface SendCommitterOptions {
-  /** Most sends committed in one transaction (default 512). */
-  readonly maxBatch?: number;
-  /** Called with the messages of each commit, in seq order per room. */
-  readonly onCommitted?: (messages: readonly ChatMessage[]) => void;
-}
+export type SendCommitter = GroupCommitter<SendCommand, SendResult>;
 
-interface Pending {
-  readonly command: SendCommand;
-  readonly entry: NewMessage;
-  readonly resolve: (result: SendResult) => void;
-  readonly reject: (error: ParleyError) => void;
-}
-
-/**
- * Group commit: sends that arrive while a transaction is running are
- * committed together in the next one, so the per-transaction cost (~2 ms of
- * ORM and round trips) is shared. Batches commit one after another, in
- * arrival order, so a caller's sends keep their order in the room.
- *
- * Each send still gets its own answer: a batch that fails on one bad row is
- * split and retried in halves until the bad send stands alone and fails with
- * its own error; the others are stored normally.
- */
-export class SendCommitter {
-  readonly #queue: Pending[] = [];
-  readonly #maxBatch: number;
-  readonly #onCommitted: (messages: readonly ChatMessage[]) => void;
-  #running: Promise<void> | undefined;
-
-  constructor(
-    private readonly unitOfWork: UnitOfWork,
-    private readonly store: MessageStore,
-    options: SendCommitterOptions = {},
-  ) {
-    this.#maxBatch = options.maxBatch ?? 512;
-    this.#onCommitted = options.onCommitted ?? (() => undefined);
-  }
-
-  /** Stores one send; resolves with the stored (or original) message. */
-  submit(command: SendCommand): Promise<SendResult> {
-    return new Promise((resolve, reject) => {
-      this.#queue.push({ command, entry: { id: randomUUID(), ...command }, resolve, reject });
-      this.#running ??= this.#drain().finally(() => {
-        this.#running = undefined;
-      });
-    });
-  }
-
-  /** Resolves when everything submitted so far has been answered. */
-  async idle(): Promise<void> {
-    while (this.#running) await this.#running;
-  }
-
-  async #drain(): Promise<void> {
-    // Let the sends of the current tick join the first batch.
-    await new Promise<void>((resolve) => setImmediate(resolve));
-    while (this.#queue.length > 0) {
-      const batch = this.#queue.splice(0, this.#maxBatch);
-      await this.#commit(batch);
-    }
-  }
-
-  async #commit(batch: Pending[]): Promise<void> {
-    const unique = collapseRepeats(batch);
-    let outcomes;
-    try {
-      outcomes = await this.unitOfWork.transaction(
-        {
-          label: "chat.send-batch",
-          context: batch.length === 1 ? contextOf(batch[0]?.command) : { batch_size: batch.length },
-          retryIf: isIdempotencyRace,
-        },
-        (em) => this.store.storeBatch(em, unique.map((group) => group.first.entry)),
+/** Chat sends through group commit; committed messages go to `onCommitted`. */
+export function createSendCommitter(
+  unitOfWork: UnitOfWork,
+  store: MessageStore,
+  options: { maxBatch?: number; onCommitted?: (messages: readonly ChatMessage[]) => void } = {},
+): SendCommitter {
+  return new GroupCommitter<SendCommand, SendResult>(unitOfWork, {
+    label: "chat.send-batch",
+    maxBatch: options.maxBatch,
+    store: async (em, batch) => {
+      const groups = collapseRepeats(batch);
+      const outcomes = await store.storeBatch(
+        em,
+        groups.map((group) => group.first),
       );
-    } catch (error) {
-      await this.#recover(batch, ParleyError.from(error));
-      return;
-    }
-    const committed: ChatMessage[] = [];
-    unique.forEach((group, index) => {
-      const outcome = outcomes[index];
-      if (outcome === undefined) return;
-      if (outcome.kind === "stored") committed.push(outcome.message);
-      group.members.forEach((pending, position) => {
-        const duplicate = outcome.kind === "duplicate" || position > 0;
-        const conflict = duplicate ? contentConflict(pending.command, outcome.message) : undefined;
-        if (conflict) pending.reject(conflict);
-        else pending.resolve({ message: outcome.message, duplicate });
+      const results = new Array<ItemResult<SendResult>>(batch.length);
+      groups.forEach((group, index) => {
+        const outcome = outcomes[index];
+        if (outcome === undefined) return;
+        group.positions.forEach((position, nth) => {
+          const command = batch[position];
+          if (command === undefined) return;
+          const duplicate = outcome.kind === "duplicate" || nth > 0;
+          const conflict = duplicate ? contentConflict(command, outcome.message) : undefined;
+          results[position] = conflict ? { ok: false, error: conflict } : { ok: true, value: { message: outcome.message, duplicate } };
+        });
       });
-    });
-    if (committed.length > 0) this.#onCommitted(committed);
-  }
-
-  /**
-   * A failed batch: failures that depend on the data (a constraint, a bad
-   * value) are isolated by splitting; failures of the database itself
-   * (unreachable, timed out) fail every send in the batch, retryable.
-   */
-  async #recover(batch: Pending[], error: ParleyError): Promise<void> {
-    const dataDependent = error.category === ErrorCategory.PERSISTENCE || error.category === ErrorCategory.VALIDATION;
-    if (batch.length === 1 || !dataDependent) {
-      for (const pending of batch) pending.reject(error.withContext(contextOf(pending.command)));
-      return;
-    }
-    const middle = Math.ceil(batch.length / 2);
-    await this.#commit(batch.slice(0, middle));
-    await this.#commit(batch.slice(middle));
-  }
+      return results;
+    },
+    committed: (results) => {
+      const fresh = results.filter((result) => !result.duplicate).map((result) => result.message);
+      if (fresh.length > 0) options.onCommitted?.(fresh);
+    },
+    retryIf: isIdempotencyRace,
+    contextOf: (command) => ({ room: command.room, sender: command.sender, client_msg_id: command.clientMsgId }),
+  });
 }
 
 interface RepeatGroup {
-  readonly first: Pending;
-  /** Every send in the batch with the first's (sender, client_msg_id), first included. */
-  readonly members: Pending[];
+  readonly first: SendCommand & { readonly id: string };
+  /** Batch positions of every send with the first's (sender, client_msg_id). */
+  readonly positions: number[];
 }
 
 /** Sends in one batch that repeat an idempotency key are answered from the first. */
-function collapseRepeats(batch: readonly Pending[]): RepeatGroup[] {
+function collapseRepeats(batch: readonly SendCommand[]): RepeatGroup[] {
   const groups = new Map<string, RepeatGroup>();
-  for (const pending of batch) {
-    const key = `${pending.command.sender}\u0000${pending.command.clientMsgId}`;
+  batch.forEach((command, position) => {
+    const key = `${command.sender}\u0000${command.clientMsgId}`;
     const group = groups.get(key);
-    if (group) group.members.push(pending);
-    else groups.set(key, { first: pending, members: [pending] });
-  }
+    if (group) group.positions.push(position);
+    else groups.set(key, { first: { ...command, id: crypto.randomUUID() }, positions: [position] });
+  });
   return [...groups.values()];
 }
 
@@ -163,9 +91,4 @@ function contentConflict(command: SendCommand, stored: ChatMessage): ParleyError
 function isIdempotencyRace(error: unknown): boolean {
   const failure = classifyDatabaseError(error);
   return failure.code === "23505" && String((error as { message?: unknown }).message).includes("client_msg_id");
-}
-
-function contextOf(command: SendCommand | undefined): Record<string, string> {
-  if (!command) return {};
-  return { room: command.room, sender: command.sender, client_msg_id: command.clientMsgId };
 }

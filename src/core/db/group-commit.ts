@@ -1,0 +1,115 @@
+import type { EntityManager } from "@mikro-orm/postgresql";
+import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
+import { type ErrorContext, ParleyError } from "../../errors/parley-error.js";
+import type { UnitOfWork } from "./unit-of-work.js";
+
+/** One command's answer from a batch: its value, or its own error. */
+export type ItemResult<R> = { readonly ok: true; readonly value: R } | { readonly ok: false; readonly error: ParleyError };
+
+export interface GroupCommitSpec<C, R> {
+  /** Names the unit of work in logs ("chat.send-batch"). */
+  readonly label: string;
+  /** Most commands per transaction (default 512). */
+  readonly maxBatch?: number;
+  /** Stores a batch inside the transaction; one result per command, in order. */
+  readonly store: (em: EntityManager, batch: readonly C[]) => Promise<ItemResult<R>[]>;
+  /** Called after each commit with the successful results, in batch order. */
+  readonly committed?: (results: readonly R[]) => void;
+  /** Failures worth retrying the whole transaction for, beyond the transient ones. */
+  readonly retryIf?: (error: unknown) => boolean;
+  /** Log and error context of one command. */
+  readonly contextOf: (command: C) => ErrorContext;
+}
+
+interface Pending<C, R> {
+  readonly command: C;
+  readonly resolve: (value: R) => void;
+  readonly reject: (error: ParleyError) => void;
+}
+
+/**
+ * Group commit: commands that arrive while a transaction is running are
+ * stored together in the next one, so the per-transaction cost (~2 ms of
+ * ORM work and round trips) is shared. Batches commit one after another, in
+ * arrival order, so a caller's commands keep their order.
+ *
+ * Each command still gets its own answer: a batch that fails because of its
+ * data (a constraint, a trigger) is split and retried in halves until the bad
+ * command stands alone and fails with its own error; database-wide failures
+ * (unreachable, timed out) fail the batch, retryably.
+ */
+export class GroupCommitter<C, R> {
+  readonly #queue: Pending<C, R>[] = [];
+  readonly #maxBatch: number;
+  #running: Promise<void> | undefined;
+
+  constructor(
+    private readonly unitOfWork: UnitOfWork,
+    private readonly spec: GroupCommitSpec<C, R>,
+  ) {
+    this.#maxBatch = spec.maxBatch ?? 512;
+  }
+
+  submit(command: C): Promise<R> {
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ command, resolve, reject });
+      this.#running ??= this.#drain().finally(() => {
+        this.#running = undefined;
+      });
+    });
+  }
+
+  /** Resolves when everything submitted so far has been answered. */
+  async idle(): Promise<void> {
+    while (this.#running) await this.#running;
+  }
+
+  async #drain(): Promise<void> {
+    // Let the commands of the current tick join the first batch.
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    while (this.#queue.length > 0) {
+      await this.#commit(this.#queue.splice(0, this.#maxBatch));
+    }
+  }
+
+  async #commit(batch: Pending<C, R>[]): Promise<void> {
+    let results: ItemResult<R>[];
+    try {
+      results = await this.unitOfWork.transaction(
+        {
+          label: this.spec.label,
+          context: batch.length === 1 && batch[0] ? this.spec.contextOf(batch[0].command) : { batch_size: batch.length },
+          retryIf: this.spec.retryIf,
+        },
+        (em) => this.spec.store(em, batch.map((pending) => pending.command)),
+      );
+    } catch (error) {
+      await this.#recover(batch, ParleyError.from(error));
+      return;
+    }
+    const committed: R[] = [];
+    batch.forEach((pending, index) => {
+      const result = results[index];
+      if (result === undefined) {
+        pending.reject(new ParleyError(ErrorCategory.INTERNAL, `${this.spec.label}: no result for batch entry ${index}`));
+      } else if (result.ok) {
+        committed.push(result.value);
+        pending.resolve(result.value);
+      } else {
+        pending.reject(result.error.withContext(this.spec.contextOf(pending.command)));
+      }
+    });
+    if (committed.length > 0) this.spec.committed?.(committed);
+  }
+
+  async #recover(batch: Pending<C, R>[], error: ParleyError): Promise<void> {
+    const dataDependent = error.category === ErrorCategory.PERSISTENCE || error.category === ErrorCategory.VALIDATION;
+    if (batch.length === 1 || !dataDependent) {
+      for (const pending of batch) pending.reject(error.withContext(this.spec.contextOf(pending.command)));
+      return;
+    }
+    const middle = Math.ceil(batch.length / 2);
+    await this.#commit(batch.slice(0, middle));
+    await this.#commit(batch.slice(middle));
+  }
+}

@@ -1,0 +1,75 @@
+import { ParleyError } from "../../errors/parley-error.js";
+import { type Logger, logError } from "../../logging/logger.js";
+import { FanoutHub, type Sequenced } from "./hub.js";
+
+/** The payload of a NOTIFY: which topic moved, by which seqs, from which instance. */
+export interface TopicAdvanced {
+  readonly topic: string;
+  /** First and last seq committed by the transaction (decimal strings). */
+  readonly from: string;
+  readonly to: string;
+  /** The core instance that committed it. */
+  readonly origin: string;
+}
+
+export interface TopicFanoutOptions<T extends Sequenced> {
+  /** This instance's id, as written in NOTIFY payloads. */
+  readonly origin: string;
+  /** The topic (room, inbox) an item belongs to. */
+  readonly topicOf: (item: T) => string;
+  /** Reads the stored items of `topic` with seq in [from, to]. */
+  readonly readRange: (topic: string, from: bigint, to: bigint) => Promise<readonly T[]>;
+  readonly logger: Logger;
+}
+
+/**
+ * Delivers committed items to this instance's subscribers: directly for its
+ * own commits, and through PostgreSQL NOTIFY for other instances' (the rows
+ * are read once per notification, then fanned out in memory).
+ */
+export class TopicFanout<T extends Sequenced> {
+  readonly hub = new FanoutHub<T>();
+  #chain: Promise<void> = Promise.resolve();
+
+  constructor(private readonly options: TopicFanoutOptions<T>) {}
+
+  /** This instance committed `items` (in seq order per topic). */
+  committed(items: readonly T[]): void {
+    const byTopic = new Map<string, T[]>();
+    for (const item of items) {
+      const topic = this.options.topicOf(item);
+      const list = byTopic.get(topic);
+      if (list) list.push(item);
+      else byTopic.set(topic, [item]);
+    }
+    for (const [topic, list] of byTopic) this.hub.publish(topic, list);
+  }
+
+  /** A NOTIFY payload. Processed one at a time, in arrival (= commit) order. */
+  notified(payload: string): void {
+    let advanced: TopicAdvanced;
+    try {
+      advanced = JSON.parse(payload) as TopicAdvanced;
+    } catch (error) {
+      this.options.logger.error({ category: "SERIALIZATION", payload, err: error }, "unreadable fan-out notification");
+      return;
+    }
+    if (advanced.origin === this.options.origin || !this.hub.hasSubscribers(advanced.topic)) return;
+    this.#chain = this.#chain.then(() => this.#deliverRemote(advanced));
+  }
+
+  /** Notifications may have been missed: every follower re-reads the database. */
+  resyncAll(): void {
+    this.hub.resyncAll();
+  }
+
+  async #deliverRemote(advanced: TopicAdvanced): Promise<void> {
+    try {
+      this.hub.publish(advanced.topic, await this.options.readRange(advanced.topic, BigInt(advanced.from), BigInt(advanced.to)));
+    } catch (error) {
+      // The followers will find the rows themselves.
+      logError(this.options.logger, ParleyError.from(error), { topic: advanced.topic }, "fan-out read failed; followers resync");
+      this.hub.resync(advanced.topic);
+    }
+  }
+}
