@@ -43,7 +43,7 @@ describe("config", () => {
       PARLEY_MIGRATE: "1",
     });
     expect(config.coreAddress).toBe("core.internal:50051");
-    expect(config.webhook).toEqual({ url: "https://hooks.example.com/p", secret: "s".repeat(16) });
+    expect(config.webhook).toEqual({ url: "https://hooks.example.com/p", secret: "s".repeat(16), graceMs: 5000 });
     expect(config.migrateOnStart).toBe(true);
     expect(requireJwtSecret(config)).toBe("x".repeat(32));
   });

@@ -7,7 +7,12 @@ export interface Identity {
   readonly user: string;
   /** Token expiry, seconds since the epoch (undefined: no `exp`). */
   readonly expiresAt: number | undefined;
+  /** OAuth-style scopes from the `scope` claim (space-separated), e.g. `notifications:send`. */
+  readonly scopes: ReadonlySet<string>;
 }
+
+/** The scope a token needs to send notifications (service identities carry it). */
+export const NOTIFICATIONS_SEND_SCOPE = "notifications:send";
 
 /** User ids (token `sub`): what may appear as a sender or recipient. */
 export const USER_ID = /^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$/;
@@ -73,7 +78,9 @@ export class TokenVerifier {
     if (sub === undefined || !USER_ID.test(sub)) {
       throw unauthenticated("token has no valid `sub` (user id: letters, digits, _ . : @ -, up to 128)");
     }
-    return { user: sub, expiresAt: payload.exp };
+    const scope = payload.scope;
+    const scopes = new Set(typeof scope === "string" ? scope.split(" ").filter((s) => s !== "") : []);
+    return { user: sub, expiresAt: payload.exp, scopes };
   }
 }
 
@@ -88,12 +95,14 @@ export function bearerToken(header: string | undefined): string {
 export interface MintOptions {
   /** Lifetime in seconds (default one hour); negative mints an expired token. */
   readonly expiresInSeconds?: number;
+  /** Scopes for the `scope` claim. */
+  readonly scopes?: readonly string[];
 }
 
 /** Signs an HS256 token for `user` (tests, tools and the development mode). */
 export async function mintToken(secret: string, user: string, options: MintOptions = {}): Promise<string> {
   const now = Math.floor(Date.now() / 1000);
-  return new SignJWT({})
+  return new SignJWT(options.scopes === undefined ? {} : { scope: options.scopes.join(" ") })
     .setProtectedHeader({ alg: "HS256", typ: "JWT" })
     .setSubject(user)
     .setIssuedAt(now)

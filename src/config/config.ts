@@ -30,6 +30,7 @@ const EnvSchema = z
     PARLEY_JWT_SECRET: z.string().min(32, "must be at least 32 characters (HS256 key)").optional(),
     PARLEY_WEBHOOK_URL: url(["http:", "https:"], "https://hooks.example.com/parley").optional(),
     PARLEY_WEBHOOK_SECRET: z.string().min(16, "must be at least 16 characters").optional(),
+    PARLEY_WEBHOOK_GRACE_MS: z.coerce.number().int().min(0).max(86_400_000).default(5_000),
     PARLEY_LOG_LEVEL: z.enum(LOG_LEVELS).default("info"),
     PARLEY_DATA_DIR: z.string().min(1).default(".parley-data"),
     PARLEY_MIGRATE: flag.default(false),
@@ -58,7 +59,8 @@ export interface Config {
   readonly coreAddress: string;
   /** HS256 key for bearer tokens; required by core and bridge. */
   readonly jwtSecret: string | undefined;
-  readonly webhook: { readonly url: string; readonly secret: string } | undefined;
+  /** Fallback delivery of notifications nobody received live. */
+  readonly webhook: { readonly url: string; readonly secret: string; readonly graceMs: number } | undefined;
   readonly logLevel: LogLevel;
   /** Directory of the embedded database. */
   readonly dataDir: string;
@@ -94,7 +96,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
     jwtSecret: e.PARLEY_JWT_SECRET,
     webhook:
       e.PARLEY_WEBHOOK_URL !== undefined && e.PARLEY_WEBHOOK_SECRET !== undefined
-        ? { url: e.PARLEY_WEBHOOK_URL, secret: e.PARLEY_WEBHOOK_SECRET }
+        ? { url: e.PARLEY_WEBHOOK_URL, secret: e.PARLEY_WEBHOOK_SECRET, graceMs: e.PARLEY_WEBHOOK_GRACE_MS }
         : undefined,
     logLevel: e.PARLEY_LOG_LEVEL,
     dataDir: e.PARLEY_DATA_DIR,

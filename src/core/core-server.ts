@@ -1,19 +1,16 @@
 import { randomUUID } from "node:crypto";
-import { type ChatMessage, ChatService } from "../../gen/parley/v1/chat_pb.js";
 import { ErrorCategory } from "../../gen/parley/v1/errors_pb.js";
-import { ParleyError } from "../errors/parley-error.js";
 import { authInterceptor } from "../auth/interceptor.js";
 import { TokenVerifier } from "../auth/tokens.js";
-import { bindService, startGrpcServer } from "../grpc/grpc-server.js";
+import { ParleyError } from "../errors/parley-error.js";
+import { startGrpcServer } from "../grpc/grpc-server.js";
 import { loggingInterceptor } from "../grpc/logging-interceptor.js";
 import type { Logger } from "../logging/logger.js";
-import { chatServiceHandlers } from "./chat/chat-service.js";
-import { CHAT_CHANNEL, MessageStore } from "./chat/message-store.js";
-import { createSendCommitter } from "./chat/send-committer.js";
+import { createChatModule } from "./chat/chat-module.js";
 import { migrate, openOrm, type Orm } from "./db/orm.js";
 import { UnitOfWork } from "./db/unit-of-work.js";
 import { PgListener } from "./fanout/pg-listener.js";
-import { TopicFanout } from "./fanout/topic-fanout.js";
+import { createNotificationModule } from "./notifications/notification-module.js";
 
 export interface CoreOptions {
   readonly databaseUrl: string;
@@ -27,6 +24,8 @@ export interface CoreOptions {
   readonly maxBatch?: number;
   /** Database connections (default 10). */
   readonly poolSize?: number;
+  /** Notification fallback delivery; off when unset. */
+  readonly webhook?: { readonly url: string; readonly secret: string; readonly graceMs: number };
 }
 
 export interface RunningCore {
@@ -42,8 +41,9 @@ export interface RunningCore {
 
 /**
  * The core process: the only component that touches the database. Serves
- * ChatService over gRPC (with health and reflection), commits sends in
- * groups and fans committed messages out, across instances via LISTEN/NOTIFY.
+ * ChatService and NotificationService over gRPC (with health and
+ * reflection), commits writes in groups, and fans committed items out —
+ * across instances through LISTEN/NOTIFY.
  */
 export async function startCore(options: CoreOptions): Promise<RunningCore> {
   const instanceId = randomUUID();
@@ -55,37 +55,27 @@ export async function startCore(options: CoreOptions): Promise<RunningCore> {
       if (applied.length > 0) logger.info({ applied }, "migrations applied");
     }
     const unitOfWork = new UnitOfWork(orm, logger);
-    const store = new MessageStore(instanceId);
-    const fanout = new TopicFanout<ChatMessage>({
-      origin: instanceId,
-      topicOf: (message) => message.room,
-      readRange: (room, from, to) =>
-        unitOfWork.read({ label: "chat.fanout-read", context: { room } }, (em) => store.readRange(em, room, from, to)),
-      logger,
-    });
-    const committer = createSendCommitter(unitOfWork, store, {
-      maxBatch: options.maxBatch,
-      onCommitted: (messages) => {
-        fanout.committed(messages);
-      },
-    });
+    const verifier = new TokenVerifier(options.jwtSecret);
+    const chat = createChatModule({ instanceId, unitOfWork, verifier, logger, maxBatch: options.maxBatch });
+    const notifications = createNotificationModule({ instanceId, unitOfWork, logger, webhookGraceMs: options.webhook?.graceMs });
+    const modules = [chat, notifications];
+
     const listener = new PgListener({
       databaseUrl: options.databaseUrl,
-      channels: [CHAT_CHANNEL],
+      channels: modules.map((module) => module.channel),
       logger,
-      onNotification: (_channel, payload) => {
-        fanout.notified(payload);
+      onNotification: (channel, payload) => {
+        modules.find((module) => module.channel === channel)?.fanout.notified(payload);
       },
       onReconnected: () => {
-        fanout.resyncAll();
+        for (const module of modules) module.fanout.resyncAll();
       },
     });
     await listener.start();
 
-    const verifier = new TokenVerifier(options.jwtSecret);
     const grpc = await startGrpcServer({
       address: options.grpcAddress,
-      services: [bindService(ChatService, chatServiceHandlers({ unitOfWork, store, committer, fanout, verifier, logger }))],
+      services: modules.map((module) => module.binding),
       interceptors: [loggingInterceptor(logger), authInterceptor(verifier)],
     });
     logger.info({ grpc: grpc.address }, "core serving");
@@ -98,13 +88,12 @@ export async function startCore(options: CoreOptions): Promise<RunningCore> {
       async stop(graceMs = 5_000) {
         // Subscriptions never end by themselves: end them with UNAVAILABLE so
         // their callers resubscribe (with their last seq) elsewhere.
-        fanout.hub.closeAll(
-          new ParleyError(ErrorCategory.UNAVAILABLE, "server shutting down; resubscribe with the last seq seen", {
-            context: { expected: true },
-          }),
-        );
+        const shutdown = new ParleyError(ErrorCategory.UNAVAILABLE, "server shutting down; resubscribe with the last seq seen", {
+          context: { expected: true },
+        });
+        for (const module of modules) module.fanout.hub.closeAll(shutdown);
         await grpc.shutdown(graceMs);
-        await committer.idle();
+        for (const module of modules) await module.drain();
         await listener.stop();
         await orm.close();
         logger.info("core stopped");

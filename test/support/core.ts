@@ -1,5 +1,6 @@
 import { ChatService } from "../../gen/parley/v1/chat_pb.js";
-import { mintToken } from "../../src/auth/tokens.js";
+import { NotificationService } from "../../gen/parley/v1/notifications_pb.js";
+import { mintToken, NOTIFICATIONS_SEND_SCOPE } from "../../src/auth/tokens.js";
 import { type CoreOptions, type RunningCore, startCore } from "../../src/core/core-server.js";
 import { createClient, type ServiceClient } from "../../src/grpc/client.js";
 import type { TestDatabase } from "./database.js";
@@ -12,6 +13,8 @@ export interface TestCore {
   readonly logs: LogCapture;
   /** A ChatService client acting as `user` (a fresh token per client). */
   chat(user: string): Promise<ServiceClient<typeof ChatService>>;
+  /** A NotificationService client acting as `user`; `sender` adds the send scope. */
+  notifications(user: string, options?: { sender?: boolean }): Promise<ServiceClient<typeof NotificationService>>;
   /** Stops core; `graceMs` 0 cuts in-flight calls (default 1 s). */
   stop(graceMs?: number): Promise<void>;
 }
@@ -27,13 +30,19 @@ export async function startTestCore(db: TestDatabase, options: Partial<CoreOptio
     migrate: true,
     ...options,
   });
-  const clients: ServiceClient<typeof ChatService>[] = [];
+  const clients: { close(): void }[] = [];
   return {
     core,
     logs,
     async chat(user) {
       const token = await mintToken(TEST_JWT_SECRET, user);
       const client = createClient(ChatService, core.address, { headers: () => ({ authorization: `Bearer ${token}` }) });
+      clients.push(client);
+      return client;
+    },
+    async notifications(user, options = {}) {
+      const token = await mintToken(TEST_JWT_SECRET, user, { scopes: options.sender === true ? [NOTIFICATIONS_SEND_SCOPE] : [] });
+      const client = createClient(NotificationService, core.address, { headers: () => ({ authorization: `Bearer ${token}` }) });
       clients.push(client);
       return client;
     },

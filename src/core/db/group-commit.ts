@@ -11,6 +11,12 @@ export interface GroupCommitSpec<C, R> {
   readonly label: string;
   /** Most commands per transaction (default 512). */
   readonly maxBatch?: number;
+  /**
+   * Most total weight per transaction, where a command weighs `weightOf`
+   * (e.g. its rows); a command heavier than this still goes alone.
+   */
+  readonly maxWeight?: number;
+  readonly weightOf?: (command: C) => number;
   /** Stores a batch inside the transaction; one result per command, in order. */
   readonly store: (em: EntityManager, batch: readonly C[]) => Promise<ItemResult<R>[]>;
   /** Called after each commit with the successful results, in batch order. */
@@ -68,8 +74,22 @@ export class GroupCommitter<C, R> {
     // Let the commands of the current tick join the first batch.
     await new Promise<void>((resolve) => setImmediate(resolve));
     while (this.#queue.length > 0) {
-      await this.#commit(this.#queue.splice(0, this.#maxBatch));
+      await this.#commit(this.#queue.splice(0, this.#nextBatchSize()));
     }
+  }
+
+  #nextBatchSize(): number {
+    const { maxWeight, weightOf } = this.spec;
+    const limit = Math.min(this.#maxBatch, this.#queue.length);
+    if (maxWeight === undefined || weightOf === undefined) return limit;
+    let weight = 0;
+    for (let count = 0; count < limit; count++) {
+      const pending = this.#queue[count];
+      if (pending === undefined) return count;
+      weight += weightOf(pending.command);
+      if (weight > maxWeight) return Math.max(1, count);
+    }
+    return limit;
   }
 
   async #commit(batch: Pending<C, R>[]): Promise<void> {

@@ -1,0 +1,47 @@
+import { type ChatMessage, ChatService } from "../../../gen/parley/v1/chat_pb.js";
+import type { TokenVerifier } from "../../auth/tokens.js";
+import { bindService, type ServiceBinding } from "../../grpc/grpc-server.js";
+import type { Logger } from "../../logging/logger.js";
+import type { UnitOfWork } from "../db/unit-of-work.js";
+import { TopicFanout } from "../fanout/topic-fanout.js";
+import { chatServiceHandlers } from "./chat-service.js";
+import { CHAT_CHANNEL, MessageStore } from "./message-store.js";
+import { createSendCommitter } from "./send-committer.js";
+
+/** Everything chat needs, assembled: its gRPC binding and its fan-out hooks. */
+export interface ChatModule {
+  readonly binding: ServiceBinding;
+  readonly channel: string;
+  readonly fanout: TopicFanout<ChatMessage>;
+  /** Answers every send already submitted. */
+  drain(): Promise<void>;
+}
+
+export function createChatModule(deps: {
+  instanceId: string;
+  unitOfWork: UnitOfWork;
+  verifier: TokenVerifier;
+  logger: Logger;
+  maxBatch?: number;
+}): ChatModule {
+  const { unitOfWork, logger } = deps;
+  const store = new MessageStore(deps.instanceId);
+  const fanout = new TopicFanout<ChatMessage>({
+    origin: deps.instanceId,
+    topicOf: (message) => message.room,
+    readRange: (room, from, to) => unitOfWork.read({ label: "chat.fanout-read", context: { room } }, (em) => store.readRange(em, room, from, to)),
+    logger,
+  });
+  const committer = createSendCommitter(unitOfWork, store, {
+    maxBatch: deps.maxBatch,
+    onCommitted: (messages) => {
+      fanout.committed(messages);
+    },
+  });
+  return {
+    binding: bindService(ChatService, chatServiceHandlers({ unitOfWork, store, committer, fanout, verifier: deps.verifier, logger })),
+    channel: CHAT_CHANNEL,
+    fanout,
+    drain: () => committer.idle(),
+  };
+}
