@@ -297,6 +297,26 @@ describe("SendStream", () => {
     expect(stored).toEqual(range(1, 199));
   });
 
+  it("stores items in stream order even when they carry acting tokens not verified yet", async () => {
+    const { mintToken } = await import("../src/auth/tokens.js");
+    const { TEST_JWT_SECRET } = await import("./support/core.js");
+    const chat = await core.chat("opener");
+    const stream = chat.sendStream();
+    const { answers, ended } = answersOf(stream);
+    const room = "stream-acting-order";
+    for (let i = 1; i <= 30; i++) {
+      // Every other item acts for a user whose token nobody has verified yet.
+      const actingToken = i % 2 === 1 ? await mintToken(TEST_JWT_SECRET, `acting-${i}`) : "";
+      stream.write({ ...item(i, room), actingToken });
+    }
+    stream.end();
+    expect(await ended).toBeUndefined();
+    const seqs = answers.map((a) => (a.result.value as ChatMessage).seq);
+    expect(seqs).toEqual(range(1, 30));
+    const senders = answers.map((a) => (a.result.value as ChatMessage).sender);
+    expect(senders.slice(0, 2)).toEqual(["acting-1", "opener"]);
+  });
+
   it("ends the stream with VALIDATION when stream_seq goes backwards, after answering what came before", async () => {
     const chat = await core.chat("streamer");
     const stream = chat.sendStream();

@@ -129,9 +129,11 @@ describe("database error → category", () => {
 
   it("treats anything unknown as a non-transient PERSISTENCE error", () => {
     expect(classifyDatabaseError(new Error("strange"))).toMatchObject({ category: ErrorCategory.PERSISTENCE, transient: false });
-    const error = fromDatabaseError(pgError("23505", "duplicate key value\n - detail: Key (id)=(1)"));
+    const error = fromDatabaseError(pgError("23505", "insert into secrets values ('alice-data') - duplicate key value"));
     expect(error.category).toBe(ErrorCategory.PERSISTENCE);
-    expect(error.message).toBe("database: duplicate key value");
+    // The driver's text quotes SQL and values: it stays in the cause, never in the message.
+    expect(error.message).toBe("database: the transaction was rolled back (SQLSTATE 23505)");
+    expect(error.message).not.toContain("alice-data");
   });
 });
 

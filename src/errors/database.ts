@@ -71,16 +71,34 @@ function classifyCode(code: string): DatabaseFailure | undefined {
   }
 }
 
-/** Wraps a database failure into a ParleyError with the classified category. */
+/**
+ * Wraps a database failure into a ParleyError with the classified category.
+ * The message is a fixed text per kind plus the SQLSTATE: the driver's own
+ * message quotes the SQL with its values (other users' data), so it stays in
+ * `cause`, for the logs only.
+ */
 export function fromDatabaseError(error: unknown): ParleyError {
   if (error instanceof ParleyError) return error;
   const failure = classifyDatabaseError(error);
-  const message = error instanceof Error ? firstLine(error.message) : String(error);
-  return new ParleyError(failure.category, `database: ${message}`, {
+  const code = failure.code === undefined ? "" : ` (${/^[0-9A-Z]{5}$/.test(failure.code) ? "SQLSTATE " : ""}${failure.code})`;
+  return new ParleyError(failure.category, `database: ${describeFailure(failure)}${code}`, {
     cause: error,
     retryable: failure.category === ErrorCategory.VALIDATION ? false : undefined,
     context: { db_code: failure.code },
   });
+}
+
+function describeFailure(failure: DatabaseFailure): string {
+  switch (failure.category) {
+    case ErrorCategory.UNAVAILABLE:
+      return "the database is unreachable";
+    case ErrorCategory.TIMEOUT:
+      return "the statement timed out";
+    case ErrorCategory.VALIDATION:
+      return "a value was refused by the database";
+    default:
+      return failure.transient ? "the transaction conflicted with another and was rolled back" : "the transaction was rolled back";
+  }
 }
 
 function* causeChain(error: unknown): Generator {
@@ -96,9 +114,4 @@ function readCode(error: unknown): string | undefined {
   const { code, sqlState } = error as { code?: unknown; sqlState?: unknown };
   if (typeof sqlState === "string") return sqlState;
   return typeof code === "string" ? code : undefined;
-}
-
-function firstLine(text: string): string {
-  const newline = text.indexOf("\n");
-  return newline === -1 ? text : text.slice(0, newline);
 }

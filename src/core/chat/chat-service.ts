@@ -18,7 +18,7 @@ import { type Logger, logError } from "../../logging/logger.js";
 import { OrderedQueue } from "../../util/ordered-queue.js";
 import { roomAccess } from "../access/room-access.js";
 import type { UnitOfWork } from "../db/unit-of-work.js";
-import { follow } from "../fanout/follow.js";
+import { follow } from "../../fanout/follow.js";
 import type { TopicFanout } from "../fanout/topic-fanout.js";
 import type { MessageStore } from "./message-store.js";
 import type { SendCommand, SendCommitter } from "./send-committer.js";
@@ -51,10 +51,14 @@ export function chatServiceHandlers(deps: ChatServiceDeps): ServiceHandlers<type
     return command;
   };
 
-  /** One SendStream item → its answer; never rejects (errors are answers). */
-  const answerItem = async (item: SendStreamRequest, opener: Identity, context: CallContext): Promise<SendStreamResponse> => {
+  /**
+   * One SendStream item → its answer; never rejects (errors are answers).
+   * The caller is resolved before this is called, in stream order, so that
+   * submissions reach the group commit in stream_seq order.
+   */
+  const answerItem = async (item: SendStreamRequest, caller: Identity | ParleyError, context: CallContext): Promise<SendStreamResponse> => {
     try {
-      const caller = item.actingToken === "" ? opener : await verifier.verify(item.actingToken);
+      if (caller instanceof ParleyError) throw caller;
       const result = await committer.submit(toCommand(caller, item.room, item.body, item.clientMsgId));
       return create(SendStreamResponseSchema, {
         streamSeq: item.streamSeq,
@@ -68,9 +72,19 @@ export function chatServiceHandlers(deps: ChatServiceDeps): ServiceHandlers<type
         stream_seq: item.streamSeq.toString(),
         room: item.room,
         client_msg_id: item.clientMsgId,
-        user: item.actingToken === "" ? opener.user : undefined,
+        user: caller instanceof ParleyError ? undefined : caller.user,
       });
       return create(SendStreamResponseSchema, { streamSeq: item.streamSeq, result: { case: "error", value: toErrorDetail(error) } });
+    }
+  };
+
+  /** The identity an item acts for: its own token's subject, or the stream's. */
+  const actingCaller = async (item: SendStreamRequest, opener: Identity): Promise<Identity | ParleyError> => {
+    if (item.actingToken === "") return opener;
+    try {
+      return await verifier.verify(item.actingToken);
+    } catch (error) {
+      return ParleyError.from(error);
     }
   };
 
@@ -99,7 +113,9 @@ export function chatServiceHandlers(deps: ChatServiceDeps): ServiceHandlers<type
             throw validationError("stream_seq", `must increase along the stream: got ${item.streamSeq} after ${last}`);
           }
           last = item.streamSeq;
-          await answers.push(answerItem(item, opener, context));
+          // Awaited here, in stream order (verifications are cached per token).
+          const caller = await actingCaller(item, opener);
+          await answers.push(answerItem(item, caller, context));
         }
       } finally {
         // Answer everything accepted so far, then end (or fail) the stream.

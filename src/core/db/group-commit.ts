@@ -1,5 +1,6 @@
 import type { EntityManager } from "@mikro-orm/postgresql";
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
+import { classifyDatabaseError } from "../../errors/database.js";
 import { type ErrorContext, ParleyError } from "../../errors/parley-error.js";
 import type { UnitOfWork } from "./unit-of-work.js";
 
@@ -123,7 +124,11 @@ export class GroupCommitter<C, R> {
   }
 
   async #recover(batch: Pending<C, R>[], error: ParleyError): Promise<void> {
-    const dataDependent = error.category === ErrorCategory.PERSISTENCE || error.category === ErrorCategory.VALIDATION;
+    // A transient failure (deadlock, serialization) was already retried whole
+    // by the unit of work; splitting would only multiply the retries.
+    const dataDependent =
+      (error.category === ErrorCategory.PERSISTENCE || error.category === ErrorCategory.VALIDATION) &&
+      !classifyDatabaseError(error.cause).transient;
     if (batch.length === 1 || !dataDependent) {
       for (const pending of batch) pending.reject(error.withContext(this.spec.contextOf(pending.command)));
       return;

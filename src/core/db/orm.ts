@@ -14,9 +14,10 @@ export interface OrmOptions {
 }
 
 /**
- * Opens MikroORM on PostgreSQL. `allowGlobalContext: false` makes any use of
- * the global EntityManager for request work throw: every call must fork its
- * own unit of work (see unit-of-work.ts).
+ * Opens MikroORM on PostgreSQL. `allowGlobalContext: false` makes use of the
+ * global EntityManager outside a unit of work throw: every call must fork its
+ * own (see unit-of-work.ts). Inside a running transaction MikroORM routes the
+ * global EntityManager to that transaction, which is harmless.
  */
 export async function openOrm(options: OrmOptions): Promise<Orm> {
   return MikroORM.init({

@@ -70,8 +70,8 @@ function isTransient(error: unknown): boolean {
 
 /**
  * Database failures get a database category; anything else that escapes the
- * work (a bug, a misuse of MikroORM such as the global EntityManager) is
- * INTERNAL, unless the work threw a ParleyError of its own.
+ * work (a bug, a misuse of MikroORM such as the global EntityManager outside
+ * a transaction) is INTERNAL, unless the work threw a ParleyError of its own.
  */
 function toParleyError(error: unknown): ParleyError {
   if (error instanceof ParleyError) return error;

@@ -62,8 +62,15 @@ export class PgListener {
     client.on("end", () => {
       this.#scheduleReconnect(client);
     });
-    await client.connect();
-    for (const channel of this.options.channels) await client.query(`listen "${channel}"`);
+    try {
+      await client.connect();
+      for (const channel of this.options.channels) await client.query(`listen "${channel}"`);
+    } catch (error) {
+      // Connected but could not listen: do not leak the connection.
+      client.removeAllListeners("end");
+      await client.end().catch(() => undefined);
+      throw error;
+    }
     if (this.#stopped) {
       await client.end();
       return;

@@ -1,6 +1,6 @@
 import { ParleyError } from "../../errors/parley-error.js";
 import { type Logger, logError } from "../../logging/logger.js";
-import { FanoutHub, type Sequenced } from "./hub.js";
+import { FanoutHub, type Sequenced } from "../../fanout/hub.js";
 
 /** The payload of a NOTIFY: which topic moved, by which seqs, from which instance. */
 export interface TopicAdvanced {

@@ -9,7 +9,7 @@ import { type Logger, logError } from "../../logging/logger.js";
 import { checkPageSize, checkSeq } from "../chat/validation.js";
 import type { GroupCommitter } from "../db/group-commit.js";
 import type { UnitOfWork } from "../db/unit-of-work.js";
-import { follow } from "../fanout/follow.js";
+import { follow } from "../../fanout/follow.js";
 import type { TopicFanout } from "../fanout/topic-fanout.js";
 import type { NotificationCommitter } from "./notification-committer.js";
 import type { NotificationStore } from "./notification-store.js";

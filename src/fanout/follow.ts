@@ -1,4 +1,4 @@
-import { sleep } from "../../util/backoff.js";
+import { sleep } from "../util/backoff.js";
 import type { FanoutHub, Sequenced } from "./hub.js";
 
 const RECHECK_MS = 20;

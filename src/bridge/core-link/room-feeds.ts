@@ -1,0 +1,91 @@
+import type { ChatService } from "../../../gen/parley/v1/chat_pb.js";
+import type { ParleyError } from "../../errors/parley-error.js";
+import { FanoutHub } from "../../fanout/hub.js";
+import type { ServiceClient } from "../../grpc/client.js";
+import type { Logger } from "../../logging/logger.js";
+import { backoffDelay, type BackoffPolicy } from "../../util/backoff.js";
+import { EncodedEvent } from "../encoded-frame.js";
+
+const RESUBSCRIBE_BACKOFF: BackoffPolicy = { initialMs: 50, maxMs: 2_000, multiplier: 1.6 };
+
+interface Feed {
+  readonly controller: AbortController;
+  followers: number;
+  lastSeq: bigint | undefined;
+}
+
+/**
+ * One core subscription per room, however many of the bridge's connections
+ * follow it: live messages go into a hub, each encoded once (EncodedEvent),
+ * and every connection follows the hub from its own position (see follow.ts;
+ * a connection's replay and any gap are read through ListMessages with that
+ * connection's own token). If the core stream breaks, the feed resubscribes
+ * from the last seq it saw and tells followers to check for gaps.
+ */
+export class RoomFeeds {
+  readonly hub = new FanoutHub<EncodedEvent>(4096);
+  readonly #feeds = new Map<string, Feed>();
+
+  constructor(
+    private readonly chat: ServiceClient<typeof ChatService>,
+    private readonly logger: Logger,
+  ) {}
+
+  /** Registers a follower of `room`; the returned function unregisters it. */
+  join(room: string): () => void {
+    let feed = this.#feeds.get(room);
+    if (!feed) {
+      feed = { controller: new AbortController(), followers: 0, lastSeq: undefined };
+      this.#feeds.set(room, feed);
+      void this.#run(room, feed);
+    }
+    feed.followers++;
+    let left = false;
+    return () => {
+      if (left || !feed) return;
+      left = true;
+      feed.followers--;
+      if (feed.followers === 0) {
+        feed.controller.abort();
+        this.#feeds.delete(room);
+      }
+    };
+  }
+
+  /** Rooms with a core subscription open (for metrics and tests). */
+  get roomCount(): number {
+    return this.#feeds.size;
+  }
+
+  close(): void {
+    for (const feed of this.#feeds.values()) feed.controller.abort();
+    this.#feeds.clear();
+  }
+
+  async #run(room: string, feed: Feed): Promise<void> {
+    const { signal } = feed.controller;
+    for (let attempt = 0; !signal.aborted; ) {
+      try {
+        const request = feed.lastSeq === undefined ? { room } : { room, afterSeq: feed.lastSeq };
+        for await (const { event } of this.chat.subscribe(request, { signal })) {
+          attempt = 0;
+          if (event.case === "message") {
+            feed.lastSeq = event.value.seq;
+            this.hub.publish(room, [EncodedEvent.message(event.value)]);
+          } else if (event.case === "caughtUp" && feed.lastSeq === undefined) {
+            feed.lastSeq = event.value.headSeq;
+          }
+        }
+      } catch (error) {
+        if (signal.aborted) return;
+        const cause = error as ParleyError;
+        attempt++;
+        this.logger.warn({ category: cause.categoryName, room, attempt }, "room feed from core broken; resubscribing");
+      }
+      if (signal.aborted) return;
+      // Followers may have missed something while the feed was down.
+      this.hub.resync(room);
+      await new Promise((resolve) => setTimeout(resolve, backoffDelay(Math.max(1, attempt), RESUBSCRIBE_BACKOFF)));
+    }
+  }
+}

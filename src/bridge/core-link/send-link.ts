@@ -1,0 +1,166 @@
+import { create } from "@bufbuild/protobuf";
+import type { ClientDuplexStream } from "@grpc/grpc-js";
+import { type ChatService, type SendStreamRequest, type SendStreamResponse, SendStreamResponseSchema } from "../../../gen/parley/v1/chat_pb.js";
+import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
+import { toErrorDetail } from "../../errors/detail.js";
+import { fromGrpcError } from "../../errors/grpc-status.js";
+import { ParleyError } from "../../errors/parley-error.js";
+import type { ServiceClient } from "../../grpc/client.js";
+import type { Logger } from "../../logging/logger.js";
+import { backoffDelay, type BackoffPolicy } from "../../util/backoff.js";
+
+/** One send, as the bridge hands it to core. */
+export interface LinkSend {
+  readonly room: string;
+  readonly body: string;
+  readonly clientMsgId: string;
+  /** The browser user's own token: core stores the send as its subject. */
+  readonly actingToken: string;
+}
+
+export interface SendLinkOptions {
+  readonly chat: ServiceClient<typeof ChatService>;
+  readonly logger: Logger;
+  /** An item core has not answered in this long counts as a broken stream. */
+  readonly answerTimeoutMs?: number;
+  readonly backoff?: BackoffPolicy;
+  /** Called with each attempt to re-open the stream (metrics, tests). */
+  readonly onRetry?: (attempt: number, cause: ParleyError) => void;
+}
+
+interface Entry {
+  readonly request: SendStreamRequest;
+  readonly resolve: (response: SendStreamResponse) => void;
+}
+
+const DEFAULT_BACKOFF: BackoffPolicy = { initialMs: 50, maxMs: 2_000, multiplier: 1.6 };
+
+/**
+ * All of a bridge's sends travel over one `SendStream` to core, each item
+ * with a stream_seq and the acting user's token. Core answers in stream_seq
+ * order. When the stream breaks (core restarting: UNAVAILABLE) or an answer
+ * is overdue, the link re-opens it with exponential backoff and full jitter
+ * and resends every un-answered item, in stream_seq order, with the same
+ * client_msg_id: idempotency keeps them single, and no later send can
+ * overtake an earlier one. Callers see an unbroken stream of answers.
+ */
+export class SendLink {
+  readonly #pending = new Map<bigint, Entry>();
+  #nextSeq = 1n;
+  #stream: ClientDuplexStream<SendStreamRequest, SendStreamResponse> | undefined;
+  #attempt = 0;
+  #reopenTimer: NodeJS.Timeout | undefined;
+  #watchdog: NodeJS.Timeout | undefined;
+  #closed = false;
+  /** When the current stream last showed life: opened, or answered something. */
+  #progressAt = 0;
+  readonly #answerTimeoutMs: number;
+
+  constructor(private readonly options: SendLinkOptions) {
+    this.#answerTimeoutMs = options.answerTimeoutMs ?? 10_000;
+  }
+
+  /** Resolves with core's answer (a stored message or an item error); never rejects. */
+  send(item: LinkSend): Promise<SendStreamResponse> {
+    if (this.#closed) return Promise.resolve(failed(0n, new ParleyError(ErrorCategory.UNAVAILABLE, "the bridge is shutting down")));
+    const streamSeq = this.#nextSeq++;
+    const request = { streamSeq, ...item } as SendStreamRequest;
+    return new Promise((resolve) => {
+      if (this.#pending.size === 0) this.#progressAt = Date.now();
+      this.#pending.set(streamSeq, { request, resolve });
+      if (this.#stream) this.#stream.write(request);
+      else this.#open();
+      this.#armWatchdog();
+    });
+  }
+
+  /** Sends not answered yet. */
+  get inFlight(): number {
+    return this.#pending.size;
+  }
+
+  /** Resolves once every pending send has been answered (or `timeoutMs` passed). */
+  async drain(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.#pending.size > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+
+  /** Stops the link; unanswered sends are answered UNAVAILABLE (the client resends). */
+  close(): void {
+    this.#closed = true;
+    clearTimeout(this.#reopenTimer);
+    clearTimeout(this.#watchdog);
+    this.#stream?.cancel();
+    this.#stream = undefined;
+    const error = new ParleyError(ErrorCategory.UNAVAILABLE, "the bridge is shutting down; resend with the same client_msg_id");
+    for (const [seq, entry] of this.#pending) entry.resolve(failed(seq, error));
+    this.#pending.clear();
+  }
+
+  #open(): void {
+    if (this.#closed || this.#stream || this.#reopenTimer) return;
+    const stream = this.options.chat.sendStream();
+    this.#stream = stream;
+    this.#progressAt = Date.now();
+    stream.on("data", (response: SendStreamResponse) => {
+      this.#progressAt = Date.now();
+      const entry = this.#pending.get(response.streamSeq);
+      if (!entry) return; // answered before a resend crossed it
+      this.#pending.delete(response.streamSeq);
+      this.#attempt = 0;
+      entry.resolve(response);
+    });
+    stream.on("error", (error) => {
+      this.#broken(stream, fromGrpcError(error));
+    });
+    stream.on("end", () => {
+      this.#broken(stream, new ParleyError(ErrorCategory.UNAVAILABLE, "core ended the send stream"));
+    });
+    // Everything not answered yet goes out again, oldest first.
+    for (const entry of this.#pending.values()) stream.write(entry.request);
+  }
+
+  #broken(stream: ClientDuplexStream<SendStreamRequest, SendStreamResponse>, cause: ParleyError): void {
+    if (this.#stream !== stream) return;
+    this.#stream = undefined;
+    stream.cancel();
+    if (this.#closed || this.#pending.size === 0) return;
+    if (!cause.retryable && cause.category !== ErrorCategory.UNAVAILABLE) {
+      // Core refused the stream itself (e.g. the bridge's token): retrying
+      // cannot help; answer every pending send with the reason.
+      this.options.logger.error({ category: cause.categoryName, err: cause }, "core refused the send stream");
+      for (const [seq, entry] of this.#pending) entry.resolve(failed(seq, cause));
+      this.#pending.clear();
+      return;
+    }
+    this.#attempt++;
+    this.options.onRetry?.(this.#attempt, cause);
+    const delay = backoffDelay(this.#attempt, this.options.backoff ?? DEFAULT_BACKOFF);
+    this.options.logger.warn(
+      { category: cause.categoryName, attempt: this.#attempt, pending: this.#pending.size, delay_ms: Math.round(delay) },
+      "send stream to core broken; resending un-answered items",
+    );
+    this.#reopenTimer = setTimeout(() => {
+      this.#reopenTimer = undefined;
+      this.#open();
+    }, delay);
+  }
+
+  /** An answer overdue by answerTimeoutMs means core is not answering: re-open. */
+  #armWatchdog(): void {
+    if (this.#watchdog) return;
+    this.#watchdog = setTimeout(() => {
+      this.#watchdog = undefined;
+      if (this.#pending.size === 0) return;
+      if (Date.now() - this.#progressAt >= this.#answerTimeoutMs && this.#stream) {
+        this.#broken(this.#stream, new ParleyError(ErrorCategory.TIMEOUT, "core did not answer a send in time", { retryable: true }));
+      }
+      this.#armWatchdog();
+    }, Math.max(100, this.#answerTimeoutMs / 4));
+    this.#watchdog.unref();
+  }
+}
+
+function failed(streamSeq: bigint, error: ParleyError): SendStreamResponse {
+  return create(SendStreamResponseSchema, { streamSeq, result: { case: "error", value: toErrorDetail(error) } });
+}

@@ -1,0 +1,33 @@
+import { create } from "@bufbuild/protobuf";
+import type { ChatMessage } from "../../gen/parley/v1/chat_pb.js";
+import { type ServerFrame, ServerFrameSchema } from "../../gen/parley/v1/frames_pb.js";
+import type { Notification } from "../../gen/parley/v1/notifications_pb.js";
+import { encodeServerFrame, type FrameFormat } from "../protocol/frames.js";
+
+/**
+ * A pushed event (a message or notification frame, no request id), encoded
+ * at most once per format however many connections receive it.
+ */
+export class EncodedEvent {
+  #json: string | undefined;
+  #binary: Uint8Array | undefined;
+
+  private constructor(
+    readonly seq: bigint,
+    readonly frame: ServerFrame,
+  ) {}
+
+  static message(message: ChatMessage): EncodedEvent {
+    return new EncodedEvent(message.seq, create(ServerFrameSchema, { kind: { case: "message", value: message } }));
+  }
+
+  static notification(notification: Notification): EncodedEvent {
+    return new EncodedEvent(notification.seq, create(ServerFrameSchema, { kind: { case: "notification", value: notification } }));
+  }
+
+  /** The frame in `format`; throws a SERIALIZATION ParleyError if it cannot be encoded. */
+  encoded(format: FrameFormat): string | Uint8Array {
+    if (format === "json") return (this.#json ??= encodeServerFrame(this.frame, "json") as string);
+    return (this.#binary ??= encodeServerFrame(this.frame, "binary") as Uint8Array);
+  }
+}
