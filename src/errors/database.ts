@@ -89,16 +89,10 @@ export function fromDatabaseError(error: unknown): ParleyError {
 }
 
 function describeFailure(failure: DatabaseFailure): string {
-  switch (failure.category) {
-    case ErrorCategory.UNAVAILABLE:
-      return "the database is unreachable";
-    case ErrorCategory.TIMEOUT:
-      return "the statement timed out";
-    case ErrorCategory.VALIDATION:
-      return "a value was refused by the database";
-    default:
-      return failure.transient ? "the transaction conflicted with another and was rolled back" : "the transaction was rolled back";
-  }
+  if (failure.category === ErrorCategory.UNAVAILABLE) return "the database is unreachable";
+  if (failure.category === ErrorCategory.TIMEOUT) return "the statement timed out";
+  if (failure.category === ErrorCategory.VALIDATION) return "a value was refused by the database";
+  return failure.transient ? "the transaction conflicted with another and was rolled back" : "the transaction was rolled back";
 }
 
 function* causeChain(error: unknown): Generator {

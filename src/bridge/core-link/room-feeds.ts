@@ -33,16 +33,17 @@ export class RoomFeeds {
 
   /** Registers a follower of `room`; the returned function unregisters it. */
   join(room: string): () => void {
-    let feed = this.#feeds.get(room);
-    if (!feed) {
-      feed = { controller: new AbortController(), followers: 0, lastSeq: undefined };
-      this.#feeds.set(room, feed);
-      void this.#run(room, feed);
+    let existing = this.#feeds.get(room);
+    if (!existing) {
+      existing = { controller: new AbortController(), followers: 0, lastSeq: undefined };
+      this.#feeds.set(room, existing);
+      void this.#run(room, existing);
     }
+    const feed = existing;
     feed.followers++;
     let left = false;
     return () => {
-      if (left || !feed) return;
+      if (left) return;
       left = true;
       feed.followers--;
       if (feed.followers === 0) {
@@ -64,7 +65,9 @@ export class RoomFeeds {
 
   async #run(room: string, feed: Feed): Promise<void> {
     const { signal } = feed.controller;
-    for (let attempt = 0; !signal.aborted; ) {
+    // A function, not the property: the loop must see it change.
+    const stopped = () => signal.aborted;
+    for (let attempt = 0; !stopped(); ) {
       try {
         const request = feed.lastSeq === undefined ? { room } : { room, afterSeq: feed.lastSeq };
         for await (const { event } of this.chat.subscribe(request, { signal })) {
@@ -77,12 +80,12 @@ export class RoomFeeds {
           }
         }
       } catch (error) {
-        if (signal.aborted) return;
+        if (stopped()) return;
         const cause = error as ParleyError;
         attempt++;
         this.logger.warn({ category: cause.categoryName, room, attempt }, "room feed from core broken; resubscribing");
       }
-      if (signal.aborted) return;
+      if (stopped()) return;
       // Followers may have missed something while the feed was down.
       this.hub.resync(room);
       await new Promise((resolve) => setTimeout(resolve, backoffDelay(Math.max(1, attempt), RESUBSCRIBE_BACKOFF)));
