@@ -43,6 +43,7 @@ const COMMANDS: Record<string, Command> = {
       grpcAddress: config.grpcAddress,
       jwtSecret: requireJwtSecret(config),
       migrate: config.migrateOnStart,
+      webhook: config.webhook,
       logger,
     });
     await untilSignal(logger);

@@ -11,6 +11,7 @@ import { migrate, openOrm, type Orm } from "./db/orm.js";
 import { UnitOfWork } from "./db/unit-of-work.js";
 import { PgListener } from "./fanout/pg-listener.js";
 import { createNotificationModule } from "./notifications/notification-module.js";
+import { WebhookDispatcher, type WebhookDispatcherOptions } from "./notifications/webhook-dispatcher.js";
 
 export interface CoreOptions {
   readonly databaseUrl: string;
@@ -25,7 +26,13 @@ export interface CoreOptions {
   /** Database connections (default 10). */
   readonly poolSize?: number;
   /** Notification fallback delivery; off when unset. */
-  readonly webhook?: { readonly url: string; readonly secret: string; readonly graceMs: number };
+  readonly webhook?: {
+    readonly url: string;
+    readonly secret: string;
+    readonly graceMs: number;
+    /** Dispatcher tuning (tests shorten the waits). */
+    readonly tuning?: Partial<Omit<WebhookDispatcherOptions, "unitOfWork" | "logger" | "url" | "secret">>;
+  };
 }
 
 export interface RunningCore {
@@ -73,6 +80,21 @@ export async function startCore(options: CoreOptions): Promise<RunningCore> {
     });
     await listener.start();
 
+    // Pending deliveries live in the database: whatever a previous run left
+    // behind is picked up here, after its lease runs out.
+    const webhooks =
+      options.webhook === undefined
+        ? undefined
+        : new WebhookDispatcher({
+            unitOfWork,
+            logger,
+            url: options.webhook.url,
+            secret: options.webhook.secret,
+            maxAttempts: 8,
+            ...options.webhook.tuning,
+          });
+    webhooks?.start();
+
     const grpc = await startGrpcServer({
       address: options.grpcAddress,
       services: modules.map((module) => module.binding),
@@ -94,6 +116,7 @@ export async function startCore(options: CoreOptions): Promise<RunningCore> {
         for (const module of modules) module.fanout.hub.closeAll(shutdown);
         await grpc.shutdown(graceMs);
         for (const module of modules) await module.drain();
+        await webhooks?.stop();
         await listener.stop();
         await orm.close();
         logger.info("core stopped");

@@ -79,22 +79,26 @@ interface AttemptResult {
  * Claims due deliveries and leases them in one statement. SKIP LOCKED lets
  * several core instances claim side by side without waiting or taking the
  * same row; an expired lease (a crashed instance) makes a row due again.
+ * `due` is materialized so the LIMIT'ed, locked selection runs exactly once
+ * (an `in (subquery)` may be re-scanned by some plans and lock other rows).
  * `attempts` goes up at the claim, so each claim has its own attempt number,
  * which later fences the outcome update against a takeover.
  */
 const CLAIM_SQL = `
-with claimed as (
+with due as materialized (
+  select id from webhook_deliveries
+   where status = 'pending' and next_attempt_at <= now()
+     and (lease_until is null or lease_until < now())
+   order by next_attempt_at
+   limit ?
+   for update skip locked
+),
+claimed as (
   update webhook_deliveries d
      set lease_until = now() + ?::double precision * interval '1 millisecond',
          attempts = d.attempts + 1,
          updated_at = now()
-   where d.id in (
-     select id from webhook_deliveries
-      where status = 'pending' and next_attempt_at <= now()
-        and (lease_until is null or lease_until < now())
-      order by next_attempt_at
-      limit ?
-      for update skip locked)
+    from due where d.id = due.id
   returning d.id as delivery_id, d.attempts as attempt, d.notification_id
 )
 select c.delivery_id, c.attempt, ${NOTIFICATION_COLUMNS}
@@ -153,6 +157,7 @@ export class WebhookDispatcher {
   readonly #inFlight = new Set<Promise<void>>();
   #loop: Promise<void> | undefined;
   #stopping = false;
+  #stopped: Promise<void> | undefined;
   #kicked = false;
   #wake: (() => void) | undefined;
 
@@ -174,9 +179,9 @@ export class WebhookDispatcher {
     }
   }
 
-  /** Starts the loop (once; later calls do nothing). */
+  /** Starts the loop. Once: later calls, and calls after stop(), do nothing. */
   start(): void {
-    if (this.#loop !== undefined) return;
+    if (this.#loop !== undefined || this.#stopping) return;
     this.#loop = this.#run();
   }
 
@@ -191,11 +196,15 @@ export class WebhookDispatcher {
    * flight to be answered and recorded. An attempt still unrecorded then
    * keeps its lease, and any instance retries it once the lease expires.
    */
-  async stop(): Promise<void> {
-    const loop = this.#loop;
-    if (loop === undefined || this.#stopping) return;
+  stop(): Promise<void> {
+    this.#stopped ??= this.#stop();
+    return this.#stopped;
+  }
+
+  async #stop(): Promise<void> {
     this.#stopping = true;
     this.#wake?.();
+    const loop = this.#loop ?? Promise.resolve();
     const drained = loop.then(() => Promise.allSettled([...this.#inFlight]));
     if (!(await within(drained, this.#stopTimeoutMs))) {
       this.#logger.warn(
@@ -224,10 +233,15 @@ export class WebhookDispatcher {
       }
       // A full claim means more may be due: go again without waiting.
       if (free > 0 && claimed === free) continue;
-      // While the database fails, back off instead of logging every poll.
-      const wait = claimFailures === 0 ? this.#pollIntervalMs : Math.max(this.#pollIntervalMs, backoffDelay(claimFailures, { initialMs: this.#pollIntervalMs, maxMs: 30_000, multiplier: 2 }));
-      await this.#idle(wait);
+      await this.#idle(this.#pollDelay(claimFailures));
     }
+  }
+
+  /** The poll interval; while the database fails, longer, instead of logging every poll. */
+  #pollDelay(claimFailures: number): number {
+    if (claimFailures === 0) return this.#pollIntervalMs;
+    const policy = { initialMs: this.#pollIntervalMs, maxMs: 30_000, multiplier: 2 };
+    return Math.max(this.#pollIntervalMs, backoffDelay(claimFailures, policy));
   }
 
   /** Resolves after `ms`, or at once when kicked or stopping. */
@@ -256,7 +270,7 @@ export class WebhookDispatcher {
 
   #claim(limit: number): Promise<ClaimedRow[]> {
     return this.#options.unitOfWork.transaction({ label: "webhooks.claim" }, (em) =>
-      em.execute<ClaimedRow[]>(CLAIM_SQL, [this.#leaseMs, limit]),
+      em.execute<ClaimedRow[]>(CLAIM_SQL, [limit, this.#leaseMs]),
     );
   }
 

@@ -1,0 +1,79 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { createInterface } from "node:readline";
+
+export interface ParleyProcess {
+  readonly child: ChildProcess;
+  /** JSON log lines written so far. */
+  readonly lines: Record<string, unknown>[];
+  /** Resolves with the first log line matching `predicate` (rejects after `timeoutMs`). */
+  waitFor(predicate: (line: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
+  /** SIGKILL: no graceful anything. */
+  kill(): Promise<void>;
+  /** SIGTERM and wait for exit. */
+  stop(): Promise<void>;
+}
+
+/** Runs `parley <command>` as a real child process with the given environment. */
+export function spawnParley(command: string, env: Record<string, string>): ParleyProcess {
+  const child = spawn(process.execPath, ["bin/parley.js", command], {
+    env: { ...process.env, PARLEY_LOG_LEVEL: "info", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const lines: Record<string, unknown>[] = [];
+  const waiters: { predicate: (line: Record<string, unknown>) => boolean; resolve: (line: Record<string, unknown>) => void }[] = [];
+  const exited = new Promise<void>((resolve) => child.once("exit", () => { resolve(); }));
+  let stderr = "";
+  child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+  {
+    createInterface({ input: child.stdout }).on("line", (text) => {
+      let line: Record<string, unknown>;
+      try {
+        line = JSON.parse(text) as Record<string, unknown>;
+      } catch {
+        return;
+      }
+      lines.push(line);
+      for (const waiter of [...waiters]) {
+        if (waiter.predicate(line)) {
+          waiters.splice(waiters.indexOf(waiter), 1);
+          waiter.resolve(line);
+        }
+      }
+    });
+  }
+  return {
+    child,
+    lines,
+    waitFor(predicate, timeoutMs = 20_000) {
+      const found = lines.find(predicate);
+      if (found) return Promise.resolve(found);
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => {
+          reject(new Error(`parley ${command}: no matching log line within ${timeoutMs} ms; stderr: ${stderr.slice(-2000)}`));
+        }, timeoutMs);
+        waiters.push({
+          predicate,
+          resolve: (line) => {
+            clearTimeout(timer);
+            resolve(line);
+          },
+        });
+      });
+    },
+    async kill() {
+      if (child.exitCode === null) child.kill("SIGKILL");
+      await exited;
+    },
+    async stop() {
+      if (child.exitCode === null) child.kill("SIGTERM");
+      await exited;
+    },
+  };
+}
+
+/** Starts `parley core` and resolves with its gRPC address once it serves. */
+export async function spawnCore(env: Record<string, string>): Promise<{ process: ParleyProcess; address: string }> {
+  const core = spawnParley("core", { PARLEY_GRPC_ADDR: "127.0.0.1:0", ...env });
+  const serving = await core.waitFor((line) => line.msg === "core serving");
+  return { process: core, address: String(serving.grpc) };
+}
