@@ -1,5 +1,6 @@
 import { parseArgs } from "node:util";
 import { ConfigError, type Config, loadConfig, requireJwtSecret } from "./config/config.js";
+import { startBridge } from "./bridge/bridge-server.js";
 import { startCore } from "./core/core-server.js";
 import { migrate, openOrm } from "./core/db/orm.js";
 import { createLogger, type Logger } from "./logging/logger.js";
@@ -11,7 +12,8 @@ Usage: parley <command> [--help]
 Commands:
   migrate   apply pending database migrations to DATABASE_URL and exit
   core      run the core gRPC service (the only component that touches the database)
-  serve     run everything in one process
+  bridge    run the WebSocket bridge (browsers) in front of core at PARLEY_CORE_ADDR
+  serve     run core and bridge in one process
 
 Environment:
   DATABASE_URL           PostgreSQL URL, e.g. postgres://postgres@127.0.0.1:5432/parley
@@ -49,8 +51,35 @@ const COMMANDS: Record<string, Command> = {
     await untilSignal(logger);
     await core.stop();
   },
+  async bridge(config, logger) {
+    const bridge = await startBridge({
+      httpAddress: config.httpAddress,
+      coreAddress: config.coreAddress,
+      jwtSecret: requireJwtSecret(config),
+      logger,
+    });
+    await untilSignal(logger);
+    await bridge.stop();
+  },
   async serve(config, logger) {
-    await COMMANDS.core?.(config, logger);
+    // One process, one code path: the bridge still reaches core over gRPC.
+    const core = await startCore({
+      databaseUrl: requireDatabaseUrl(config),
+      grpcAddress: config.grpcAddress,
+      jwtSecret: requireJwtSecret(config),
+      migrate: config.migrateOnStart,
+      webhook: config.webhook,
+      logger,
+    });
+    const bridge = await startBridge({
+      httpAddress: config.httpAddress,
+      coreAddress: core.address,
+      jwtSecret: requireJwtSecret(config),
+      logger,
+    });
+    await untilSignal(logger);
+    await bridge.stop();
+    await core.stop();
   },
 };
 

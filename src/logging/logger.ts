@@ -32,8 +32,10 @@ export type LogContext = Readonly<Record<string, unknown>>;
  */
 export function logError(logger: Logger, error: ParleyError, context: LogContext = {}, message?: string): void {
   const level = error.context.expected === true ? "info" : CLIENT_SIDE.has(error.categoryName) ? "warn" : "error";
-  // A stack helps with causes and bugs; for a client's bad request it is noise.
-  const err = error.cause instanceof Error ? error.cause : level === "error" ? error : undefined;
+  // A stack helps with failures of ours; for a client's bad request it is
+  // noise, and the cause's message is enough.
+  const err = level === "error" ? (error.cause instanceof Error ? error.cause : error) : undefined;
+  const cause = err === undefined && error.cause instanceof Error ? error.cause.message : undefined;
   logger[level](
     {
       category: error.categoryName,
@@ -41,6 +43,7 @@ export function logError(logger: Logger, error: ParleyError, context: LogContext
       ...stringifyBigints(error.context),
       ...(error.field === undefined ? {} : { field: error.field }),
       ...(err === undefined ? {} : { err }),
+      ...(cause === undefined ? {} : { cause }),
     },
     message ?? error.message,
   );

@@ -1,0 +1,247 @@
+import { randomUUID } from "node:crypto";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { Duplex } from "node:stream";
+import { WebSocketServer } from "ws";
+import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
+import { ChatService } from "../../gen/parley/v1/chat_pb.js";
+import { ErrorCategory } from "../../gen/parley/v1/errors_pb.js";
+import { CloseCode } from "../../gen/parley/v1/frames_pb.js";
+import { NotificationService } from "../../gen/parley/v1/notifications_pb.js";
+import { type Identity, mintToken, TokenVerifier } from "../auth/tokens.js";
+import { ROOM_ID } from "../core/chat/validation.js";
+import { ParleyError, validationError } from "../errors/parley-error.js";
+import { httpStatusForCategory } from "../errors/websocket.js";
+import { createClient } from "../grpc/client.js";
+import { type Logger, logError } from "../logging/logger.js";
+import type { FrameFormat } from "../protocol/frames.js";
+import { Connection, type ConnectionObserver } from "./connection.js";
+import { RoomFeeds } from "./core-link/room-feeds.js";
+import { SendLink } from "./core-link/send-link.js";
+import { type ConnectionLimits, DEFAULT_LIMITS } from "./limits.js";
+import { type RouteDefinition, type RouteMatch, RouteTable } from "./routes.js";
+
+/** parley's WebSocket routes. Checked when the bridge starts. */
+export const ROUTES: readonly RouteDefinition[] = [
+  { pattern: "/ws/chat/{room}", kind: "chat", params: { room: ROOM_ID } },
+  { pattern: "/ws/notifications", kind: "notifications" },
+];
+
+/** The subprotocol a client may offer (with `bearer.<jwt>`) to be selected. */
+export const SUBPROTOCOL = "parley.v1";
+const BEARER_PREFIX = "bearer.";
+
+export interface BridgeOptions {
+  /** `host:port` for HTTP and WebSocket; port 0 picks a free one. */
+  readonly httpAddress: string;
+  /** Where core's gRPC server is. */
+  readonly coreAddress: string;
+  readonly jwtSecret: string;
+  readonly logger: Logger;
+  readonly limits?: Partial<ConnectionLimits>;
+  readonly routes?: readonly RouteDefinition[];
+  /** Answer deadline of one send at core before the stream is re-opened. */
+  readonly sendAnswerTimeoutMs?: number;
+  readonly observe?: ConnectionObserver;
+  /** Extra HTTP routes (e.g. `/metrics`, the demo page), tried before 404. */
+  readonly httpHandler?: (request: IncomingMessage, response: ServerResponse) => boolean;
+}
+
+export interface RunningBridge {
+  /** The bound `host:port`. */
+  readonly address: string;
+  readonly port: number;
+  readonly connections: ReadonlySet<Connection>;
+  readonly roomFeeds: RoomFeeds;
+  readonly sendLink: SendLink;
+  /**
+   * Graceful stop: refuse new connections, tell every client to reconnect
+   * (go_away + 1001), let in-flight sends be answered (up to `graceMs`), exit.
+   */
+  stop(graceMs?: number): Promise<void>;
+}
+
+/**
+ * The bridge: browsers' WebSocket connections in front of core's gRPC
+ * services. It never touches the database; every request becomes a typed
+ * gRPC call made with the browser user's own token.
+ */
+export async function startBridge(options: BridgeOptions): Promise<RunningBridge> {
+  const routes = new RouteTable(options.routes ?? ROUTES);
+  const limits: ConnectionLimits = { ...DEFAULT_LIMITS, ...options.limits };
+  const logger = options.logger.child({ component: "bridge" });
+  const verifier = new TokenVerifier(options.jwtSecret);
+
+  // The bridge's own identity, for what it does for all connections at once
+  // (the shared room feeds, the send stream that carries users' tokens).
+  const bridgeUser = `parley-bridge-${randomUUID().slice(0, 8)}`;
+  let bridgeToken = await mintToken(options.jwtSecret, bridgeUser, { expiresInSeconds: 24 * 3600 });
+  const renew = setInterval(() => {
+    void mintToken(options.jwtSecret, bridgeUser, { expiresInSeconds: 24 * 3600 }).then((token) => (bridgeToken = token));
+  }, 3600_000);
+  renew.unref();
+  const clientOptions = { headers: () => ({ authorization: `Bearer ${bridgeToken}` }) };
+  const chat = createClient(ChatService, options.coreAddress, clientOptions);
+  const notifications = createClient(NotificationService, options.coreAddress, clientOptions);
+  const health = createClient(Health, options.coreAddress);
+
+  const sendLink = new SendLink({ chat, logger, answerTimeoutMs: options.sendAnswerTimeoutMs });
+  const roomFeeds = new RoomFeeds(chat, logger);
+  const connections = new Set<Connection>();
+  const wss = new WebSocketServer({
+    noServer: true,
+    maxPayload: limits.maxFrameBytes,
+    perMessageDeflate: false,
+    handleProtocols: (offered) => (offered.has(SUBPROTOCOL) ? SUBPROTOCOL : ([...offered].find((p) => p.startsWith(BEARER_PREFIX)) ?? false)),
+  });
+  let accepting = true;
+
+  const server: Server = createServer((request, response) => {
+    void handleHttp(request, response);
+  });
+
+  async function handleHttp(request: IncomingMessage, response: ServerResponse): Promise<void> {
+    const path = new URL(request.url ?? "/", "http://bridge").pathname;
+    if (path === "/healthz") {
+      respond(response, 200, { status: "ok" });
+    } else if (path === "/readyz") {
+      const ready = accepting && (await coreServing());
+      respond(response, ready ? 200 : 503, { status: ready ? "ready" : "not ready", core: options.coreAddress });
+    } else if (!(options.httpHandler?.(request, response) ?? false)) {
+      respond(response, 404, { category: "ROUTING", message: `no route for ${path}` });
+    }
+  }
+
+  async function coreServing(): Promise<boolean> {
+    try {
+      const answer = await health.check({ service: "" }, { timeoutMs: 1_000 });
+      return answer.status === ServingStatus.SERVING;
+    } catch {
+      return false;
+    }
+  }
+
+  server.on("upgrade", (request: IncomingMessage, socket: Duplex, head: Buffer) => {
+    void upgrade(request, socket, head);
+  });
+
+  async function upgrade(request: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    let accepted: { match: RouteMatch; identity: Identity; token: string; afterSeq: bigint | undefined; format: FrameFormat };
+    try {
+      if (!accepting) throw new ParleyError(ErrorCategory.UNAVAILABLE, "the bridge is shutting down");
+      const url = new URL(request.url ?? "/", "http://bridge");
+      const match = routes.match(url.pathname);
+      const token = tokenOf(request, url);
+      const identity = await verifier.verify(token);
+      accepted = { match, identity, token, afterSeq: afterSeqOf(url), format: url.searchParams.get("format") === "binary" ? "binary" : "json" };
+    } catch (error) {
+      const failure = ParleyError.from(error);
+      logError(logger, failure, { path: (request.url ?? "").split("?")[0], peer: request.socket.remoteAddress }, `upgrade refused: ${failure.message}`);
+      refuseUpgrade(socket, failure);
+      return;
+    }
+    wss.handleUpgrade(request, socket, head, (ws) => {
+      const connection = new Connection({
+        id: randomUUID(),
+        socket: ws,
+        identity: accepted.identity,
+        token: accepted.token,
+        route: accepted.match,
+        afterSeq: accepted.afterSeq,
+        initialFormat: accepted.format,
+        chat,
+        notifications,
+        sendLink,
+        roomFeeds,
+        limits,
+        logger,
+        observe: options.observe,
+        onClosed: (closed) => connections.delete(closed),
+      });
+      connections.add(connection);
+      connection.start();
+    });
+  }
+
+  const [host, port] = splitAddress(options.httpAddress);
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  const bound = server.address();
+  const boundPort = typeof bound === "object" && bound !== null ? bound.port : port;
+  const address = `${host}:${boundPort}`;
+  logger.info({ http: address, core: options.coreAddress }, "bridge serving");
+
+  return {
+    address,
+    port: boundPort,
+    connections,
+    roomFeeds,
+    sendLink,
+    async stop(graceMs = 5_000) {
+      accepting = false;
+      const closed = new Promise<void>((resolve) => server.close(() => { resolve(); }));
+      await sendLink.drain(graceMs);
+      for (const connection of [...connections]) connection.close(CloseCode.GOING_AWAY, "the server is restarting; reconnect and resume");
+      sendLink.close();
+      roomFeeds.close();
+      server.closeAllConnections();
+      await closed;
+      wss.close();
+      chat.close();
+      notifications.close();
+      health.close();
+      clearInterval(renew);
+      logger.info("bridge stopped");
+    },
+  };
+}
+
+/** The token from `?token=` or a `bearer.<jwt>` entry of Sec-WebSocket-Protocol. */
+function tokenOf(request: IncomingMessage, url: URL): string {
+  const fromQuery = url.searchParams.get("token");
+  if (fromQuery !== null && fromQuery !== "") return fromQuery;
+  const header = request.headers["sec-websocket-protocol"];
+  const offered = (typeof header === "string" ? header : "").split(",").map((p) => p.trim());
+  const bearer = offered.find((p) => p.startsWith(BEARER_PREFIX));
+  if (bearer !== undefined) return bearer.slice(BEARER_PREFIX.length);
+  throw new ParleyError(ErrorCategory.UNAUTHENTICATED, "unauthenticated: no token (use ?token= or the bearer.<jwt> subprotocol)");
+}
+
+function afterSeqOf(url: URL): bigint | undefined {
+  const value = url.searchParams.get("after_seq");
+  if (value === null || value === "") return undefined;
+  if (!/^\d{1,19}$/.test(value)) throw validationError("after_seq", "must be a non-negative integer");
+  return BigInt(value);
+}
+
+/** Refuses an upgrade with an HTTP status and a JSON reason, before any WebSocket exists. */
+function refuseUpgrade(socket: Duplex, error: ParleyError): void {
+  const status = httpStatusForCategory(error.category);
+  const body = JSON.stringify({ category: error.categoryName, message: error.message, field: error.field });
+  socket.end(
+    `HTTP/1.1 ${status} ${statusText(status)}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
+}
+
+function statusText(status: number): string {
+  return (
+    { 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable", 504: "Gateway Timeout" }[
+      status
+    ] ?? "Error"
+  );
+}
+
+function respond(response: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  response.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+  response.end(text);
+}
+
+function splitAddress(address: string): [string, number] {
+  const colon = address.lastIndexOf(":");
+  return [address.slice(0, colon).replace(/^\[|\]$/g, ""), Number(address.slice(colon + 1))];
+}

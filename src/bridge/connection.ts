@@ -1,0 +1,565 @@
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { durationFromMs } from "@bufbuild/protobuf/wkt";
+import type { WebSocket } from "ws";
+import type { ChatService, ListMessagesRequest } from "../../gen/parley/v1/chat_pb.js";
+import { ListDirection } from "../../gen/parley/v1/common_pb.js";
+import { ErrorCategory } from "../../gen/parley/v1/errors_pb.js";
+import {
+  type ClientFrame,
+  CloseCode,
+  type SendFrame,
+  type ServerFrame,
+  ServerFrameSchema,
+} from "../../gen/parley/v1/frames_pb.js";
+import type { NotificationService } from "../../gen/parley/v1/notifications_pb.js";
+import type { Identity } from "../auth/tokens.js";
+import { checkRoom } from "../core/chat/validation.js";
+import { fromErrorDetail } from "../errors/detail.js";
+import { ParleyError, validationError } from "../errors/parley-error.js";
+import { errorFrame } from "../errors/websocket.js";
+import { follow } from "../fanout/follow.js";
+import type { CallOptions, ServiceClient } from "../grpc/client.js";
+import { type Logger, logError } from "../logging/logger.js";
+import { decodeClientFrame, encodeServerFrame, FrameDecodeError, type FrameFormat } from "../protocol/frames.js";
+import { backoffDelay, type BackoffPolicy, sleep } from "../util/backoff.js";
+import { OrderedQueue } from "../util/ordered-queue.js";
+import type { SendLink } from "./core-link/send-link.js";
+import type { RoomFeeds } from "./core-link/room-feeds.js";
+import { EncodedEvent } from "./encoded-frame.js";
+import type { ConnectionLimits } from "./limits.js";
+import type { RouteMatch } from "./routes.js";
+
+/** What a connection needs from the bridge around it. */
+export interface ConnectionDeps {
+  readonly id: string;
+  readonly socket: WebSocket;
+  readonly identity: Identity;
+  /** The user's own token: every core call made for this connection carries it. */
+  readonly token: string;
+  readonly route: RouteMatch;
+  /** Resume point from the URL (`after_seq`), for the route's own subscription. */
+  readonly afterSeq: bigint | undefined;
+  /** Format of frames pushed before the client sent any (from `?format=`). */
+  readonly initialFormat: FrameFormat;
+  readonly chat: ServiceClient<typeof ChatService>;
+  readonly notifications: ServiceClient<typeof NotificationService>;
+  readonly sendLink: SendLink;
+  readonly roomFeeds: RoomFeeds;
+  readonly limits: ConnectionLimits;
+  readonly logger: Logger;
+  /** Counts and timings, for metrics. */
+  readonly observe?: ConnectionObserver;
+  readonly onClosed: (connection: Connection) => void;
+}
+
+export interface ConnectionObserver {
+  frameIn?(kind: string): void;
+  frameOut?(kind: string): void;
+  error?(category: string): void;
+  sendAnswered?(latencyMs: number, ok: boolean): void;
+}
+
+const CALL_RETRY: BackoffPolicy = { initialMs: 50, maxMs: 2_000, multiplier: 1.6 };
+const CALL_ATTEMPTS = 5;
+
+/**
+ * One browser connection: decodes every frame against the schema before
+ * reading a field, turns requests into typed core calls made with the
+ * user's own token, answers each request exactly once (echoing its
+ * request_id), and pushes the events of what the connection follows.
+ *
+ * A bad frame gets an error frame and the socket stays open; only protocol
+ * violations close it, each with a named code: frame too big (1009, by ws),
+ * too many invalid frames in a row (4508), too slow to read its events
+ * (4001, it resumes from its last seq), no pong (4000), token expired (4501).
+ */
+export class Connection {
+  readonly #deps: ConnectionDeps;
+  readonly #log: Logger;
+  /** Sends are answered in the order they were made. */
+  readonly #sendAnswers: OrderedQueue<() => void>;
+  readonly #follows = new Map<string, AbortController>();
+  #inbox: AbortController | undefined;
+  #lastSendSeq: bigint | undefined;
+  #inflightSends = 0;
+  #consecutiveErrors = 0;
+  #pushFormat: FrameFormat;
+  #alive = true;
+  #closed = false;
+  readonly #timers: NodeJS.Timeout[] = [];
+  readonly #lifetime = new AbortController();
+
+  constructor(deps: ConnectionDeps) {
+    this.#deps = deps;
+    this.#pushFormat = deps.initialFormat;
+    this.#log = deps.logger.child({ connection: deps.id, user: deps.identity.user, route: deps.route.route.pattern });
+    this.#sendAnswers = new OrderedQueue(deps.limits.maxInflightSends + 1);
+    void this.#answerSendsInOrder();
+  }
+
+  get id(): string {
+    return this.#deps.id;
+  }
+
+  get user(): string {
+    return this.#deps.identity.user;
+  }
+
+  /** Greets the client, starts the heartbeat and the route's own subscription. */
+  start(): void {
+    const { socket, limits, identity, route } = this.#deps;
+    socket.on("message", (data, isBinary) => {
+      this.#onFrame(toBytes(data), isBinary);
+    });
+    socket.on("pong", () => {
+      this.#alive = true;
+    });
+    socket.on("close", () => {
+      this.#cleanup();
+    });
+    socket.on("error", (error) => {
+      this.#log.warn({ category: "UNAVAILABLE", err: error }, "socket error");
+    });
+
+    const room = route.params.room ?? "";
+    this.#push(
+      create(ServerFrameSchema, {
+        kind: {
+          case: "welcome",
+          value: {
+            connectionId: this.#deps.id,
+            user: identity.user,
+            room,
+            maxFrameBytes: limits.maxFrameBytes,
+            maxInflightSends: limits.maxInflightSends,
+            heartbeatInterval: durationFromMs(limits.heartbeatIntervalMs),
+          },
+        },
+      }),
+      this.#pushFormat,
+    );
+
+    const heartbeat = setInterval(() => {
+      if (!this.#alive) {
+        this.close(CloseCode.HEARTBEAT_TIMEOUT, "no pong within the heartbeat interval");
+        return;
+      }
+      this.#alive = false;
+      socket.ping();
+    }, limits.heartbeatIntervalMs);
+    heartbeat.unref();
+    this.#timers.push(heartbeat);
+
+    if (identity.expiresAt !== undefined) {
+      const expiry = setTimeout(() => {
+        this.close(CloseCode.UNAUTHENTICATED, "token expired; reconnect with a new token");
+      }, Math.max(0, identity.expiresAt * 1000 - Date.now()));
+      expiry.unref();
+      this.#timers.push(expiry);
+    }
+
+    if (route.route.kind === "chat") this.#followRoom("", room, this.#deps.afterSeq);
+    else this.#followInbox("", this.#deps.afterSeq);
+  }
+
+  /**
+   * Closes with a named code. Reconnect-meaning codes are preceded by a
+   * `go_away` frame so that a client knows to resume from its last seq.
+   */
+  close(code: CloseCode, reason: string, reconnectAfterMs?: number): void {
+    if (this.#closed) return;
+    if (code === CloseCode.GOING_AWAY || code === CloseCode.SLOW_CONSUMER || code === CloseCode.HEARTBEAT_TIMEOUT || code === CloseCode.RATE_LIMITED) {
+      this.#push(
+        create(ServerFrameSchema, {
+          kind: {
+            case: "goAway",
+            value: { reason, closeCode: code, reconnectAfter: reconnectAfterMs === undefined ? undefined : durationFromMs(reconnectAfterMs) },
+          },
+        }),
+        this.#pushFormat,
+        true,
+      );
+    }
+    this.#log.info({ close_code: code, reason }, "closing connection");
+    this.#deps.socket.close(code, reason.slice(0, 120));
+    // A peer that does not complete the closing handshake is cut.
+    const cut = setTimeout(() => {
+      this.#deps.socket.terminate();
+    }, 2_000);
+    cut.unref();
+    this.#cleanup();
+  }
+
+  // ---- inbound ----------------------------------------------------------
+
+  #onFrame(data: Uint8Array, isBinary: boolean): void {
+    const format: FrameFormat = isBinary ? "binary" : "json";
+    let frame: ClientFrame;
+    try {
+      frame = decodeClientFrame(data, format);
+    } catch (error) {
+      const failure = error instanceof FrameDecodeError ? error : new FrameDecodeError("", "", String(error));
+      this.#deps.observe?.frameIn?.("invalid");
+      this.#answerError(failure.requestId, failure, format);
+      return;
+    }
+    this.#pushFormat = format;
+    this.#deps.observe?.frameIn?.(frame.request.case ?? "none");
+    this.#dispatch(frame, format).catch((error: unknown) => {
+      this.#answerError(frame.requestId, ParleyError.from(error), format);
+    });
+  }
+
+  async #dispatch(frame: ClientFrame, format: FrameFormat): Promise<void> {
+    const { requestId } = frame;
+    const { chat, notifications } = this.#deps;
+    const request = frame.request;
+    switch (request.case) {
+      case "send":
+        this.#send(requestId, request.value, format);
+        return;
+      case "subscribe": {
+        const room = checkRoom(request.value.room, "subscribe.room");
+        if (!this.#follows.has(room) && this.#follows.size >= this.#deps.limits.maxSubscriptions) {
+          throw new ParleyError(ErrorCategory.RATE_LIMITED, `at most ${this.#deps.limits.maxSubscriptions} rooms per connection`, {
+            retryable: false,
+          });
+        }
+        this.#accepted();
+        this.#followRoom(requestId, room, request.value.afterSeq, format);
+        return;
+      }
+      case "unsubscribe": {
+        const room = checkRoom(request.value.room, "unsubscribe.room");
+        this.#follows.get(room)?.abort();
+        this.#follows.delete(room);
+        this.#accepted();
+        this.#answer(requestId, { case: "unsubscribed", value: { room } }, format);
+        return;
+      }
+      case "history": {
+        const value: ListMessagesRequest = { ...request.value, room: this.#roomOr(request.value.room, "history.room") };
+        this.#accepted();
+        const page = await this.#call("history", (options) => chat.listMessages(value, options));
+        this.#answer(requestId, { case: "history", value: page }, format);
+        return;
+      }
+      case "markRead": {
+        const value = { ...request.value, room: this.#roomOr(request.value.room, "mark_read.room") };
+        this.#accepted();
+        const result = await this.#call("mark_read", (options) => chat.markRead(value, options));
+        this.#answer(requestId, { case: "markRead", value: result }, format);
+        return;
+      }
+      case "listNotifications": {
+        this.#accepted();
+        const value = request.value;
+        const page = await this.#call("list_notifications", (options) => notifications.listNotifications(value, options));
+        this.#answer(requestId, { case: "notifications", value: page }, format);
+        return;
+      }
+      case "ackNotifications": {
+        this.#accepted();
+        const value = request.value;
+        const result = await this.#call("ack_notifications", (options) => notifications.ackNotifications(value, options));
+        this.#answer(requestId, { case: "notificationsAcked", value: result }, format);
+        return;
+      }
+      case "subscribeNotifications":
+        if (request.value.recipient !== "" && request.value.recipient !== this.user) {
+          throw new ParleyError(ErrorCategory.PERMISSION_DENIED, "only the recipient may follow an inbox");
+        }
+        this.#accepted();
+        this.#followInbox(requestId, request.value.afterSeq, format);
+        return;
+      case "ping":
+        this.#accepted();
+        this.#answer(requestId, { case: "pong", value: {} }, format);
+        return;
+      case undefined:
+        throw validationError("request", "one request kind is required");
+    }
+  }
+
+  /** A frame that decoded and passed its checks: the run of invalid ones is over. */
+  #accepted(): void {
+    this.#consecutiveErrors = 0;
+  }
+
+  #roomOr(room: string, field: string): string {
+    if (room !== "") return checkRoom(room, field);
+    const own = this.#deps.route.params.room;
+    if (own === undefined) throw validationError(field, "is required on this route");
+    return own;
+  }
+
+  // ---- sends -------------------------------------------------------------
+
+  #send(requestId: string, send: SendFrame, format: FrameFormat): void {
+    if (this.#lastSendSeq !== undefined && send.seq <= this.#lastSendSeq) {
+      throw validationError("send.seq", `must increase along the connection: got ${send.seq} after ${this.#lastSendSeq}`);
+    }
+    const room = this.#roomOr(send.room, "send.room");
+    if (this.#inflightSends >= this.#deps.limits.maxInflightSends) {
+      throw new ParleyError(ErrorCategory.RATE_LIMITED, `more than ${this.#deps.limits.maxInflightSends} sends awaiting an answer`, {
+        retryAfterMs: 100,
+      });
+    }
+    this.#lastSendSeq = send.seq;
+    this.#accepted();
+    this.#inflightSends++;
+    const startedAt = performance.now();
+    const answered = this.#deps.sendLink
+      .send({ room, body: send.body, clientMsgId: send.clientMsgId, actingToken: this.#deps.token })
+      .then((response) => () => {
+        this.#inflightSends--;
+        const ok = response.result.case === "message";
+        this.#deps.observe?.sendAnswered?.(performance.now() - startedAt, ok);
+        if (response.result.case === "message") {
+          this.#answer(requestId, { case: "sendAck", value: { seq: send.seq, message: response.result.value, duplicate: response.duplicate } }, format);
+        } else {
+          const detail = response.result.value;
+          const error = detail ? fromErrorDetail(detail) : new ParleyError(ErrorCategory.INTERNAL, "core gave no answer");
+          this.#answerError(requestId, prefixField(error, "send"), format, false);
+        }
+      });
+    void this.#sendAnswers.push(answered);
+  }
+
+  async #answerSendsInOrder(): Promise<void> {
+    for await (const answer of this.#sendAnswers) answer();
+  }
+
+  // ---- subscriptions -------------------------------------------------------
+
+  /**
+   * Follows a room: replay after `afterSeq` through ListMessages (with the
+   * user's token, so read permission is the user's), then the bridge's shared
+   * feed. Survives core restarts: the follow resumes from the last seq it sent.
+   */
+  #followRoom(requestId: string, room: string, afterSeq: bigint | undefined, format?: FrameFormat): void {
+    this.#follows.get(room)?.abort();
+    const controller = new AbortController();
+    this.#follows.set(room, controller);
+    const leave = this.#deps.roomFeeds.join(room);
+    const { chat } = this.#deps;
+    let last = afterSeq;
+    let caughtUpSent = false;
+    const stopped = () => controller.signal.aborted;
+    const run = async () => {
+      for (let attempt = 0; !stopped(); attempt++) {
+        try {
+          await follow<EncodedEvent>({
+            hub: this.#deps.roomFeeds.hub,
+            topic: room,
+            afterSeq: last,
+            readAfter: async (seq, limit) => {
+              const page = await chat.listMessages({ room, cursorSeq: seq, pageSize: Math.min(limit, 500) }, this.#callOptions(controller.signal));
+              return page.messages.map((message) => EncodedEvent.message(message));
+            },
+            readHead: async () => {
+              const page = await chat.listMessages({ room, direction: ListDirection.BACKWARD, pageSize: 1 }, this.#callOptions(controller.signal));
+              return page.headSeq;
+            },
+            send: (event) => {
+              last = event.seq;
+              this.#pushEvent(event, "message");
+              return Promise.resolve();
+            },
+            caughtUp: (headSeq) => {
+              last = headSeq;
+              if (!caughtUpSent) {
+                caughtUpSent = true;
+                this.#answer(requestId, { case: "caughtUp", value: { room, headSeq } }, format ?? this.#pushFormat);
+              }
+              return Promise.resolve();
+            },
+            signal: controller.signal,
+          });
+          return;
+        } catch (error) {
+          if (stopped()) return;
+          const failure = ParleyError.from(error);
+          if (!failure.retryable) {
+            this.#answerError(requestId, failure, format ?? this.#pushFormat, false);
+            this.#follows.delete(room);
+            return;
+          }
+          this.#log.warn({ category: failure.categoryName, room, attempt: attempt + 1 }, "room follow interrupted; resuming");
+          await sleep(backoffDelay(attempt + 1, CALL_RETRY), controller.signal).catch(() => undefined);
+        }
+      }
+    };
+    void run().finally(leave);
+  }
+
+  /** Follows the user's inbox through core's notification subscription, resuming after breaks. */
+  #followInbox(requestId: string, afterSeq: bigint | undefined, format?: FrameFormat): void {
+    this.#inbox?.abort();
+    const controller = new AbortController();
+    this.#inbox = controller;
+    let last = afterSeq;
+    let caughtUpSent = false;
+    const stopped = () => controller.signal.aborted;
+    const run = async () => {
+      for (let attempt = 0; !stopped(); attempt++) {
+        try {
+          const request = last === undefined ? {} : { afterSeq: last };
+          for await (const { event } of this.#deps.notifications.subscribe(request, this.#callOptions(controller.signal))) {
+            attempt = 0;
+            if (event.case === "notification") {
+              if (last !== undefined && event.value.seq <= last) continue;
+              last = event.value.seq;
+              this.#pushEvent(EncodedEvent.notification(event.value), "notification");
+            } else if (event.case === "caughtUp") {
+              last ??= event.value.headSeq;
+              if (!caughtUpSent) {
+                caughtUpSent = true;
+                this.#answer(requestId, { case: "caughtUp", value: { room: "", headSeq: event.value.headSeq } }, format ?? this.#pushFormat);
+              }
+            }
+          }
+        } catch (error) {
+          if (stopped()) return;
+          const failure = ParleyError.from(error);
+          if (!failure.retryable) {
+            this.#answerError(requestId, failure, format ?? this.#pushFormat, false);
+            return;
+          }
+          this.#log.warn({ category: failure.categoryName, attempt: attempt + 1 }, "inbox follow interrupted; resuming");
+        }
+        await sleep(backoffDelay(attempt + 1, CALL_RETRY), controller.signal).catch(() => undefined);
+      }
+    };
+    void run();
+  }
+
+  // ---- core calls ----------------------------------------------------------
+
+  #callOptions(signal?: AbortSignal): CallOptions {
+    return { headers: { authorization: `Bearer ${this.#deps.token}` }, timeoutMs: 10_000, signal: signal ?? this.#lifetime.signal };
+  }
+
+  /** A unary core call for this user; UNAVAILABLE/TIMEOUT are retried with backoff. */
+  async #call<T>(name: string, call: (options: CallOptions) => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await call(this.#callOptions());
+      } catch (error) {
+        const failure = ParleyError.from(error);
+        const transient = failure.category === ErrorCategory.UNAVAILABLE || failure.category === ErrorCategory.TIMEOUT;
+        if (!transient || attempt >= CALL_ATTEMPTS || this.#closed) throw failure;
+        this.#log.warn({ category: failure.categoryName, call: name, attempt }, "core call failed; retrying");
+        await sleep(backoffDelay(attempt, CALL_RETRY));
+      }
+    }
+  }
+
+  // ---- outbound ------------------------------------------------------------
+
+  #answer(requestId: string, kind: MessageInitShape<typeof ServerFrameSchema>["kind"], format: FrameFormat): void {
+    this.#push(create(ServerFrameSchema, { requestId, kind }), format);
+  }
+
+  /**
+   * Answers a failed request with an error frame. Invalid frames count
+   * towards the limit of consecutive errors; failures of valid requests
+   * (`countsAsInvalid` false) do not.
+   */
+  #answerError(requestId: string, error: ParleyError, format: FrameFormat, countsAsInvalid = true): void {
+    this.#deps.observe?.error?.(error.categoryName);
+    logError(this.#log, error, { request_id: requestId });
+    this.#push(errorFrame(requestId, error), format);
+    if (countsAsInvalid && error.category === ErrorCategory.VALIDATION) {
+      this.#consecutiveErrors++;
+      if (this.#consecutiveErrors >= this.#deps.limits.maxConsecutiveErrors) {
+        this.close(CloseCode.TOO_MANY_ERRORS, `${this.#consecutiveErrors} invalid frames in a row`);
+      }
+    }
+  }
+
+  #pushEvent(event: EncodedEvent, kind: string): void {
+    let data: string | Uint8Array;
+    try {
+      data = event.encoded(this.#pushFormat);
+    } catch (error) {
+      this.#serializationFailed("", event.frame, ParleyError.from(error));
+      return;
+    }
+    this.#write(data, kind);
+  }
+
+  /** Encodes and writes one frame; an encoding failure becomes a fallback error frame. */
+  #push(frame: ServerFrame, format: FrameFormat, force = false): void {
+    let data: string | Uint8Array;
+    try {
+      data = encodeServerFrame(frame, format);
+    } catch (error) {
+      this.#serializationFailed(frame.requestId, frame, ParleyError.from(error));
+      return;
+    }
+    this.#write(data, frame.kind.case ?? "none", force);
+  }
+
+  #serializationFailed(requestId: string, frame: ServerFrame, error: ParleyError): void {
+    // Log what could not be encoded (truncated), answer with a frame that can.
+    logError(this.#log, error, { request_id: requestId, frame_kind: frame.kind.case, frame: describeTruncated(frame) });
+    this.#deps.observe?.error?.("SERIALIZATION");
+    const fallback = errorFrame(requestId, new ParleyError(ErrorCategory.SERIALIZATION, "the answer could not be encoded"));
+    try {
+      this.#write(encodeServerFrame(fallback, "json"), "error");
+    } catch {
+      this.close(CloseCode.INTERNAL_ERROR, "could not encode a frame");
+    }
+  }
+
+  #write(data: string | Uint8Array, kind: string, force = false): void {
+    const { socket, limits } = this.#deps;
+    if (this.#closed && !force) return;
+    if (socket.readyState !== socket.OPEN) return;
+    if (!force && socket.bufferedAmount > limits.maxBufferedBytes) {
+      // Memory stays bounded; the client resumes from its last seq.
+      this.close(CloseCode.SLOW_CONSUMER, "the connection did not keep up with its events; resume from the last seq seen");
+      return;
+    }
+    this.#deps.observe?.frameOut?.(kind);
+    socket.send(data, { binary: typeof data !== "string" });
+  }
+
+  #cleanup(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#lifetime.abort();
+    for (const timer of this.#timers) clearTimeout(timer);
+    for (const controller of this.#follows.values()) controller.abort();
+    this.#follows.clear();
+    this.#inbox?.abort();
+    this.#sendAnswers.close();
+    this.#deps.onClosed(this);
+  }
+}
+
+function prefixField(error: ParleyError, prefix: string): ParleyError {
+  if (error.field === undefined) return error;
+  return new ParleyError(error.category, error.message, {
+    field: `${prefix}.${error.field}`,
+    retryable: error.retryable,
+    retryAfterMs: error.retryAfterMs,
+    context: error.context,
+  });
+}
+
+function describeTruncated(frame: ServerFrame): string {
+  let text: string;
+  try {
+    text = JSON.stringify(frame, (_key, value: unknown) => (typeof value === "bigint" ? value.toString() : value));
+  } catch {
+    text = String(frame.kind.case);
+  }
+  return text.length > 512 ? `${text.slice(0, 512)}…` : text;
+}
+
+function toBytes(data: Buffer | ArrayBuffer | Buffer[]): Uint8Array {
+  if (Array.isArray(data)) return Buffer.concat(data);
+  return data instanceof ArrayBuffer ? new Uint8Array(data) : data;
+}
