@@ -24,6 +24,7 @@ import { type RouteDefinition, type RouteMatch, RouteTable } from "./routes.js";
 export const ROUTES: readonly RouteDefinition[] = [
   { pattern: "/ws/chat/{room}", kind: "chat", params: { room: ROOM_ID } },
   { pattern: "/ws/notifications", kind: "notifications" },
+  { pattern: "/ws", kind: "session" },
 ];
 
 /** The subprotocol a client may offer (with `bearer.<jwt>`) to be selected. */

@@ -159,7 +159,7 @@ export class Connection {
     }
 
     if (route.route.kind === "chat") this.#followRoom("", room, this.#deps.afterSeq);
-    else this.#followInbox("", this.#deps.afterSeq);
+    else if (route.route.kind === "notifications") this.#followInbox("", this.#deps.afterSeq);
   }
 
   /**

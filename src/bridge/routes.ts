@@ -1,8 +1,12 @@
 import { ErrorCategory } from "../../gen/parley/v1/errors_pb.js";
 import { ParleyError } from "../errors/parley-error.js";
 
-/** What a route is for; the connection's behaviour follows from it. */
-export type RouteKind = "chat" | "notifications";
+/**
+ * What a route is for; the connection's behaviour follows from it: a chat
+ * route follows its room from the start, a notifications route the user's
+ * inbox, a session route nothing until asked (the client library's socket).
+ */
+export type RouteKind = "chat" | "notifications" | "session";
 
 export interface RouteDefinition {
   /** Literal segments and `{name}` parameters, e.g. `/ws/chat/{room}`. */

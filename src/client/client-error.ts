@@ -1,0 +1,24 @@
+import { ErrorCategory, type ErrorDetail } from "../../gen/parley/v1/errors_pb.js";
+
+/** A request the server refused (or the client gave up on), with its category. */
+export class ParleyClientError extends Error {
+  override readonly name = "ParleyClientError";
+  /** The category name, e.g. "VALIDATION", "UNAVAILABLE". */
+  readonly category: string;
+  /** The request field at fault, for VALIDATION (e.g. "send.body"). */
+  readonly field: string | undefined;
+  /** Whether sending the same request again may succeed. */
+  readonly retryable: boolean;
+
+  constructor(category: string, message: string, options: { field?: string; retryable?: boolean } = {}) {
+    super(message);
+    this.category = category;
+    this.field = options.field;
+    this.retryable = options.retryable ?? false;
+  }
+
+  static fromDetail(detail: ErrorDetail): ParleyClientError {
+    const name = (ErrorCategory as unknown as Record<number, string | undefined>)[detail.category] ?? "INTERNAL";
+    return new ParleyClientError(name, detail.message, { field: detail.field === "" ? undefined : detail.field, retryable: detail.retryable });
+  }
+}

@@ -1,0 +1,20 @@
+/**
+ * parley's TypeScript client for browsers and Node.js.
+ *
+ *   const client = new ParleyClient({ url: "ws://127.0.0.1:8080", token });
+ *   const room = client.join("lobby", { onMessage: (m) => render(m) });
+ *   const stored = await room.send("hello");          // resolves on the server's ack
+ *   client.notifications.subscribe((n) => badge(n));
+ *
+ * The client keeps one WebSocket (`/ws`), reconnects with backoff and full
+ * jitter, resumes every room and the inbox from the last seq it saw (no gap,
+ * no duplicate), and resends sends that were not acknowledged, in order, with
+ * their original client_msg_id, so nothing is stored twice. All frames are
+ * the generated protobuf types; nothing here declares a wire shape.
+ */
+export { ParleyClient, type ParleyClientOptions, type ConnectionState } from "./parley-client.js";
+export { ParleyClientError } from "./client-error.js";
+export type { RoomHandle, JoinOptions } from "./rooms.js";
+export type { NotificationsHandle } from "./notifications.js";
+export type { ChatMessage } from "../../gen/parley/v1/chat_pb.js";
+export type { Notification } from "../../gen/parley/v1/notifications_pb.js";

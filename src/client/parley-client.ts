@@ -1,0 +1,363 @@
+import { create, fromBinary, fromJsonString, type MessageInitShape, toBinary, toJsonString } from "@bufbuild/protobuf";
+import type { ChatMessage } from "../../gen/parley/v1/chat_pb.js";
+import { type ClientFrame, ClientFrameSchema, type ServerFrame, ServerFrameSchema } from "../../gen/parley/v1/frames_pb.js";
+import { backoffDelay, type BackoffPolicy } from "../util/backoff.js";
+import { ParleyClientError } from "./client-error.js";
+import { NotificationsHandle } from "./notifications.js";
+import { type JoinOptions, RoomHandle } from "./rooms.js";
+import { defaultSocketFactory, OPEN, type SocketFactory, type SocketLike } from "./socket.js";
+
+export type ConnectionState = "connecting" | "connected" | "reconnecting" | "resumed" | "closed";
+
+export interface ParleyClientOptions {
+  /** The bridge's base URL, e.g. `ws://127.0.0.1:8080` (the client uses `/ws`). */
+  readonly url: string;
+  /** A token, or a function that returns a fresh one (called on every (re)connect). */
+  readonly token: string | (() => string | Promise<string>);
+  /** Text frames (JSON, default) or binary frames (protobuf). */
+  readonly format?: "json" | "binary";
+  /** How to open a socket; defaults to the global WebSocket (pass `ws` on Node 20). */
+  readonly socketFactory?: SocketFactory;
+  readonly reconnectBackoff?: BackoffPolicy;
+  /** Answers not received within this long fail with TIMEOUT (default 15 s). */
+  readonly requestTimeoutMs?: number;
+}
+
+type FrameRequest = NonNullable<MessageInitShape<typeof ClientFrameSchema>["request"]>;
+
+interface PendingSend {
+  readonly room: string;
+  readonly body: string;
+  readonly clientMsgId: string;
+  readonly resolve: (message: ChatMessage) => void;
+  readonly reject: (error: ParleyClientError) => void;
+  /** Request id of the frame currently carrying it (new after each reconnect). */
+  requestId: string;
+}
+
+interface PendingRequest {
+  readonly request: FrameRequest;
+  readonly resolve: (frame: ServerFrame) => void;
+  readonly reject: (error: ParleyClientError) => void;
+  requestId: string;
+  timer: ReturnType<typeof setTimeout> | undefined;
+}
+
+const RECONNECT: BackoffPolicy = { initialMs: 250, maxMs: 10_000, multiplier: 1.6 };
+
+/** Close codes after which reconnecting cannot help (see CloseCode in frames.proto). */
+function isTerminal(code: number): boolean {
+  return (code >= 4500 && code <= 4999) || code === 1008 || code === 1009 || code === 1000;
+}
+
+/**
+ * One logical connection to parley that survives network drops and server
+ * restarts. See index.ts for the guarantees.
+ */
+export class ParleyClient {
+  readonly notifications: NotificationsHandle;
+  readonly #options: ParleyClientOptions;
+  readonly #factory: SocketFactory;
+  #socket: SocketLike | undefined;
+  #state: ConnectionState = "connecting";
+  readonly #stateListeners = new Set<(state: ConnectionState, detail?: ParleyClientError) => void>();
+  #attempt = 0;
+  #everConnected = false;
+  #closedByUser = false;
+  #requestCounter = 0;
+  #sendSeq = 0n;
+  /** Sends in the order they were made; each leaves only when acknowledged or refused. */
+  readonly #outbox: PendingSend[] = [];
+  readonly #requests = new Map<string, PendingRequest>();
+  readonly #rooms = new Map<string, RoomHandle>();
+  #reconnectTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The current socket has said `welcome`: frames may flow. */
+  #welcomed = false;
+
+  constructor(options: ParleyClientOptions) {
+    const factory = options.socketFactory ?? defaultSocketFactory();
+    if (factory === undefined) throw new Error("no WebSocket available: pass socketFactory (e.g. from the ws package)");
+    this.#options = options;
+    this.#factory = factory;
+    this.notifications = new NotificationsHandle(this);
+    void this.#connect();
+  }
+
+  get state(): ConnectionState {
+    return this.#state;
+  }
+
+  /** Calls `listener` on every state change; returns a function that stops it. */
+  onStateChange(listener: (state: ConnectionState, detail?: ParleyClientError) => void): () => void {
+    this.#stateListeners.add(listener);
+    return () => this.#stateListeners.delete(listener);
+  }
+
+  /** Resolves once connected (or rejects if the client closed for good). */
+  ready(): Promise<void> {
+    if (this.#state === "connected" || this.#state === "resumed") return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const stop = this.onStateChange((state, detail) => {
+        if (state === "connected" || state === "resumed") {
+          stop();
+          resolve();
+        } else if (state === "closed") {
+          stop();
+          reject(detail ?? new ParleyClientError("UNAVAILABLE", "client closed"));
+        }
+      });
+    });
+  }
+
+  /** Follows a room: `onMessage` gets every message after `afterSeq`, in seq order, exactly once. */
+  join(room: string, options: JoinOptions = {}): RoomHandle {
+    let handle = this.#rooms.get(room);
+    if (!handle) {
+      handle = new RoomHandle(this, room, options);
+      this.#rooms.set(room, handle);
+      if (this.#isOpen()) handle.resubscribe();
+    } else if (options.onMessage) {
+      handle.addListener(options.onMessage);
+    }
+    return handle;
+  }
+
+  /**
+   * Stores a message; resolves with the stored message (its seq) when the
+   * server acknowledges it, rejects with a ParleyClientError. Survives
+   * reconnects: resent with the same client_msg_id, never stored twice.
+   */
+  send(room: string, body: string, clientMsgId: string = randomId()): Promise<ChatMessage> {
+    return new Promise((resolve, reject) => {
+      const entry: PendingSend = { room, body, clientMsgId, resolve, reject, requestId: "" };
+      this.#outbox.push(entry);
+      if (this.#isOpen()) this.#transmitSend(entry);
+    });
+  }
+
+  /** Closes for good; pending sends and requests are rejected. */
+  close(): void {
+    this.#closedByUser = true;
+    clearTimeout(this.#reconnectTimer);
+    this.#socket?.close(1000, "client closed");
+    this.#shutdown(new ParleyClientError("UNAVAILABLE", "client closed"));
+  }
+
+  // ---- used by RoomHandle and NotificationsHandle -------------------------
+
+  /** @internal Sends a request frame; resolves with the answering frame (re-sent after reconnects). */
+  request(request: FrameRequest): Promise<ServerFrame> {
+    return new Promise((resolve, reject) => {
+      const pending: PendingRequest = { request, resolve, reject, requestId: "", timer: undefined };
+      const requestId = this.#nextRequestId();
+      pending.requestId = requestId;
+      this.#requests.set(requestId, pending);
+      pending.timer = setTimeout(() => {
+        this.#requests.delete(pending.requestId);
+        reject(new ParleyClientError("TIMEOUT", `no answer to ${request.case} in time`, { retryable: true }));
+      }, this.#options.requestTimeoutMs ?? 15_000);
+      if (this.#isOpen()) this.#write({ requestId, request });
+    });
+  }
+
+  /** @internal Sends a frame whose answer is handled by the caller (subscriptions), if connected. */
+  fire(request: FrameRequest): void {
+    if (this.#isOpen()) this.#write({ requestId: this.#nextRequestId(), request });
+  }
+
+  /** @internal */
+  isOpen(): boolean {
+    return this.#isOpen();
+  }
+
+  // ---- connection lifecycle -------------------------------------------------
+
+  async #connect(): Promise<void> {
+    let token: string;
+    try {
+      token = typeof this.#options.token === "string" ? this.#options.token : await this.#options.token();
+    } catch (error) {
+      this.#scheduleReconnect(new ParleyClientError("UNAUTHENTICATED", `could not get a token: ${String(error)}`));
+      return;
+    }
+    if (this.#closedByUser) return;
+    const base = this.#options.url.replace(/\/+$/, "");
+    const format = this.#options.format === "binary" ? "?format=binary" : "";
+    const socket = this.#factory(`${base}/ws${format}`, ["parley.v1", `bearer.${token}`]);
+    socket.binaryType = "arraybuffer";
+    this.#socket = socket;
+    socket.onmessage = (event) => {
+      this.#onFrame(event.data);
+    };
+    socket.onclose = (event) => {
+      if (this.#socket !== socket) return;
+      this.#socket = undefined;
+      this.#welcomed = false;
+      this.#onClose(event.code, event.reason);
+    };
+    socket.onerror = () => {
+      // A close event follows; that is where reconnecting is decided.
+    };
+  }
+
+  #onClose(code: number, reason: string): void {
+    if (this.#closedByUser) return;
+    if (isTerminal(code)) {
+      const error = new ParleyClientError(code === 4501 ? "UNAUTHENTICATED" : "PERMISSION_DENIED", `closed by the server (${code}): ${reason}`);
+      // A token function may produce a new token: worth one more try.
+      if (code === 4501 && typeof this.#options.token === "function") {
+        this.#scheduleReconnect(error);
+        return;
+      }
+      this.#shutdown(error);
+      return;
+    }
+    this.#scheduleReconnect(new ParleyClientError("UNAVAILABLE", `connection lost (${code})${reason === "" ? "" : `: ${reason}`}`, { retryable: true }));
+  }
+
+  #scheduleReconnect(cause: ParleyClientError): void {
+    this.#attempt++;
+    this.#setState("reconnecting", cause);
+    const delay = backoffDelay(this.#attempt, this.#options.reconnectBackoff ?? RECONNECT);
+    this.#reconnectTimer = setTimeout(() => {
+      void this.#connect();
+    }, delay);
+  }
+
+  /** After `welcome`: resume everything, oldest first. */
+  #onWelcome(): void {
+    const resumed = this.#everConnected;
+    this.#everConnected = true;
+    this.#welcomed = true;
+    this.#attempt = 0;
+    this.#sendSeq = 0n;
+    for (const room of this.#rooms.values()) room.resubscribe();
+    this.notifications.resubscribe();
+    for (const entry of this.#outbox) this.#transmitSend(entry);
+    for (const pending of this.#requests.values()) {
+      const requestId = this.#nextRequestId();
+      this.#requests.delete(pending.requestId);
+      pending.requestId = requestId;
+      this.#requests.set(requestId, pending);
+      this.#write({ requestId, request: pending.request });
+    }
+    this.#setState(resumed ? "resumed" : "connected");
+  }
+
+  #shutdown(error: ParleyClientError): void {
+    for (const entry of this.#outbox.splice(0)) entry.reject(error);
+    for (const pending of this.#requests.values()) {
+      clearTimeout(pending.timer);
+      pending.reject(error);
+    }
+    this.#requests.clear();
+    this.#setState("closed", error);
+  }
+
+  #setState(state: ConnectionState, detail?: ParleyClientError): void {
+    this.#state = state;
+    for (const listener of [...this.#stateListeners]) listener(state, detail);
+  }
+
+  // ---- frames ---------------------------------------------------------------
+
+  #transmitSend(entry: PendingSend): void {
+    entry.requestId = this.#nextRequestId();
+    this.#sendSeq++;
+    this.#write({ requestId: entry.requestId, request: { case: "send", value: { seq: this.#sendSeq, room: entry.room, body: entry.body, clientMsgId: entry.clientMsgId } } });
+  }
+
+  #write(frame: MessageInitShape<typeof ClientFrameSchema>): void {
+    const socket = this.#socket;
+    if (!socket || socket.readyState !== OPEN) return;
+    const message: ClientFrame = create(ClientFrameSchema, frame);
+    socket.send(this.#options.format === "binary" ? toBinary(ClientFrameSchema, message) : toJsonString(ClientFrameSchema, message));
+  }
+
+  #onFrame(data: unknown): void {
+    let frame: ServerFrame;
+    try {
+      frame =
+        typeof data === "string"
+          ? fromJsonString(ServerFrameSchema, data, { ignoreUnknownFields: true })
+          : fromBinary(ServerFrameSchema, data instanceof ArrayBuffer ? new Uint8Array(data) : (data as Uint8Array));
+    } catch {
+      return; // A frame this client version cannot read: ignore it, the server is newer.
+    }
+    const kind = frame.kind;
+    switch (kind.case) {
+      case "welcome":
+        this.#onWelcome();
+        return;
+      case "message":
+        this.#rooms.get(kind.value.room)?.deliver(kind.value);
+        return;
+      case "notification":
+        this.notifications.deliver(kind.value);
+        return;
+      case "sendAck":
+        // The message itself arrives as an event of the room, in order.
+        this.#settleSend(frame.requestId, (entry) => {
+          if (kind.value.message) entry.resolve(kind.value.message);
+          else entry.reject(new ParleyClientError("INTERNAL", "acknowledgement without a message"));
+        });
+        return;
+      case "error": {
+        const error = ParleyClientError.fromDetail(kind.value);
+        if (this.#settleSend(frame.requestId, (entry) => { entry.reject(error); })) return;
+        this.#settleRequest(frame, error);
+        return;
+      }
+      case "goAway":
+        return; // The close that follows decides; resuming is automatic.
+      case "caughtUp":
+        if (kind.value.room === "") this.notifications.caughtUp(kind.value.headSeq);
+        else this.#rooms.get(kind.value.room)?.caughtUp(kind.value.headSeq);
+        this.#settleRequest(frame);
+        return;
+      case "unsubscribed":
+      case "history":
+      case "markRead":
+      case "notifications":
+      case "notificationsAcked":
+      case "pong":
+        this.#settleRequest(frame);
+        return;
+      case undefined:
+        return;
+    }
+  }
+
+  #settleSend(requestId: string, settle: (entry: PendingSend) => void): boolean {
+    const index = this.#outbox.findIndex((entry) => entry.requestId === requestId);
+    const entry = this.#outbox[index];
+    if (entry === undefined) return false;
+    this.#outbox.splice(index, 1);
+    settle(entry);
+    return true;
+  }
+
+  #settleRequest(frame: ServerFrame, error?: ParleyClientError): void {
+    const pending = this.#requests.get(frame.requestId);
+    if (!pending) return;
+    this.#requests.delete(frame.requestId);
+    clearTimeout(pending.timer);
+    if (error) pending.reject(error);
+    else pending.resolve(frame);
+  }
+
+  #isOpen(): boolean {
+    return this.#welcomed && this.#socket?.readyState === OPEN;
+  }
+
+  #nextRequestId(): string {
+    this.#requestCounter++;
+    return `r${this.#requestCounter}`;
+  }
+}
+
+function randomId(): string {
+  const crypto = (globalThis as { crypto?: { randomUUID?: () => string } }).crypto;
+  if (crypto?.randomUUID) return crypto.randomUUID();
+  return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
+}
