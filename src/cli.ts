@@ -2,6 +2,8 @@ import { parseArgs } from "node:util";
 import { ConfigError, type Config, loadConfig, requireJwtSecret } from "./config/config.js";
 import { startBridge } from "./bridge/bridge-server.js";
 import { startCore } from "./core/core-server.js";
+import { startEmbeddedDatabase } from "./embedded/embedded-database.js";
+import { developmentHttp, developmentSecret } from "./embedded/dev-mode.js";
 import { migrate, openOrm } from "./core/db/orm.js";
 import { createLogger, type Logger } from "./logging/logger.js";
 
@@ -13,10 +15,12 @@ Commands:
   migrate   apply pending database migrations to DATABASE_URL and exit
   core      run the core gRPC service (the only component that touches the database)
   bridge    run the WebSocket bridge (browsers) in front of core at PARLEY_CORE_ADDR
-  serve     run core and bridge in one process
+  serve     run core and bridge in one process; without DATABASE_URL, on an
+            embedded PostgreSQL with a demo page (development)
 
 Environment:
   DATABASE_URL           PostgreSQL URL, e.g. postgres://postgres@127.0.0.1:5432/parley
+  PARLEY_DATA_DIR        embedded database directory (default .parley-data)
   PARLEY_GRPC_ADDR       core gRPC address (default 127.0.0.1:50051; port 0 picks one)
   PARLEY_HTTP_ADDR       bridge HTTP/WebSocket address (default 127.0.0.1:8080)
   PARLEY_CORE_ADDR       where the bridge finds core (default PARLEY_GRPC_ADDR)
@@ -62,26 +66,56 @@ const COMMANDS: Record<string, Command> = {
     await bridge.stop();
   },
   async serve(config, logger) {
-    // One process, one code path: the bridge still reaches core over gRPC.
+    // Without DATABASE_URL: PostgreSQL embedded in the process (development).
+    const embedded = config.databaseUrl === undefined ? await startEmbeddedDatabase(config.dataDir, logger) : undefined;
+    const databaseUrl = embedded?.url ?? requireDatabaseUrl(config);
+    const secret = config.jwtSecret ?? (embedded ? developmentSecret(embedded.dataDir) : requireJwtSecret(config));
     const core = await startCore({
-      databaseUrl: requireDatabaseUrl(config),
+      databaseUrl,
       grpcAddress: config.grpcAddress,
-      jwtSecret: requireJwtSecret(config),
-      migrate: config.migrateOnStart,
+      jwtSecret: secret,
+      migrate: embedded !== undefined || config.migrateOnStart,
+      crossInstanceFanout: embedded === undefined,
+      poolSize: embedded === undefined ? undefined : 4,
       webhook: config.webhook,
       logger,
     });
+    const dev = embedded ? await developmentHttp({ secret, coreAddress: core.address, logger }) : undefined;
+    // One process, one code path: the bridge still reaches core over gRPC.
     const bridge = await startBridge({
       httpAddress: config.httpAddress,
       coreAddress: core.address,
-      jwtSecret: requireJwtSecret(config),
+      jwtSecret: secret,
       logger,
+      httpHandler: dev?.handler,
     });
+    process.stderr.write(banner(bridge.address, core.address, embedded?.dataDir));
     await untilSignal(logger);
     await bridge.stop();
+    dev?.close();
     await core.stop();
+    await embedded?.stop();
   },
 };
+
+function banner(http: string, grpc: string, dataDir: string | undefined): string {
+  const lines = [
+    "",
+    "  parley is running",
+    "",
+    dataDir === undefined ? `  WebSocket bridge  ws://${http}/ws` : `  demo page         http://${http}/`,
+    `  gRPC (core)       ${grpc}   (reflection on: npx buf curl --protocol grpc --http2-prior-knowledge --list-services http://${grpc})`,
+  ];
+  if (dataDir !== undefined) {
+    lines.push(
+      `  data              ${dataDir}  (embedded PostgreSQL; delete it to start over)`,
+      "",
+      "  Development mode: /dev/token hands out tokens to anyone.",
+      "  For a real PostgreSQL: DATABASE_URL=postgres://user@host:5432/db PARLEY_JWT_SECRET=<32+ chars> PARLEY_MIGRATE=1 npm start",
+    );
+  }
+  return `${lines.join("\n")}\n\n`;
+}
 
 function requireDatabaseUrl(config: Config): string {
   if (config.databaseUrl === undefined) throw new ConfigError(["DATABASE_URL is required, e.g. postgres://postgres@127.0.0.1:5432/parley"]);

@@ -313,6 +313,7 @@ describe("cross-instance fan-out", () => {
     admin = new pg.Client({ connectionString: TEST_SERVER_URL });
     await admin.connect();
     const listener = core.core.listener;
+      if (listener === undefined) throw new Error("core A runs without a listener");
     const reader = await core.chat("reader");
     const writer = await other.chat("writer");
     const abort = new AbortController();
@@ -335,7 +336,7 @@ describe("cross-instance fan-out", () => {
       await admin.query("select pg_terminate_backend($1)", [dropped]);
       await waitFor("the listener to notice the drop", () => listener.backendPid === undefined);
       await send(4, 6);
-      await waitFor("a failed reconnect attempt", () => core.core.listener.backendPid === undefined && core.logs.find({ msg: "fan-out listener reconnect failed" }).length > 0);
+      await waitFor("a failed reconnect attempt", () => listener.backendPid === undefined && core.logs.find({ msg: "fan-out listener reconnect failed" }).length > 0);
 
       await admin.query(`alter database "${db.name}" allow_connections true`);
       await waitFor("the listener to reconnect", () => (listener.backendPid !== undefined && listener.backendPid !== dropped) || undefined, 10_000);

@@ -25,6 +25,11 @@ export interface CoreOptions {
   readonly maxBatch?: number;
   /** Database connections (default 10). */
   readonly poolSize?: number;
+  /**
+   * LISTEN for other instances' commits (default true). A single-process
+   * deployment (the embedded mode) needs only its in-process hub.
+   */
+  readonly crossInstanceFanout?: boolean;
   /** Notification fallback delivery; off when unset. */
   readonly webhook?: {
     readonly url: string;
@@ -41,7 +46,7 @@ export interface RunningCore {
   /** Identifies this instance in fan-out notifications. */
   readonly instanceId: string;
   readonly orm: Orm;
-  readonly listener: PgListener;
+  readonly listener: PgListener | undefined;
   /** Stops serving: refuses new calls, answers in-flight sends, closes the database. */
   stop(graceMs?: number): Promise<void>;
 }
@@ -67,7 +72,10 @@ export async function startCore(options: CoreOptions): Promise<RunningCore> {
     const notifications = createNotificationModule({ instanceId, unitOfWork, logger, webhookGraceMs: options.webhook?.graceMs });
     const modules = [chat, notifications];
 
-    const listener = new PgListener({
+    const listener =
+      options.crossInstanceFanout === false
+        ? undefined
+        : new PgListener({
       databaseUrl: options.databaseUrl,
       channels: modules.map((module) => module.channel),
       logger,
@@ -78,7 +86,7 @@ export async function startCore(options: CoreOptions): Promise<RunningCore> {
         for (const module of modules) module.fanout.resyncAll();
       },
     });
-    await listener.start();
+    await listener?.start();
 
     // Pending deliveries live in the database: whatever a previous run left
     // behind is picked up here, after its lease runs out.
@@ -117,7 +125,7 @@ export async function startCore(options: CoreOptions): Promise<RunningCore> {
         await grpc.shutdown(graceMs);
         for (const module of modules) await module.drain();
         await webhooks?.stop();
-        await listener.stop();
+        await listener?.stop();
         await orm.close();
         logger.info("core stopped");
       },
