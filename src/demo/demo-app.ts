@@ -3,10 +3,22 @@ import { ParleyClient } from "../client/index.js";
 
 // The demo page: everything it does goes through the client library.
 
-function element<T extends HTMLElement>(id: string): T {
+function element(id: string): HTMLElement {
   const found = document.getElementById(id);
   if (!found) throw new Error(`missing #${id}`);
-  return found as T;
+  return found;
+}
+
+function input(id: string): HTMLInputElement {
+  const found = element(id);
+  if (!(found instanceof HTMLInputElement)) throw new Error(`#${id} is not an input`);
+  return found;
+}
+
+function form(id: string): HTMLFormElement {
+  const found = element(id);
+  if (!(found instanceof HTMLFormElement)) throw new Error(`#${id} is not a form`);
+  return found;
 }
 
 async function fetchToken(user: string): Promise<string> {
@@ -27,8 +39,8 @@ function start(user: string, roomName: string): void {
   element("room-name").textContent = roomName;
   element("whoami").textContent = `signed in as ${user}`;
   const state = element("state");
-  const list = element<HTMLUListElement>("messages");
-  const inbox = element<HTMLUListElement>("notifications");
+  const list = element("messages");
+  const inbox = element("notifications");
   const unread = element("unread");
 
   const client = new ParleyClient({ url: `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}`, token: () => fetchToken(user) });
@@ -56,9 +68,9 @@ function start(user: string, roomName: string): void {
   };
   const room = client.join(roomName, { afterSeq: 0n, onMessage: render });
 
-  element<HTMLFormElement>("send-form").addEventListener("submit", (event) => {
+  form("send-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    const input = element<HTMLInputElement>("body");
+    const input = input("body");
     const body = input.value.trim();
     if (body === "") return;
     input.value = "";
@@ -98,7 +110,7 @@ function start(user: string, roomName: string): void {
   });
 }
 
-element<HTMLFormElement>("login-form").addEventListener("submit", (event) => {
+form("login-form").addEventListener("submit", (event) => {
   event.preventDefault();
-  start(element<HTMLInputElement>("name").value.trim(), element<HTMLInputElement>("room").value.trim());
+  start(input("name").value.trim(), input("room").value.trim());
 });
