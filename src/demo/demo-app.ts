@@ -70,10 +70,10 @@ function start(user: string, roomName: string): void {
 
   form("send-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    const input = input("body");
-    const body = input.value.trim();
+    const field = input("body");
+    const body = field.value.trim();
     if (body === "") return;
-    input.value = "";
+    field.value = "";
     const clientMsgId = crypto.randomUUID();
     const item = document.createElement("li");
     item.className = "mine pending";
