@@ -6,6 +6,7 @@ import { startEmbeddedDatabase } from "./embedded/embedded-database.js";
 import { developmentHttp, developmentSecret } from "./embedded/dev-mode.js";
 import { migrate, openOrm } from "./core/db/orm.js";
 import { createLogger, type Logger } from "./logging/logger.js";
+import { telemetry } from "./telemetry/setup.js";
 
 const HELP = `parley — durable, ordered chat and notifications over gRPC and WebSocket
 
@@ -171,3 +172,5 @@ async function main(argv: readonly string[]): Promise<number> {
 }
 
 process.exitCode = await main(process.argv.slice(2));
+// Flush spans and metrics before the process exits.
+await telemetry()?.shutdown();

@@ -14,6 +14,8 @@ import { httpStatusForCategory } from "../errors/websocket.js";
 import { createClient } from "../grpc/client.js";
 import { type Logger, logError } from "../logging/logger.js";
 import type { FrameFormat } from "../protocol/frames.js";
+import { parleyMetrics } from "../telemetry/metrics.js";
+import { telemetry } from "../telemetry/setup.js";
 import { Connection, type ConnectionObserver } from "./connection.js";
 import { RoomFeeds } from "./core-link/room-feeds.js";
 import { SendLink } from "./core-link/send-link.js";
@@ -102,7 +104,10 @@ export async function startBridge(options: BridgeOptions): Promise<RunningBridge
 
   async function handleHttp(request: IncomingMessage, response: ServerResponse): Promise<void> {
     const path = new URL(request.url ?? "/", "http://bridge").pathname;
-    if (path === "/healthz") {
+    const metrics = telemetry();
+    if (path === "/metrics" && metrics) {
+      metrics.metricsHandler(request, response);
+    } else if (path === "/healthz") {
       respond(response, 200, { status: "ok" });
     } else if (path === "/readyz") {
       const ready = accepting && (await coreServing());
@@ -155,10 +160,14 @@ export async function startBridge(options: BridgeOptions): Promise<RunningBridge
         roomFeeds,
         limits,
         logger,
-        observe: options.observe,
-        onClosed: (closed) => connections.delete(closed),
+        observe: options.observe ?? metricsObserver,
+        onClosed: (closed) => {
+          connections.delete(closed);
+          parleyMetrics().connectionsOpen.add(-1);
+        },
       });
       connections.add(connection);
+      parleyMetrics().connectionsOpen.add(1);
       connection.start();
     });
   }
@@ -200,6 +209,16 @@ export async function startBridge(options: BridgeOptions): Promise<RunningBridge
     },
   };
 }
+
+/** Connection events as OpenTelemetry metrics. */
+const metricsObserver: ConnectionObserver = {
+  frameIn: (kind) => { parleyMetrics().framesIn.add(1, { kind }); },
+  frameOut: (kind) => { parleyMetrics().framesOut.add(1, { kind }); },
+  error: (category) => { parleyMetrics().errors.add(1, { category, component: "bridge" }); },
+  sendAnswered: (latencyMs, ok) => {
+    parleyMetrics().sendLatency.record(latencyMs / 1000, { outcome: ok ? "stored" : "error" });
+  },
+};
 
 /** The token from `?token=` or a `bearer.<jwt>` entry of Sec-WebSocket-Protocol. */
 function tokenOf(request: IncomingMessage, url: URL): string {

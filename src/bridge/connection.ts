@@ -23,6 +23,8 @@ import { type Logger, logError } from "../logging/logger.js";
 import { decodeClientFrame, encodeServerFrame, FrameDecodeError, type FrameFormat } from "../protocol/frames.js";
 import { backoffDelay, type BackoffPolicy, sleep } from "../util/backoff.js";
 import { OrderedQueue } from "../util/ordered-queue.js";
+import { context, ROOT_CONTEXT, SpanKind, trace } from "@opentelemetry/api";
+import { contextFromTraceparent, currentTraceId, failSpan, traceparentOf, tracer } from "../telemetry/tracing.js";
 import type { SendLink } from "./core-link/send-link.js";
 import type { RoomFeeds } from "./core-link/room-feeds.js";
 import { EncodedEvent } from "./encoded-frame.js";
@@ -192,31 +194,54 @@ export class Connection {
 
   // ---- inbound ----------------------------------------------------------
 
+  /**
+   * One span per frame (continuing the browser's trace when the frame carries
+   * a traceparent), ended when the frame has been answered.
+   */
   #onFrame(data: Uint8Array, isBinary: boolean): void {
     const format: FrameFormat = isBinary ? "binary" : "json";
+    const attributes = { "parley.connection.id": this.#deps.id, "parley.frame.format": format, "parley.frame.bytes": data.byteLength };
     let frame: ClientFrame;
     try {
       frame = decodeClientFrame(data, format);
     } catch (error) {
       const failure = error instanceof FrameDecodeError ? error : new FrameDecodeError("", "", String(error));
       this.#deps.observe?.frameIn?.("invalid");
-      this.#answerError(failure.requestId, failure, format);
+      const span = tracer().startSpan("ws.frame invalid", { kind: SpanKind.SERVER, attributes: { ...attributes, "parley.request.id": failure.requestId } });
+      context.with(trace.setSpan(context.active(), span), () => {
+        this.#answerError(failure.requestId, failure, format);
+      });
+      span.end();
       return;
     }
     this.#pushFormat = format;
-    this.#deps.observe?.frameIn?.(frame.request.case ?? "none");
-    this.#dispatch(frame, format).catch((error: unknown) => {
-      this.#answerError(frame.requestId, ParleyError.from(error), format);
-    });
+    const kind = frame.request.case ?? "none";
+    this.#deps.observe?.frameIn?.(kind);
+    const parent = contextFromTraceparent(frame.traceparent, ROOT_CONTEXT);
+    const room = roomOfRequest(frame) ?? this.#deps.route.params.room ?? "";
+    const span = tracer().startSpan(`ws.frame ${kind}`, {
+      kind: SpanKind.SERVER,
+      attributes: { ...attributes, "parley.frame.kind": kind, "parley.request.id": frame.requestId, "parley.room": room, "enduser.id": this.user },
+    }, parent);
+    void context.with(trace.setSpan(parent, span), () =>
+      this.#dispatch(frame, format)
+        .catch((error: unknown) => {
+          this.#answerError(frame.requestId, ParleyError.from(error), format);
+        })
+        .finally(() => {
+          span.end();
+        }),
+    );
   }
 
+  /** Handles one decoded request; resolves once it has been answered. */
   async #dispatch(frame: ClientFrame, format: FrameFormat): Promise<void> {
     const { requestId } = frame;
     const { chat, notifications } = this.#deps;
     const request = frame.request;
     switch (request.case) {
       case "send":
-        this.#send(requestId, request.value, format);
+        await this.#send(requestId, request.value, format);
         return;
       case "subscribe": {
         const room = checkRoom(request.value.room, "subscribe.room");
@@ -295,7 +320,7 @@ export class Connection {
 
   // ---- sends -------------------------------------------------------------
 
-  #send(requestId: string, send: SendFrame, format: FrameFormat): void {
+  #send(requestId: string, send: SendFrame, format: FrameFormat): Promise<void> {
     if (this.#lastSendSeq !== undefined && send.seq <= this.#lastSendSeq) {
       throw validationError("send.seq", `must increase along the connection: got ${send.seq} after ${this.#lastSendSeq}`);
     }
@@ -310,7 +335,7 @@ export class Connection {
     this.#inflightSends++;
     const startedAt = performance.now();
     const answered = this.#deps.sendLink
-      .send({ room, body: send.body, clientMsgId: send.clientMsgId, actingToken: this.#deps.token })
+      .send({ room, body: send.body, clientMsgId: send.clientMsgId, actingToken: this.#deps.token, traceparent: traceparentOf() })
       .then((response) => () => {
         this.#inflightSends--;
         const ok = response.result.case === "message";
@@ -323,7 +348,15 @@ export class Connection {
           this.#answerError(requestId, prefixField(error, "send"), format, false);
         }
       });
-    void this.#sendAnswers.push(answered);
+    // Answers go out in send order; this resolves when this one has.
+    return new Promise<void>((resolve) => {
+      void this.#sendAnswers.push(
+        answered.then((answer) => () => {
+          answer();
+          resolve();
+        }),
+      );
+    });
   }
 
   async #answerSendsInOrder(): Promise<void> {
@@ -468,8 +501,10 @@ export class Connection {
    */
   #answerError(requestId: string, error: ParleyError, format: FrameFormat, countsAsInvalid = true): void {
     this.#deps.observe?.error?.(error.categoryName);
+    const span = trace.getActiveSpan();
+    if (span) failSpan(span, error);
     logError(this.#log, error, { request_id: requestId });
-    this.#push(errorFrame(requestId, error), format);
+    this.#push(errorFrame(requestId, error, currentTraceId()), format);
     if (countsAsInvalid && error.category === ErrorCategory.VALIDATION) {
       this.#consecutiveErrors++;
       if (this.#consecutiveErrors >= this.#deps.limits.maxConsecutiveErrors) {
@@ -562,4 +597,23 @@ function describeTruncated(frame: ServerFrame): string {
 function toBytes(data: Buffer | ArrayBuffer | Buffer[]): Uint8Array {
   if (Array.isArray(data)) return Buffer.concat(data);
   return data instanceof ArrayBuffer ? new Uint8Array(data) : data;
+}
+
+/** The room a request names, for the frame span (undefined when it names none). */
+function roomOfRequest(frame: ClientFrame): string | undefined {
+  const request = frame.request;
+  switch (request.case) {
+    case "send":
+    case "subscribe":
+    case "unsubscribe":
+    case "history":
+    case "markRead":
+      return request.value.room === "" ? undefined : request.value.room;
+    case "listNotifications":
+    case "ackNotifications":
+    case "subscribeNotifications":
+    case "ping":
+    case undefined:
+      return undefined;
+  }
 }

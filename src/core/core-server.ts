@@ -5,6 +5,7 @@ import { TokenVerifier } from "../auth/tokens.js";
 import { ParleyError } from "../errors/parley-error.js";
 import { startGrpcServer } from "../grpc/grpc-server.js";
 import { loggingInterceptor } from "../grpc/logging-interceptor.js";
+import { tracingInterceptor } from "../telemetry/grpc-tracing.js";
 import type { Logger } from "../logging/logger.js";
 import { createChatModule } from "./chat/chat-module.js";
 import { migrate, openOrm, type Orm } from "./db/orm.js";
@@ -106,7 +107,7 @@ export async function startCore(options: CoreOptions): Promise<RunningCore> {
     const grpc = await startGrpcServer({
       address: options.grpcAddress,
       services: modules.map((module) => module.binding),
-      interceptors: [loggingInterceptor(logger), authInterceptor(verifier)],
+      interceptors: [tracingInterceptor(), loggingInterceptor(logger), authInterceptor(verifier)],
     });
     logger.info({ grpc: grpc.address }, "core serving");
 

@@ -9,6 +9,7 @@ import {
 } from "@grpc/grpc-js";
 import type { DescMethod } from "@bufbuild/protobuf";
 import { fromGrpcError } from "../errors/grpc-status.js";
+import { injectHeaders } from "../telemetry/tracing.js";
 import { serializer, strictDeserializer } from "./codec.js";
 import { methodPath } from "./server.js";
 import type { AnyService, InputInitOf, MethodsOf, OutputOf } from "./types.js";
@@ -70,7 +71,9 @@ function bind(client: Client, method: DescMethod, options: ClientOptions): unkno
   const deserialize = strictDeserializer(method.output) as (bytes: Buffer) => unknown;
   const prepare = (callOptions: CallOptions | undefined) => {
     const metadata = new Metadata();
-    for (const [key, value] of Object.entries({ ...options.headers?.(), ...callOptions?.headers })) metadata.set(key, value);
+    // The caller's trace continues on the server (W3C traceparent).
+    const headers = injectHeaders({ ...options.headers?.(), ...callOptions?.headers });
+    for (const [key, value] of Object.entries(headers)) metadata.set(key, value);
     const grpcOptions: GrpcCallOptions = {};
     if (callOptions?.timeoutMs !== undefined) grpcOptions.deadline = Date.now() + callOptions.timeoutMs;
     return { metadata, grpcOptions };

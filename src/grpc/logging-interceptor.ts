@@ -1,6 +1,7 @@
 import { CALLER } from "../auth/interceptor.js";
 import { ParleyError } from "../errors/parley-error.js";
 import { type Logger, logError } from "../logging/logger.js";
+import { parleyMetrics } from "../telemetry/metrics.js";
 import type { ServerInterceptor } from "./call-context.js";
 
 /**
@@ -19,6 +20,7 @@ export function loggingInterceptor(logger: Logger): ServerInterceptor {
         logger.info({ ...fields, category: error.categoryName }, `call ended: ${error.message}`);
       } else {
         logError(logger, error, fields);
+        parleyMetrics().errors.add(1, { category: error.categoryName, component: "core" });
       }
       throw error;
     }

@@ -96,7 +96,12 @@ type AnyCall = ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown,
 
 function bindMethod(method: DescMethod, handler: AnyHandler, options: ImplementOptions) {
   const interceptors = options.interceptors ?? [];
-  const fail = (error: unknown) => toGrpcStatus(ParleyError.from(error), options.traceId?.() ?? "");
+  const fail = (error: unknown) => {
+    const failure = ParleyError.from(error);
+    // The tracing interceptor stamps the call's trace id on the error.
+    const traceId = typeof failure.context.trace_id === "string" ? failure.context.trace_id : (options.traceId?.() ?? "");
+    return toGrpcStatus(failure, traceId);
+  };
 
   switch (method.methodKind) {
     case "unary":

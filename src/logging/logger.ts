@@ -1,3 +1,4 @@
+import { isSpanContextValid, trace } from "@opentelemetry/api";
 import { pino, type DestinationStream, type Logger } from "pino";
 import type { ParleyError } from "../errors/parley-error.js";
 
@@ -16,6 +17,11 @@ export function createLogger(options: { level?: string; name?: string; destinati
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
       serializers: { err: pino.stdSerializers.err },
+      // Every line written while a span is active carries its ids.
+      mixin: () => {
+        const span = trace.getActiveSpan()?.spanContext();
+        return span !== undefined && isSpanContextValid(span) ? { trace_id: span.traceId, span_id: span.spanId } : {};
+      },
     },
     options.destination,
   );

@@ -7,6 +7,8 @@ import { fromGrpcError } from "../../errors/grpc-status.js";
 import { ParleyError } from "../../errors/parley-error.js";
 import type { ServiceClient } from "../../grpc/client.js";
 import type { Logger } from "../../logging/logger.js";
+import { parleyMetrics } from "../../telemetry/metrics.js";
+import { recordRetry, tracer } from "../../telemetry/tracing.js";
 import { backoffDelay, type BackoffPolicy } from "../../util/backoff.js";
 
 /** One send, as the bridge hands it to core. */
@@ -16,6 +18,8 @@ export interface LinkSend {
   readonly clientMsgId: string;
   /** The browser user's own token: core stores the send as its subject. */
   readonly actingToken: string;
+  /** The W3C traceparent of the frame's span: core continues that trace. */
+  readonly traceparent?: string;
 }
 
 export interface SendLinkOptions {
@@ -135,6 +139,11 @@ export class SendLink {
     }
     this.#attempt++;
     this.options.onRetry?.(this.#attempt, cause);
+    parleyMetrics().retries.add(1, { component: "bridge", category: cause.categoryName });
+    // A short span per retry, so that a trace viewer shows the outage.
+    const span = tracer().startSpan("bridge.send_stream.reopen", { attributes: { "parley.attempt": this.#attempt, "parley.pending": this.#pending.size } });
+    recordRetry(span, this.#attempt, cause);
+    span.end();
     const delay = backoffDelay(this.#attempt, this.options.backoff ?? DEFAULT_BACKOFF);
     this.options.logger.warn(
       { category: cause.categoryName, attempt: this.#attempt, pending: this.#pending.size, delay_ms: Math.round(delay) },

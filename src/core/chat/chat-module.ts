@@ -34,8 +34,8 @@ export function createChatModule(deps: {
   });
   const committer = createSendCommitter(unitOfWork, store, {
     maxBatch: deps.maxBatch,
-    onCommitted: (messages) => {
-      fanout.committed(messages);
+    onCommitted: (messages, origin) => {
+      fanout.committed(messages, origin);
     },
   });
   return {

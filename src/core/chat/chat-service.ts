@@ -16,6 +16,9 @@ import type { CallContext } from "../../grpc/call-context.js";
 import type { ResponseSink, ServiceHandlers } from "../../grpc/server.js";
 import { type Logger, logError } from "../../logging/logger.js";
 import { OrderedQueue } from "../../util/ordered-queue.js";
+import type { Span } from "@opentelemetry/api";
+import { originOf } from "../../telemetry/origins.js";
+import { contextFromTraceparent, failSpan, inSpan, traceDelivery } from "../../telemetry/tracing.js";
 import { roomAccess } from "../access/room-access.js";
 import type { UnitOfWork } from "../db/unit-of-work.js";
 import { follow } from "../../fanout/follow.js";
@@ -56,7 +59,19 @@ export function chatServiceHandlers(deps: ChatServiceDeps): ServiceHandlers<type
    * The caller is resolved before this is called, in stream order, so that
    * submissions reach the group commit in stream_seq order.
    */
-  const answerItem = async (item: SendStreamRequest, caller: Identity | ParleyError, context: CallContext): Promise<SendStreamResponse> => {
+  const answerItem = (item: SendStreamRequest, caller: Identity | ParleyError, context: CallContext): Promise<SendStreamResponse> =>
+    // Each item continues its own caller's trace (the stream is shared).
+    inSpan(
+      "chat.send",
+      {
+        parent: contextFromTraceparent(item.traceparent),
+        attributes: { "parley.room": item.room, "parley.stream_seq": item.streamSeq.toString(), "parley.client_msg_id": item.clientMsgId },
+      },
+      (span) => storeItem(item, caller, context, span),
+      (error) => ParleyError.from(error),
+    );
+
+  const storeItem = async (item: SendStreamRequest, caller: Identity | ParleyError, context: CallContext, span: Span): Promise<SendStreamResponse> => {
     try {
       if (caller instanceof ParleyError) throw caller;
       const result = await committer.submit(toCommand(caller, item.room, item.body, item.clientMsgId));
@@ -67,6 +82,7 @@ export function chatServiceHandlers(deps: ChatServiceDeps): ServiceHandlers<type
       });
     } catch (thrown) {
       const error = ParleyError.from(thrown);
+      failSpan(span, error);
       logError(logger, error, {
         rpc: context.path,
         stream_seq: item.streamSeq.toString(),
@@ -157,7 +173,10 @@ export function chatServiceHandlers(deps: ChatServiceDeps): ServiceHandlers<type
         afterSeq,
         readAfter: (seq, limit) => unitOfWork.read(read, (em) => store.readAfter(em, room, seq, limit)),
         readHead: () => unitOfWork.read(read, (em) => store.headSeq(em, room)),
-        send: (message) => responses.send({ event: { case: "message", value: message } } satisfies Partial<ChatServiceSubscribeResponse>),
+        send: (message) =>
+          traceDelivery("message", room, message, originOf(message), () =>
+            responses.send({ event: { case: "message", value: message } } satisfies Partial<ChatServiceSubscribeResponse>),
+          ),
         caughtUp: (headSeq) => responses.send({ event: { case: "caughtUp", value: { headSeq } } }),
         signal: context.signal,
       });

@@ -1,4 +1,6 @@
+import type { SpanContext } from "@opentelemetry/api";
 import type { ChatMessage } from "../../../gen/parley/v1/chat_pb.js";
+import { parleyMetrics } from "../../telemetry/metrics.js";
 import { classifyDatabaseError } from "../../errors/database.js";
 import { type ParleyError, validationError } from "../../errors/parley-error.js";
 import { GroupCommitter, type ItemResult } from "../db/group-commit.js";
@@ -25,7 +27,7 @@ export type SendCommitter = GroupCommitter<SendCommand, SendResult>;
 export function createSendCommitter(
   unitOfWork: UnitOfWork,
   store: MessageStore,
-  options: { maxBatch?: number; onCommitted?: (messages: readonly ChatMessage[]) => void } = {},
+  options: { maxBatch?: number; onCommitted?: (messages: readonly ChatMessage[], origin: SpanContext) => void } = {},
 ): SendCommitter {
   return new GroupCommitter<SendCommand, SendResult>(unitOfWork, {
     label: "chat.send-batch",
@@ -50,9 +52,10 @@ export function createSendCommitter(
       });
       return results;
     },
-    committed: (results) => {
+    committed: (results, origin) => {
       const fresh = results.filter((result) => !result.duplicate).map((result) => result.message);
-      if (fresh.length > 0) options.onCommitted?.(fresh);
+      parleyMetrics().messagesStored.add(fresh.length);
+      if (fresh.length > 0) options.onCommitted?.(fresh, origin);
     },
     retryIf: isIdempotencyRace,
     contextOf: (command) => ({ room: command.room, sender: command.sender, client_msg_id: command.clientMsgId }),

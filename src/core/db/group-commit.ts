@@ -1,4 +1,6 @@
 import type { EntityManager } from "@mikro-orm/postgresql";
+import { type Context, context, type Span, type SpanContext, trace } from "@opentelemetry/api";
+import { failSpan, linkTo, tracer } from "../../telemetry/tracing.js";
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
 import { classifyDatabaseError } from "../../errors/database.js";
 import { type ErrorContext, ParleyError } from "../../errors/parley-error.js";
@@ -21,7 +23,7 @@ export interface GroupCommitSpec<C, R> {
   /** Stores a batch inside the transaction; one result per command, in order. */
   readonly store: (em: EntityManager, batch: readonly C[]) => Promise<ItemResult<R>[]>;
   /** Called after each commit with the successful results, in batch order. */
-  readonly committed?: (results: readonly R[]) => void;
+  readonly committed?: (results: readonly R[], origin: SpanContext) => void;
   /** Failures worth retrying the whole transaction for, beyond the transient ones. */
   readonly retryIf?: (error: unknown) => boolean;
   /** Log and error context of one command. */
@@ -30,6 +32,8 @@ export interface GroupCommitSpec<C, R> {
 
 interface Pending<C, R> {
   readonly command: C;
+  /** The caller's trace context: the batch span continues the first, links the rest. */
+  readonly context: Context;
   readonly resolve: (value: R) => void;
   readonly reject: (error: ParleyError) => void;
 }
@@ -59,7 +63,7 @@ export class GroupCommitter<C, R> {
 
   submit(command: C): Promise<R> {
     return new Promise((resolve, reject) => {
-      this.#queue.push({ command, resolve, reject });
+      this.#queue.push({ command, context: context.active(), resolve, reject });
       this.#running ??= this.#drain().finally(() => {
         this.#running = undefined;
       });
@@ -94,6 +98,19 @@ export class GroupCommitter<C, R> {
   }
 
   async #commit(batch: Pending<C, R>[]): Promise<void> {
+    // The batch span is a child of the first caller's span and links every
+    // other caller's: one transaction serves many traces.
+    const parent = batch[0]?.context ?? context.active();
+    const links = batch.slice(1).flatMap((pending) => linkTo(trace.getSpanContext(pending.context)));
+    const span = tracer().startSpan(`group-commit ${this.spec.label}`, { links, attributes: { "parley.batch.size": batch.length } }, parent);
+    try {
+      await context.with(trace.setSpan(parent, span), () => this.#commitTraced(batch, span));
+    } finally {
+      span.end();
+    }
+  }
+
+  async #commitTraced(batch: Pending<C, R>[], span: Span): Promise<void> {
     let results: ItemResult<R>[];
     try {
       results = await this.unitOfWork.transaction(
@@ -105,7 +122,9 @@ export class GroupCommitter<C, R> {
         (em) => this.spec.store(em, batch.map((pending) => pending.command)),
       );
     } catch (error) {
-      await this.#recover(batch, ParleyError.from(error));
+      const failure = ParleyError.from(error);
+      failSpan(span, failure);
+      await this.#recover(batch, failure);
       return;
     }
     const committed: R[] = [];
@@ -120,7 +139,8 @@ export class GroupCommitter<C, R> {
         pending.reject(result.error.withContext(this.spec.contextOf(pending.command)));
       }
     });
-    if (committed.length > 0) this.spec.committed?.(committed);
+    span.setAttribute("parley.batch.committed", committed.length);
+    if (committed.length > 0) this.spec.committed?.(committed, span.spanContext());
   }
 
   async #recover(batch: Pending<C, R>[], error: ParleyError): Promise<void> {

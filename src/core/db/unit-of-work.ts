@@ -5,6 +5,9 @@ import { ParleyError } from "../../errors/parley-error.js";
 import type { LogContext, Logger } from "../../logging/logger.js";
 import { backoffDelay, type BackoffPolicy, sleep } from "../../util/backoff.js";
 import type { Orm } from "./orm.js";
+import type { Attributes, Span } from "@opentelemetry/api";
+import { parleyMetrics } from "../../telemetry/metrics.js";
+import { inSpan, recordRetry } from "../../telemetry/tracing.js";
 
 export interface UnitOfWorkOptions {
   /** What the work is, for logs: "chat.send-batch", "chat.list". */
@@ -35,25 +38,38 @@ export class UnitOfWork {
 
   /** Work that writes: one transaction per attempt. */
   transaction<T>(options: UnitOfWorkOptions, work: (em: EntityManager) => Promise<T>): Promise<T> {
-    return this.#attempt(options, (em) => em.transactional((tx) => work(tx)));
+    return this.#traced("db.transaction", options, (em) => em.transactional((tx) => work(tx)));
   }
 
   /** Work that only reads: a fork without an explicit transaction. */
   read<T>(options: UnitOfWorkOptions, work: (em: EntityManager) => Promise<T>): Promise<T> {
-    return this.#attempt(options, work);
+    return this.#traced("db.read", options, work);
   }
 
-  async #attempt<T>(options: UnitOfWorkOptions, work: (em: EntityManager) => Promise<T>): Promise<T> {
+  /** One span per unit of work; its database queries are its children, retries its events. */
+  #traced<T>(kind: string, options: UnitOfWorkOptions, work: (em: EntityManager) => Promise<T>): Promise<T> {
+    return inSpan(
+      `${kind} ${options.label}`,
+      { attributes: { "parley.unit": options.label, ...spanAttributes(options.context) } },
+      (span) => this.#attempt(options, work, span),
+      (error) => ParleyError.from(error),
+    );
+  }
+
+  async #attempt<T>(options: UnitOfWorkOptions, work: (em: EntityManager) => Promise<T>, span: Span): Promise<T> {
     const maxAttempts = options.maxAttempts ?? 4;
     for (let attempt = 1; ; attempt++) {
       // A fresh fork per attempt: nothing from a failed attempt leaks into the next.
       const em = this.orm.em.fork({ clear: true, useContext: false });
+      span.setAttribute("parley.attempt", attempt);
       try {
         return await work(em);
       } catch (error) {
         const failure = toParleyError(error).withContext({ ...options.context, unit: options.label, attempt });
         const retry = attempt < maxAttempts && (isTransient(error) || options.retryIf?.(error) === true);
         if (!retry) throw failure;
+        recordRetry(span, attempt, failure);
+        parleyMetrics().retries.add(1, { component: "core", category: failure.categoryName });
         this.logger.warn(
           { category: failure.categoryName, ...options.context, unit: options.label, attempt, err: error },
           `${options.label}: transient failure, retrying`,
@@ -82,4 +98,12 @@ function isDatabaseError(error: unknown): boolean {
   if (error instanceof DriverException) return true;
   const failure = classifyDatabaseError(error);
   return failure.code !== undefined || failure.transient;
+}
+
+function spanAttributes(context: LogContext | undefined): Attributes {
+  const attributes: Attributes = {};
+  for (const [key, value] of Object.entries(context ?? {})) {
+    if (typeof value === "string" || typeof value === "number" || typeof value === "boolean") attributes[`parley.${key}`] = value;
+  }
+  return attributes;
 }

@@ -1,4 +1,7 @@
+import { context, type SpanContext, trace } from "@opentelemetry/api";
 import { ParleyError } from "../../errors/parley-error.js";
+import { rememberOrigin } from "../../telemetry/origins.js";
+import { failSpan, tracer } from "../../telemetry/tracing.js";
 import { type Logger, logError } from "../../logging/logger.js";
 import { FanoutHub, type Sequenced } from "../../fanout/hub.js";
 
@@ -33,10 +36,11 @@ export class TopicFanout<T extends Sequenced> {
 
   constructor(private readonly options: TopicFanoutOptions<T>) {}
 
-  /** This instance committed `items` (in seq order per topic). */
-  committed(items: readonly T[]): void {
+  /** This instance committed `items` (in seq order per topic) in the span `origin`. */
+  committed(items: readonly T[], origin?: SpanContext): void {
     const byTopic = new Map<string, T[]>();
     for (const item of items) {
+      if (origin) rememberOrigin(item, origin);
       const topic = this.options.topicOf(item);
       const list = byTopic.get(topic);
       if (list) list.push(item);
@@ -64,12 +68,22 @@ export class TopicFanout<T extends Sequenced> {
   }
 
   async #deliverRemote(advanced: TopicAdvanced): Promise<void> {
+    const span = tracer().startSpan("fanout.notification", {
+      attributes: { "parley.topic": advanced.topic, "parley.seq.from": advanced.from, "parley.seq.to": advanced.to, "parley.origin": advanced.origin },
+    });
     try {
-      this.hub.publish(advanced.topic, await this.options.readRange(advanced.topic, BigInt(advanced.from), BigInt(advanced.to)));
+      const items = await context.with(trace.setSpan(context.active(), span), () =>
+        this.options.readRange(advanced.topic, BigInt(advanced.from), BigInt(advanced.to)),
+      );
+      for (const item of items) rememberOrigin(item, span.spanContext());
+      this.hub.publish(advanced.topic, items);
     } catch (error) {
+      failSpan(span, ParleyError.from(error));
       // The followers will find the rows themselves.
       logError(this.options.logger, ParleyError.from(error), { topic: advanced.topic }, "fan-out read failed; followers resync");
       this.hub.resync(advanced.topic);
+    } finally {
+      span.end();
     }
   }
 }

@@ -1,4 +1,6 @@
+import type { SpanContext } from "@opentelemetry/api";
 import type { Notification } from "../../../gen/parley/v1/notifications_pb.js";
+import { parleyMetrics } from "../../telemetry/metrics.js";
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
 import { ParleyError, validationError } from "../../errors/parley-error.js";
 import { GroupCommitter, type ItemResult } from "../db/group-commit.js";
@@ -24,7 +26,7 @@ class ConcurrentRepeat extends Error {}
 export function createNotificationCommitter(
   unitOfWork: UnitOfWork,
   store: NotificationStore,
-  options: { onCommitted?: (notifications: readonly Notification[]) => void } = {},
+  options: { onCommitted?: (notifications: readonly Notification[], origin: SpanContext) => void } = {},
 ): NotificationCommitter {
   return new GroupCommitter<NotificationSend, NotificationSendResult>(unitOfWork, {
     label: "notifications.send-batch",
@@ -60,9 +62,10 @@ export function createNotificationCommitter(
         return { ok: true, value: { notifications: outcome.notifications, duplicate: repeat } };
       });
     },
-    committed: (results) => {
+    committed: (results, origin) => {
       const fresh = results.filter((result) => !result.duplicate).flatMap((result) => result.notifications);
-      if (fresh.length > 0) options.onCommitted?.(fresh);
+      parleyMetrics().notificationsStored.add(fresh.length);
+      if (fresh.length > 0) options.onCommitted?.(fresh, origin);
     },
     retryIf: (error) => error instanceof ConcurrentRepeat || isKeyRace(error),
     contextOf: (send) => ({ sender: send.sender, idempotency_key: send.idempotencyKey, recipients: send.recipients.length }),

@@ -33,8 +33,8 @@ export function createNotificationModule(deps: {
     logger,
   });
   const committer = createNotificationCommitter(unitOfWork, store, {
-    onCommitted: (notifications) => {
-      fanout.committed(notifications);
+    onCommitted: (notifications, origin) => {
+      fanout.committed(notifications, origin);
     },
   });
   // Live deliveries are recorded in groups too: one UPDATE for many.

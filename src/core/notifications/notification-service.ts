@@ -14,6 +14,8 @@ import type { TopicFanout } from "../fanout/topic-fanout.js";
 import type { NotificationCommitter } from "./notification-committer.js";
 import type { NotificationStore } from "./notification-store.js";
 import { checkNotification, checkNotificationIds } from "./validation.js";
+import { originOf } from "../../telemetry/origins.js";
+import { traceDelivery } from "../../telemetry/tracing.js";
 
 export interface NotificationServiceDeps {
   readonly unitOfWork: UnitOfWork;
@@ -113,7 +115,9 @@ export function notificationServiceHandlers(deps: NotificationServiceDeps): Serv
         readAfter: (seq, limit) => unitOfWork.read(read, (em) => store.readAfter(em, user, seq, limit)),
         readHead: () => unitOfWork.read(read, async (em) => (await store.counts(em, user)).headSeq),
         send: async (notification) => {
-          await responses.send({ event: { case: "notification", value: notification } });
+          await traceDelivery("notification", user, notification, originOf(notification), () =>
+            responses.send({ event: { case: "notification", value: notification } }),
+          );
           // Reached a live subscriber: no webhook needed. Best effort — if this
           // fails the webhook goes out anyway, which is the safe side.
           if (notification.readAt === undefined) {

@@ -1,0 +1,124 @@
+import {
+  type Context,
+  context,
+  type Link,
+  propagation,
+  type Span,
+  type SpanContext,
+  SpanKind,
+  type SpanOptions,
+  SpanStatusCode,
+  trace,
+  type Tracer,
+} from "@opentelemetry/api";
+import { ParleyError } from "../errors/parley-error.js";
+import { parleyMetrics } from "./metrics.js";
+
+/** parley's tracer; a no-op until telemetry is started. */
+export function tracer(): Tracer {
+  return trace.getTracer("parley");
+}
+
+/** The attribute every failed span carries: the ErrorCategory name. */
+export const ERROR_CATEGORY = "error.category";
+
+/**
+ * Marks a span failed: status ERROR, the exception recorded, and
+ * `error.category` — the same category as on the WS error frame, the gRPC
+ * status detail and the log line.
+ */
+export function failSpan(span: Span, error: ParleyError): void {
+  span.setStatus({ code: SpanStatusCode.ERROR, message: error.message });
+  span.recordException(error);
+  span.setAttribute(ERROR_CATEGORY, error.categoryName);
+}
+
+/** A retry as an event on the span that retries, with the category that caused it. */
+export function recordRetry(span: Span, attempt: number, cause: ParleyError): void {
+  span.addEvent("retry", { attempt, [ERROR_CATEGORY]: cause.categoryName, "exception.message": cause.message });
+}
+
+/** The W3C traceparent of `ctx` (the active context by default), or "" when there is no span. */
+export function traceparentOf(ctx: Context = context.active()): string {
+  const carrier: Record<string, string> = {};
+  propagation.inject(ctx, carrier);
+  return carrier.traceparent ?? "";
+}
+
+/** Injects the active context into a header map (gRPC metadata, HTTP headers). */
+export function injectHeaders(headers: Record<string, string>, ctx: Context = context.active()): Record<string, string> {
+  propagation.inject(ctx, headers);
+  return headers;
+}
+
+/** A context whose parent is the span named by a traceparent (or the active one if it is empty/invalid). */
+export function contextFromTraceparent(traceparent: string, base: Context = context.active()): Context {
+  if (traceparent === "") return base;
+  return propagation.extract(base, { traceparent });
+}
+
+/** A context from request headers. */
+export function contextFromHeaders(header: (name: string) => string | undefined, base: Context = context.active()): Context {
+  return propagation.extract(base, { traceparent: header("traceparent") ?? "", tracestate: header("tracestate") ?? "" }, {
+    get: (carrier, key) => {
+      const value = carrier[key as "traceparent" | "tracestate"];
+      return value === "" ? undefined : value;
+    },
+    keys: (carrier) => Object.keys(carrier),
+  });
+}
+
+/** The current trace id, or "" (for error details and log lines). */
+export function currentTraceId(): string {
+  const span = trace.getActiveSpan();
+  const id = span?.spanContext().traceId ?? "";
+  return /^0+$/.test(id) ? "" : id;
+}
+
+/** A link to another span's context (valid contexts only). */
+export function linkTo(spanContext: SpanContext | undefined): Link[] {
+  return spanContext !== undefined && trace.isSpanContextValid(spanContext) ? [{ context: spanContext }] : [];
+}
+
+/**
+ * Runs `work` inside a new active span; a thrown error marks the span failed
+ * (via `categorize`) and is rethrown. The span always ends.
+ */
+export async function inSpan<T>(
+  name: string,
+  options: SpanOptions & { parent?: Context },
+  work: (span: Span) => Promise<T>,
+  categorize: (error: unknown) => ParleyError,
+): Promise<T> {
+  const parent = options.parent ?? context.active();
+  const span = tracer().startSpan(name, options, parent);
+  try {
+    return await context.with(trace.setSpan(parent, span), () => work(span));
+  } catch (error) {
+    failSpan(span, categorize(error));
+    throw error;
+  } finally {
+    span.end();
+  }
+}
+
+/**
+ * A subscriber delivery: a span linked to the span that committed the item
+ * (another trace), counted in the fan-out deliveries metric.
+ */
+export async function traceDelivery(kind: string, topic: string, item: { readonly seq: bigint }, origin: SpanContext | undefined, send: () => Promise<void>): Promise<void> {
+  const span = tracer().startSpan(`fanout.deliver ${kind}`, {
+    kind: SpanKind.PRODUCER,
+    links: linkTo(origin),
+    attributes: { "parley.topic": topic, "parley.seq": item.seq.toString() },
+  });
+  try {
+    await send();
+    parleyMetrics().fanoutDeliveries.add(1, { kind });
+  } catch (error) {
+    failSpan(span, ParleyError.from(error));
+    throw error;
+  } finally {
+    span.end();
+  }
+}
