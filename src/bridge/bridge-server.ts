@@ -14,7 +14,9 @@ import { httpStatusForCategory } from "../errors/websocket.js";
 import { createClient } from "../grpc/client.js";
 import { type Logger, logError } from "../logging/logger.js";
 import type { FrameFormat } from "../protocol/frames.js";
+import { context, type Span, SpanKind, trace } from "@opentelemetry/api";
 import { parleyMetrics } from "../telemetry/metrics.js";
+import { failSpan, tracer } from "../telemetry/tracing.js";
 import { telemetry } from "../telemetry/setup.js";
 import { Connection, type ConnectionObserver } from "./connection.js";
 import { RoomFeeds } from "./core-link/room-feeds.js";
@@ -32,6 +34,7 @@ export const ROUTES: readonly RouteDefinition[] = [
 /** The subprotocol a client may offer (with `bearer.<jwt>`) to be selected. */
 export const SUBPROTOCOL = "parley.v1";
 const BEARER_PREFIX = "bearer.";
+const INT64_MAX = 2n ** 63n - 1n;
 
 export interface BridgeOptions {
   /** `host:port` for HTTP and WebSocket; port 0 picks a free one. */
@@ -130,7 +133,18 @@ export async function startBridge(options: BridgeOptions): Promise<RunningBridge
     void upgrade(request, socket, head);
   });
 
-  async function upgrade(request: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+  /** A span per upgrade: refusals are failures with a category, like any other. */
+  function upgrade(request: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    const span = tracer().startSpan("ws.upgrade", {
+      kind: SpanKind.SERVER,
+      attributes: { "url.path": (request.url ?? "").split("?")[0] ?? "", "client.address": request.socket.remoteAddress ?? "" },
+    });
+    return context.with(trace.setSpan(context.active(), span), () => acceptOrRefuse(request, socket, head, span)).finally(() => {
+      span.end();
+    });
+  }
+
+  async function acceptOrRefuse(request: IncomingMessage, socket: Duplex, head: Buffer, span: Span): Promise<void> {
     let accepted: { match: RouteMatch; identity: Identity; token: string; afterSeq: bigint | undefined; format: FrameFormat };
     try {
       if (!accepting) throw new ParleyError(ErrorCategory.UNAVAILABLE, "the bridge is shutting down");
@@ -141,6 +155,7 @@ export async function startBridge(options: BridgeOptions): Promise<RunningBridge
       accepted = { match, identity, token, afterSeq: afterSeqOf(url), format: url.searchParams.get("format") === "binary" ? "binary" : "json" };
     } catch (error) {
       const failure = ParleyError.from(error);
+      failSpan(span, failure);
       logError(logger, failure, { path: (request.url ?? "").split("?")[0], peer: request.socket.remoteAddress }, `upgrade refused: ${failure.message}`);
       refuseUpgrade(socket, failure);
       return;
@@ -234,7 +249,7 @@ function tokenOf(request: IncomingMessage, url: URL): string {
 function afterSeqOf(url: URL): bigint | undefined {
   const value = url.searchParams.get("after_seq");
   if (value === null || value === "") return undefined;
-  if (!/^\d{1,19}$/.test(value)) throw validationError("after_seq", "must be a non-negative integer");
+  if (!/^\d{1,19}$/.test(value) || BigInt(value) > INT64_MAX) throw validationError("after_seq", "must be an integer from 0 to 2^63-1");
   return BigInt(value);
 }
 

@@ -63,6 +63,8 @@ export interface ConnectionObserver {
 
 const CALL_RETRY: BackoffPolicy = { initialMs: 50, maxMs: 2_000, multiplier: 1.6 };
 const CALL_ATTEMPTS = 5;
+/** setTimeout's largest delay; longer ones fire at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
  * One browser connection: decodes every frame against the schema before
@@ -152,16 +154,21 @@ export class Connection {
     heartbeat.unref();
     this.#timers.push(heartbeat);
 
-    if (identity.expiresAt !== undefined) {
-      const expiry = setTimeout(() => {
-        this.close(CloseCode.UNAUTHENTICATED, "token expired; reconnect with a new token");
-      }, Math.max(0, identity.expiresAt * 1000 - Date.now()));
-      expiry.unref();
-      this.#timers.push(expiry);
-    }
+    if (identity.expiresAt !== undefined) this.#closeAtExpiry(identity.expiresAt * 1000);
 
     if (route.route.kind === "chat") this.#followRoom("", room, this.#deps.afterSeq);
     else if (route.route.kind === "notifications") this.#followInbox("", this.#deps.afterSeq);
+  }
+
+  /** Closes with 4501 when the token expires (timers longer than ~24.8 days are re-armed). */
+  #closeAtExpiry(expiresAtMs: number): void {
+    const remaining = expiresAtMs - Date.now();
+    const timer = setTimeout(() => {
+      if (remaining > MAX_TIMER_MS) this.#closeAtExpiry(expiresAtMs);
+      else this.close(CloseCode.UNAUTHENTICATED, "token expired; reconnect with a new token");
+    }, Math.max(0, Math.min(remaining, MAX_TIMER_MS)));
+    timer.unref();
+    this.#timers.push(timer);
   }
 
   /**
@@ -538,7 +545,12 @@ export class Connection {
 
   #serializationFailed(requestId: string, frame: ServerFrame, error: ParleyError): void {
     // Log what could not be encoded (truncated), answer with a frame that can.
-    logError(this.#log, error, { request_id: requestId, frame_kind: frame.kind.case, frame: describeTruncated(frame) });
+    const span = tracer().startSpan("ws.frame encode", { attributes: { "parley.connection.id": this.#deps.id, "parley.frame.kind": frame.kind.case ?? "none" } });
+    failSpan(span, error);
+    context.with(trace.setSpan(context.active(), span), () => {
+      logError(this.#log, error, { request_id: requestId, frame_kind: frame.kind.case, frame: describeTruncated(frame) });
+    });
+    span.end();
     this.#deps.observe?.error?.("SERIALIZATION");
     const fallback = errorFrame(requestId, new ParleyError(ErrorCategory.SERIALIZATION, "the answer could not be encoded"));
     try {

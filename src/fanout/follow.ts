@@ -1,3 +1,4 @@
+import { validationError } from "../errors/parley-error.js";
 import { sleep } from "../util/backoff.js";
 import type { FanoutHub, Sequenced } from "./hub.js";
 
@@ -34,9 +35,18 @@ export async function follow<T extends Sequenced>(options: FollowOptions<T>): Pr
   try {
     let last = options.afterSeq ?? (await options.readHead());
 
+    let checkedHead = options.afterSeq === undefined;
     const catchUp = async () => {
       for (;;) {
         const page = await options.readAfter(last, pageSize);
+        if (page.length === 0 && !checkedHead) {
+          // Nothing after the resume point: make sure it is not beyond the
+          // head, which would silently skip everything up to it.
+          checkedHead = true;
+          const head = await options.readHead();
+          if (last > head) throw validationError("after_seq", `is beyond the head (${head})`);
+        }
+        checkedHead = true;
         for (const item of page) {
           // Stored seqs are gapless; stop rather than skip if that ever breaks.
           if (item.seq !== last + 1n) return;

@@ -84,21 +84,20 @@ function bind(client: Client, method: DescMethod, options: ClientOptions): unkno
       return (request: unknown, callOptions?: CallOptions) =>
         new Promise((resolve, reject) => {
           const { metadata, grpcOptions } = prepare(callOptions);
+          let release: () => void = () => undefined;
           const call = client.makeUnaryRequest(path, serialize, deserialize, request, metadata, grpcOptions, (error, response) => {
+            release();
             if (error) reject(fromGrpcError(error));
             else resolve(response);
           });
-          callOptions?.signal?.addEventListener("abort", () => {
-            call.cancel();
-          }, { once: true });
+          release = cancelOnAbort(callOptions?.signal, call);
         });
     case "server_streaming":
       return (request: unknown, callOptions?: CallOptions) => {
         const { metadata, grpcOptions } = prepare(callOptions);
         const call = client.makeServerStreamRequest(path, serialize, deserialize, request, metadata, grpcOptions);
-        callOptions?.signal?.addEventListener("abort", () => {
-          call.cancel();
-        }, { once: true });
+        const release = cancelOnAbort(callOptions?.signal, call);
+        call.once("close", release);
         return mapErrors(call, () => {
           call.cancel();
         });
@@ -107,14 +106,28 @@ function bind(client: Client, method: DescMethod, options: ClientOptions): unkno
       return (callOptions?: CallOptions) => {
         const { metadata, grpcOptions } = prepare(callOptions);
         const call = client.makeBidiStreamRequest(path, serialize, deserialize, metadata, grpcOptions);
-        callOptions?.signal?.addEventListener("abort", () => {
-          call.cancel();
-        }, { once: true });
+        call.once("close", cancelOnAbort(callOptions?.signal, call));
         return call;
       };
     case "client_streaming":
       throw new Error(`client-streaming RPCs are not used by parley: ${path}`);
   }
+}
+
+/**
+ * Cancels `call` when `signal` aborts; returns the function that stops
+ * listening (called when the call ends, so a long-lived signal does not
+ * collect listeners of finished calls).
+ */
+function cancelOnAbort(signal: AbortSignal | undefined, call: { cancel(): void }): () => void {
+  if (!signal) return () => undefined;
+  const onAbort = () => {
+    call.cancel();
+  };
+  signal.addEventListener("abort", onAbort, { once: true });
+  return () => {
+    signal.removeEventListener("abort", onAbort);
+  };
 }
 
 /** An async iterable over a response stream whose errors are ParleyErrors. */

@@ -8,7 +8,8 @@ import { ParleyError } from "../../errors/parley-error.js";
 import type { ServiceClient } from "../../grpc/client.js";
 import type { Logger } from "../../logging/logger.js";
 import { parleyMetrics } from "../../telemetry/metrics.js";
-import { recordRetry, tracer } from "../../telemetry/tracing.js";
+import { context, trace } from "@opentelemetry/api";
+import { failSpan, recordRetry, tracer } from "../../telemetry/tracing.js";
 import { backoffDelay, type BackoffPolicy } from "../../util/backoff.js";
 
 /** One send, as the bridge hands it to core. */
@@ -140,15 +141,19 @@ export class SendLink {
     this.#attempt++;
     this.options.onRetry?.(this.#attempt, cause);
     parleyMetrics().retries.add(1, { component: "bridge", category: cause.categoryName });
-    // A short span per retry, so that a trace viewer shows the outage.
-    const span = tracer().startSpan("bridge.send_stream.reopen", { attributes: { "parley.attempt": this.#attempt, "parley.pending": this.#pending.size } });
+    // A short span per retry, so that a trace viewer shows the outage; the
+    // log line is written inside it and carries its trace id.
+    const span = tracer().startSpan("bridge.send_stream.retry", { attributes: { "parley.attempt": this.#attempt, "parley.pending": this.#pending.size } });
     recordRetry(span, this.#attempt, cause);
-    span.end();
+    failSpan(span, cause);
     const delay = backoffDelay(this.#attempt, this.options.backoff ?? DEFAULT_BACKOFF);
-    this.options.logger.warn(
-      { category: cause.categoryName, attempt: this.#attempt, pending: this.#pending.size, delay_ms: Math.round(delay) },
-      "send stream to core broken; resending un-answered items",
-    );
+    context.with(trace.setSpan(context.active(), span), () => {
+      this.options.logger.warn(
+        { category: cause.categoryName, attempt: this.#attempt, pending: this.#pending.size, delay_ms: Math.round(delay) },
+        "send stream to core broken; resending un-answered items",
+      );
+    });
+    span.end();
     this.#reopenTimer = setTimeout(() => {
       this.#reopenTimer = undefined;
       this.#open();

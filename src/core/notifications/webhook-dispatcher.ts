@@ -5,6 +5,9 @@ import { WebhookDeliverySchema } from "../../../gen/parley/v1/notifications_pb.j
 import { categoryName, ErrorCategory } from "../../errors/category.js";
 import { ParleyError } from "../../errors/parley-error.js";
 import { type Logger, logError } from "../../logging/logger.js";
+import { context as otelContext, SpanKind, trace } from "@opentelemetry/api";
+import { parleyMetrics } from "../../telemetry/metrics.js";
+import { failSpan, tracer } from "../../telemetry/tracing.js";
 import { backoffDelay, type BackoffPolicy } from "../../util/backoff.js";
 import type { UnitOfWork } from "../db/unit-of-work.js";
 import { NOTIFICATION_COLUMNS, notificationFromRow, type NotificationRow } from "./notification-row.js";
@@ -277,14 +280,26 @@ export class WebhookDispatcher {
   /** One attempt, start to record. Never rejects: failures are logged here. */
   async #attempt(row: ClaimedRow): Promise<void> {
     const context = { delivery_id: row.delivery_id, notification_id: row.id, recipient: row.recipient_id, attempt: row.attempt };
-    try {
-      const result = await this.#send(row);
-      await this.#record(row, result, context);
-    } catch (error) {
-      // Building the body or recording failed. The lease expires and the
-      // delivery is tried again (possibly re-sending one the receiver has).
-      logError(this.#logger, ParleyError.from(error), context, "webhook attempt could not be recorded; retried after the lease expires");
-    }
+    // One span per attempt; the log lines written during it carry its trace id.
+    const span = tracer().startSpan("webhook.attempt", {
+      kind: SpanKind.CLIENT,
+      attributes: { "parley.delivery_id": row.delivery_id, "parley.notification_id": row.id, "parley.attempt": row.attempt },
+    });
+    await otelContext.with(trace.setSpan(otelContext.active(), span), async () => {
+      try {
+        const result = await this.#send(row);
+        if (result.statusCode !== undefined) span.setAttribute("http.response.status_code", result.statusCode);
+        if (result.category !== undefined) failSpan(span, new ParleyError(result.category, result.error ?? "webhook attempt failed"));
+        parleyMetrics().webhookAttempts.add(1, { outcome: result.verdict });
+        await this.#record(row, result, context);
+      } catch (error) {
+        // Building the body or recording failed. The lease expires and the
+        // delivery is tried again (possibly re-sending one the receiver has).
+        failSpan(span, ParleyError.from(error));
+        logError(this.#logger, ParleyError.from(error), context, "webhook attempt could not be recorded; retried after the lease expires");
+      }
+    });
+    span.end();
   }
 
   async #send(row: ClaimedRow): Promise<AttemptResult> {
