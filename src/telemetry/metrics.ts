@@ -30,7 +30,7 @@ export function parleyMetrics(): ParleyMetrics {
     messagesStored: meter.createCounter("parley.messages.stored", { description: "Chat messages committed" }),
     notificationsStored: meter.createCounter("parley.notifications.stored", { description: "Notifications committed (one per recipient)" }),
     fanoutDeliveries: meter.createCounter("parley.fanout.deliveries", { description: "Events delivered to subscribers" }),
-    sendLatency: meter.createHistogram("parley.send.latency", {
+    sendLatency: meter.createHistogram("parley.send.latency.seconds", {
       description: "Send frame received to acknowledgement sent, in seconds",
       unit: "s",
       advice: { explicitBucketBoundaries: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5] },
