@@ -184,6 +184,15 @@ describe("subscriptions", () => {
     expect(result.caughtUp).toBeGreaterThanOrEqual(5n);
   });
 
+  it("refuses to resume from beyond the room's head instead of skipping", async () => {
+    const chat = await core.chat("ahead");
+    const room = "ahead";
+    for (let i = 1; i <= 3; i++) await chat.sendMessage({ room, body: `a${i}`, clientMsgId: `a${i}` });
+    const iterator = chat.subscribe({ room, afterSeq: 10n })[Symbol.asyncIterator]();
+    const error = await rejection(iterator.next());
+    expect(error).toMatchObject({ category: ErrorCategory.VALIDATION, field: "after_seq" });
+  });
+
   it("live-only subscriptions start after the head", async () => {
     const chat = await core.chat("live-only");
     const room = "live-only";
