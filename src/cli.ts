@@ -174,3 +174,7 @@ async function main(argv: readonly string[]): Promise<number> {
 process.exitCode = await main(process.argv.slice(2));
 // Flush spans and metrics before the process exits.
 await telemetry()?.shutdown();
+// Everything has been stopped; a forgotten handle must not keep the process alive.
+setTimeout(() => {
+  process.exit();
+}, 2_000).unref();

@@ -506,6 +506,38 @@ describe("sends", () => {
   });
 });
 
+describe("request limits", () => {
+  it("more un-answered requests than max_inflight_requests are refused with RATE_LIMITED; the socket stays open", async () => {
+    const tight = await bridge({ maxInflightRequests: 2 });
+    const client = await connect("/ws/chat/requests-tight", "curious", { on: tight });
+    for (let i = 1; i <= 30; i++) client.sendJson({ requestId: `h-${i}`, request: { case: "history", value: { pageSize: 1 } } });
+    const answers = await client.until(
+      () => {
+        const answered = client.frames.filter((f) => f.requestId.startsWith("h-"));
+        return answered.length === 30 ? answered : undefined;
+      },
+      { what: "30 answers" },
+    );
+    const limited = answers.filter((f) => f.kind.case === "error");
+    expect(limited.length).toBeGreaterThan(0);
+    for (const frame of limited) expect(errorOf(frame)).toMatchObject({ category: ErrorCategory.RATE_LIMITED, retryable: true });
+    expect(answers.some((f) => f.kind.case === "history")).toBe(true);
+    expect(client.isOpen).toBe(true);
+    await client.close();
+    await stopBridge(tight);
+  });
+
+  it("a connection flooding frames past the rate limit is closed with 4029 after a go_away", async () => {
+    const tight = await bridge({ framesPerSecond: 20, frameBurst: 40 });
+    const client = await connect("/ws/chat/flood", "flooder", { on: tight });
+    for (let i = 1; i <= 200; i++) client.sendJson({ requestId: `p-${i}`, request: { case: "ping", value: {} } });
+    const closed = await client.waitClosed();
+    expect(closed.code).toBe(4029);
+    expect(client.frames.some((f) => f.kind.case === "goAway")).toBe(true);
+    await stopBridge(tight);
+  });
+});
+
 describe("subscriptions and resume", () => {
   it("?after_seq=k replays k+1..N, then caught_up, then live, with no gap or duplicate", async () => {
     const room = "resume-room";

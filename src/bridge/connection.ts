@@ -86,6 +86,10 @@ export class Connection {
   #inbox: AbortController | undefined;
   #lastSendSeq: bigint | undefined;
   #inflightSends = 0;
+  #inflightRequests = 0;
+  /** Token bucket of the frame rate limit. */
+  #frameTokens: number;
+  #frameTokensAt = performance.now();
   #consecutiveErrors = 0;
   #pushFormat: FrameFormat;
   #alive = true;
@@ -96,6 +100,7 @@ export class Connection {
   constructor(deps: ConnectionDeps) {
     this.#deps = deps;
     this.#pushFormat = deps.initialFormat;
+    this.#frameTokens = deps.limits.frameBurst;
     this.#log = deps.logger.child({ connection: deps.id, user: deps.identity.user, route: deps.route.route.pattern });
     this.#sendAnswers = new OrderedQueue(deps.limits.maxInflightSends + 1);
     void this.#answerSendsInOrder();
@@ -206,6 +211,12 @@ export class Connection {
    * a traceparent), ended when the frame has been answered.
    */
   #onFrame(data: Uint8Array, isBinary: boolean): void {
+    if (this.#closed) return;
+    if (!this.#takeFrameToken()) {
+      this.#deps.observe?.error?.("RATE_LIMITED");
+      this.close(CloseCode.RATE_LIMITED, "too many frames; slow down and reconnect", 1_000);
+      return;
+    }
     const format: FrameFormat = isBinary ? "binary" : "json";
     const attributes = { "parley.connection.id": this.#deps.id, "parley.frame.format": format, "parley.frame.bytes": data.byteLength };
     let frame: ClientFrame;
@@ -272,28 +283,28 @@ export class Connection {
       case "history": {
         const value: ListMessagesRequest = { ...request.value, room: this.#roomOr(request.value.room, "history.room") };
         this.#accepted();
-        const page = await this.#call("history", (options) => chat.listMessages(value, options));
+        const page = await this.#limited(() => this.#call("history", (options) => chat.listMessages(value, options)));
         this.#answer(requestId, { case: "history", value: page }, format);
         return;
       }
       case "markRead": {
         const value = { ...request.value, room: this.#roomOr(request.value.room, "mark_read.room") };
         this.#accepted();
-        const result = await this.#call("mark_read", (options) => chat.markRead(value, options));
+        const result = await this.#limited(() => this.#call("mark_read", (options) => chat.markRead(value, options)));
         this.#answer(requestId, { case: "markRead", value: result }, format);
         return;
       }
       case "listNotifications": {
         this.#accepted();
         const value = request.value;
-        const page = await this.#call("list_notifications", (options) => notifications.listNotifications(value, options));
+        const page = await this.#limited(() => this.#call("list_notifications", (options) => notifications.listNotifications(value, options)));
         this.#answer(requestId, { case: "notifications", value: page }, format);
         return;
       }
       case "ackNotifications": {
         this.#accepted();
         const value = request.value;
-        const result = await this.#call("ack_notifications", (options) => notifications.ackNotifications(value, options));
+        const result = await this.#limited(() => this.#call("ack_notifications", (options) => notifications.ackNotifications(value, options)));
         this.#answer(requestId, { case: "notificationsAcked", value: result }, format);
         return;
       }
@@ -310,6 +321,35 @@ export class Connection {
         return;
       case undefined:
         throw validationError("request", "one request kind is required");
+    }
+  }
+
+  /** Token bucket: `framesPerSecond` sustained, `frameBurst` at once. */
+  #takeFrameToken(): boolean {
+    const { framesPerSecond, frameBurst } = this.#deps.limits;
+    const now = performance.now();
+    this.#frameTokens = Math.min(frameBurst, this.#frameTokens + ((now - this.#frameTokensAt) / 1000) * framesPerSecond);
+    this.#frameTokensAt = now;
+    if (this.#frameTokens < 1) return false;
+    this.#frameTokens -= 1;
+    return true;
+  }
+
+  /**
+   * Runs a request that is not a send, within the per-connection limit of
+   * un-answered ones (a client cannot queue unbounded work at core).
+   */
+  async #limited<T>(work: () => Promise<T>): Promise<T> {
+    if (this.#inflightRequests >= this.#deps.limits.maxInflightRequests) {
+      throw new ParleyError(ErrorCategory.RATE_LIMITED, `more than ${this.#deps.limits.maxInflightRequests} requests awaiting an answer`, {
+        retryAfterMs: 100,
+      });
+    }
+    this.#inflightRequests++;
+    try {
+      return await work();
+    } finally {
+      this.#inflightRequests--;
     }
   }
 

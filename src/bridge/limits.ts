@@ -12,6 +12,12 @@ export interface ConnectionLimits {
   readonly heartbeatIntervalMs: number;
   /** Rooms one connection may follow at once. */
   readonly maxSubscriptions: number;
+  /** Un-answered requests other than sends (history, mark_read, ...); more get RATE_LIMITED. */
+  readonly maxInflightRequests: number;
+  /** Sustained frames per second a connection may send; past the burst it is closed with 4029. */
+  readonly framesPerSecond: number;
+  /** Frames a connection may send at once above the sustained rate. */
+  readonly frameBurst: number;
 }
 
 export const DEFAULT_LIMITS: ConnectionLimits = {
@@ -21,4 +27,7 @@ export const DEFAULT_LIMITS: ConnectionLimits = {
   maxBufferedBytes: 4 * 1024 * 1024,
   heartbeatIntervalMs: 15_000,
   maxSubscriptions: 64,
+  maxInflightRequests: 32,
+  framesPerSecond: 1_000,
+  frameBurst: 2_000,
 };

@@ -234,7 +234,8 @@ export class ParleyClient {
     for (const room of this.#rooms.values()) room.resubscribe();
     this.notifications.resubscribe();
     for (const entry of this.#outbox) this.#transmitSend(entry);
-    for (const pending of this.#requests.values()) {
+    // A copy: entries are re-keyed while looping.
+    for (const pending of [...this.#requests.values()]) {
       const requestId = this.#nextRequestId();
       this.#requests.delete(pending.requestId);
       pending.requestId = requestId;

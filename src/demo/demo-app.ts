@@ -44,14 +44,17 @@ function start(user: string, roomName: string): void {
   const unread = element("unread");
 
   const client = new ParleyClient({ url: `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}`, token: () => fetchToken(user) });
-  client.onStateChange((value) => {
+  const showState = (value: string) => {
     state.dataset.state = value;
     state.textContent = value;
-  });
+  };
+  showState(client.state);
+  client.onStateChange(showState);
 
   const render = (message: ChatMessage) => {
     const pending = list.querySelector(`[data-client-msg-id="${CSS.escape(message.clientMsgId)}"]`);
     const item = pending instanceof HTMLLIElement && message.sender === user ? pending : document.createElement("li");
+    const wasPending = item.classList.contains("pending");
     item.className = message.sender === user ? "mine" : "";
     item.dataset.seq = message.seq.toString();
     item.dataset.testid = "message";
@@ -63,7 +66,8 @@ function start(user: string, roomName: string): void {
     meta.className = "meta";
     meta.textContent = `#${message.seq} · ${time(message)}`;
     item.append(sender, document.createTextNode(message.body), meta);
-    if (!item.isConnected) list.append(item);
+    // Messages arrive in seq order: stored ones stay sorted, pending ones last.
+    if (!item.isConnected || wasPending) list.insertBefore(item, list.querySelector("li.pending"));
     list.scrollTop = list.scrollHeight;
   };
   const room = client.join(roomName, { afterSeq: 0n, onMessage: render });
