@@ -8,6 +8,8 @@ export class NotificationsHandle {
   #subscribed = false;
   #lastSeq: bigint | undefined;
   #unread = 0n;
+  /** Seqs of unread notifications delivered live, for reconciling counts that cross them. */
+  #liveUnread: bigint[] = [];
 
   constructor(private readonly client: ParleyClient) {}
 
@@ -42,14 +44,18 @@ export class NotificationsHandle {
       value: { unreadOnly: options.unreadOnly ?? false, cursorSeq: options.afterSeq ?? 0n, pageSize: options.pageSize ?? 50 },
     });
     if (frame.kind.case !== "notifications") throw new Error("unexpected answer to list_notifications");
-    this.#setUnread(frame.kind.value.unreadCount);
-    return frame.kind.value;
+    const page = frame.kind.value;
+    // The count was taken at head_seq; live arrivals beyond it are not in it.
+    this.#liveUnread = this.#liveUnread.filter((seq) => seq > page.headSeq);
+    this.#setUnread(page.unreadCount + BigInt(this.#liveUnread.length));
+    return page;
   }
 
   /** Marks read every notification up to `upToSeq` and/or the given ids. */
   async ack(options: { upToSeq?: bigint; ids?: string[] }): Promise<AckNotificationsResponse> {
     const frame = await this.client.request({ case: "ackNotifications", value: { upToSeq: options.upToSeq ?? 0n, ids: options.ids ?? [] } });
     if (frame.kind.case !== "notificationsAcked") throw new Error("unexpected answer to ack_notifications");
+    this.#liveUnread = [];
     this.#setUnread(frame.kind.value.unreadCount);
     return frame.kind.value;
   }
@@ -68,7 +74,10 @@ export class NotificationsHandle {
   deliver(notification: Notification): void {
     if (this.#lastSeq !== undefined && notification.seq <= this.#lastSeq) return;
     this.#lastSeq = notification.seq;
-    if (notification.readAt === undefined) this.#setUnread(this.#unread + 1n);
+    if (notification.readAt === undefined) {
+      this.#liveUnread.push(notification.seq);
+      this.#setUnread(this.#unread + 1n);
+    }
     for (const listener of this.#listeners) listener(notification);
   }
 

@@ -1,6 +1,7 @@
 import { create, fromBinary, fromJsonString, type MessageInitShape, toBinary, toJsonString } from "@bufbuild/protobuf";
 import type { ChatMessage } from "../../gen/parley/v1/chat_pb.js";
 import { type ClientFrame, ClientFrameSchema, type ServerFrame, ServerFrameSchema } from "../../gen/parley/v1/frames_pb.js";
+import { shouldReconnect } from "../errors/websocket.js";
 import { backoffDelay, type BackoffPolicy } from "../util/backoff.js";
 import { ParleyClientError } from "./client-error.js";
 import { NotificationsHandle } from "./notifications.js";
@@ -45,9 +46,35 @@ interface PendingRequest {
 
 const RECONNECT: BackoffPolicy = { initialMs: 250, maxMs: 10_000, multiplier: 1.6 };
 
-/** Close codes after which reconnecting cannot help (see CloseCode in frames.proto). */
-function isTerminal(code: number): boolean {
-  return (code >= 4500 && code <= 4999) || code === 1008 || code === 1009 || code === 1000;
+/** The category a terminal close code means (see CloseCode in frames.proto). */
+function categoryOfClose(code: number): string {
+  switch (code) {
+    case 4501:
+      return "UNAUTHENTICATED";
+    case 4503:
+      return "PERMISSION_DENIED";
+    case 4508:
+    case 1009:
+    case 1007:
+    case 1003:
+    case 1002:
+      return "VALIDATION";
+    case 4029:
+      return "RATE_LIMITED";
+    default:
+      return "UNAVAILABLE";
+  }
+}
+
+/** Whether a token's `exp` has passed (read, not verified: the server verifies). */
+function tokenExpired(token: string): boolean {
+  try {
+    const payload = token.split(".")[1] ?? "";
+    const json = JSON.parse(atob(payload.replace(/-/g, "+").replace(/_/g, "/"))) as { exp?: unknown };
+    return typeof json.exp === "number" && json.exp * 1000 < Date.now();
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -73,6 +100,16 @@ export class ParleyClient {
   #reconnectTimer: ReturnType<typeof setTimeout> | undefined;
   /** The current socket has said `welcome`: frames may flow. */
   #welcomed = false;
+  /** The token of the current connection attempt. */
+  #token = "";
+  /** The server's limit of un-answered sends (from `welcome`). */
+  #maxInflight = Number.POSITIVE_INFINITY;
+  /** Sends written on the current socket and not answered yet. */
+  #inflight = 0;
+  /** A wait the server asked for (go_away.reconnect_after) before reconnecting. */
+  #reconnectAfterMs = 0;
+  /** Error callbacks of subscription requests, by request id. */
+  readonly #subscriptionErrors = new Map<string, (error: ParleyClientError) => void>();
 
   constructor(options: ParleyClientOptions) {
     const factory = options.socketFactory ?? defaultSocketFactory();
@@ -96,6 +133,7 @@ export class ParleyClient {
   /** Resolves once connected (or rejects if the client closed for good). */
   ready(): Promise<void> {
     if (this.#state === "connected" || this.#state === "resumed") return Promise.resolve();
+    if (this.#state === "closed") return Promise.reject(this.#closedError());
     return new Promise((resolve, reject) => {
       const stop = this.onStateChange((state, detail) => {
         if (state === "connected" || state === "resumed") {
@@ -112,6 +150,10 @@ export class ParleyClient {
   /** Follows a room: `onMessage` gets every message after `afterSeq`, in seq order, exactly once. */
   join(room: string, options: JoinOptions = {}): RoomHandle {
     let handle = this.#rooms.get(room);
+    if (handle?.left === true) {
+      this.#rooms.delete(room);
+      handle = undefined;
+    }
     if (!handle) {
       handle = new RoomHandle(this, room, options);
       this.#rooms.set(room, handle);
@@ -128,15 +170,17 @@ export class ParleyClient {
    * reconnects: resent with the same client_msg_id, never stored twice.
    */
   send(room: string, body: string, clientMsgId: string = randomId()): Promise<ChatMessage> {
+    if (this.#state === "closed") return Promise.reject(this.#closedError());
     return new Promise((resolve, reject) => {
       const entry: PendingSend = { room, body, clientMsgId, resolve, reject, requestId: "" };
       this.#outbox.push(entry);
-      if (this.#isOpen()) this.#transmitSend(entry);
+      this.#pump();
     });
   }
 
   /** Closes for good; pending sends and requests are rejected. */
   close(): void {
+    if (this.#state === "closed") return;
     this.#closedByUser = true;
     clearTimeout(this.#reconnectTimer);
     this.#socket?.close(1000, "client closed");
@@ -160,9 +204,15 @@ export class ParleyClient {
     });
   }
 
-  /** @internal Sends a frame whose answer is handled by the caller (subscriptions), if connected. */
-  fire(request: FrameRequest): void {
-    if (this.#isOpen()) this.#write({ requestId: this.#nextRequestId(), request });
+  /**
+   * @internal Sends a frame whose answers are events (subscriptions), if
+   * connected; an error frame answering it goes to `onError`.
+   */
+  fire(request: FrameRequest, onError?: (error: ParleyClientError) => void): void {
+    if (!this.#isOpen()) return;
+    const requestId = this.#nextRequestId();
+    if (onError) this.#subscriptionErrors.set(requestId, onError);
+    this.#write({ requestId, request });
   }
 
   /** @internal */
@@ -177,10 +227,12 @@ export class ParleyClient {
     try {
       token = typeof this.#options.token === "string" ? this.#options.token : await this.#options.token();
     } catch (error) {
+      if (this.#closedByUser) return;
       this.#scheduleReconnect(new ParleyClientError("UNAUTHENTICATED", `could not get a token: ${String(error)}`));
       return;
     }
     if (this.#closedByUser) return;
+    this.#token = token;
     const base = this.#options.url.replace(/\/+$/, "");
     const format = this.#options.format === "binary" ? "?format=binary" : "";
     const socket = this.#factory(`${base}/ws${format}`, ["parley.v1", `bearer.${token}`]);
@@ -191,21 +243,28 @@ export class ParleyClient {
     };
     socket.onclose = (event) => {
       if (this.#socket !== socket) return;
+      const welcomed = this.#welcomed;
       this.#socket = undefined;
       this.#welcomed = false;
-      this.#onClose(event.code, event.reason);
+      this.#onClose(event.code, event.reason, welcomed);
     };
     socket.onerror = () => {
       // A close event follows; that is where reconnecting is decided.
     };
   }
 
-  #onClose(code: number, reason: string): void {
+  #onClose(code: number, reason: string, welcomed: boolean): void {
     if (this.#closedByUser) return;
-    if (isTerminal(code)) {
-      const error = new ParleyClientError(code === 4501 ? "UNAUTHENTICATED" : "PERMISSION_DENIED", `closed by the server (${code}): ${reason}`);
-      // A token function may produce a new token: worth one more try.
-      if (code === 4501 && typeof this.#options.token === "function") {
+    this.#inflight = 0;
+    this.#subscriptionErrors.clear();
+    // A refused upgrade (e.g. 401) reaches a browser only as 1006: an expired
+    // token that cannot be renewed is the one case where that is final.
+    const refusedToken = !welcomed && typeof this.#options.token === "string" && tokenExpired(this.#token);
+    if (!shouldReconnect(code) || refusedToken) {
+      const category = refusedToken ? "UNAUTHENTICATED" : categoryOfClose(code);
+      const error = new ParleyClientError(category, `closed by the server (${code})${reason === "" ? "" : `: ${reason}`}`);
+      // A token function may produce a new token: worth another try.
+      if (category === "UNAUTHENTICATED" && typeof this.#options.token === "function") {
         this.#scheduleReconnect(error);
         return;
       }
@@ -218,22 +277,26 @@ export class ParleyClient {
   #scheduleReconnect(cause: ParleyClientError): void {
     this.#attempt++;
     this.#setState("reconnecting", cause);
-    const delay = backoffDelay(this.#attempt, this.#options.reconnectBackoff ?? RECONNECT);
+    const delay = Math.max(this.#reconnectAfterMs, backoffDelay(this.#attempt, this.#options.reconnectBackoff ?? RECONNECT));
+    this.#reconnectAfterMs = 0;
     this.#reconnectTimer = setTimeout(() => {
       void this.#connect();
     }, delay);
   }
 
   /** After `welcome`: resume everything, oldest first. */
-  #onWelcome(): void {
+  #onWelcome(maxInflightSends: number): void {
     const resumed = this.#everConnected;
+    this.#maxInflight = maxInflightSends > 0 ? maxInflightSends : Number.POSITIVE_INFINITY;
+    this.#inflight = 0;
+    for (const entry of this.#outbox) entry.requestId = "";
     this.#everConnected = true;
     this.#welcomed = true;
     this.#attempt = 0;
     this.#sendSeq = 0n;
     for (const room of this.#rooms.values()) room.resubscribe();
     this.notifications.resubscribe();
-    for (const entry of this.#outbox) this.#transmitSend(entry);
+    this.#pump();
     // A copy: entries are re-keyed while looping.
     for (const pending of [...this.#requests.values()]) {
       const requestId = this.#nextRequestId();
@@ -245,7 +308,14 @@ export class ParleyClient {
     this.#setState(resumed ? "resumed" : "connected");
   }
 
+  #closedWith: ParleyClientError | undefined;
+
+  #closedError(): ParleyClientError {
+    return this.#closedWith ?? new ParleyClientError("UNAVAILABLE", "client closed");
+  }
+
   #shutdown(error: ParleyClientError): void {
+    this.#closedWith = error;
     for (const entry of this.#outbox.splice(0)) entry.reject(error);
     for (const pending of this.#requests.values()) {
       clearTimeout(pending.timer);
@@ -262,7 +332,18 @@ export class ParleyClient {
 
   // ---- frames ---------------------------------------------------------------
 
+  /** Writes waiting sends, oldest first, within the server's in-flight limit. */
+  #pump(): void {
+    if (!this.#isOpen()) return;
+    for (const entry of this.#outbox) {
+      if (this.#inflight >= this.#maxInflight) return;
+      if (entry.requestId !== "") continue;
+      this.#transmitSend(entry);
+    }
+  }
+
   #transmitSend(entry: PendingSend): void {
+    this.#inflight++;
     entry.requestId = this.#nextRequestId();
     this.#sendSeq++;
     this.#write({ requestId: entry.requestId, request: { case: "send", value: { seq: this.#sendSeq, room: entry.room, body: entry.body, clientMsgId: entry.clientMsgId } } });
@@ -288,7 +369,7 @@ export class ParleyClient {
     const kind = frame.kind;
     switch (kind.case) {
       case "welcome":
-        this.#onWelcome();
+        this.#onWelcome(kind.value.maxInflightSends);
         return;
       case "message":
         this.#rooms.get(kind.value.room)?.deliver(kind.value);
@@ -306,12 +387,23 @@ export class ParleyClient {
       case "error": {
         const error = ParleyClientError.fromDetail(kind.value);
         if (this.#settleSend(frame.requestId, (entry) => { entry.reject(error); })) return;
+        const onError = this.#subscriptionErrors.get(frame.requestId);
+        if (onError) {
+          this.#subscriptionErrors.delete(frame.requestId);
+          onError(error);
+          return;
+        }
         this.#settleRequest(frame, error);
         return;
       }
-      case "goAway":
-        return; // The close that follows decides; resuming is automatic.
+      case "goAway": {
+        // The close that follows decides; resuming is automatic, not sooner than asked.
+        const after = kind.value.reconnectAfter;
+        if (after) this.#reconnectAfterMs = Number(after.seconds) * 1000 + after.nanos / 1e6;
+        return;
+      }
       case "caughtUp":
+        this.#subscriptionErrors.delete(frame.requestId);
         if (kind.value.room === "") this.notifications.caughtUp(kind.value.headSeq);
         else this.#rooms.get(kind.value.room)?.caughtUp(kind.value.headSeq);
         this.#settleRequest(frame);
@@ -334,7 +426,9 @@ export class ParleyClient {
     const entry = this.#outbox[index];
     if (entry === undefined) return false;
     this.#outbox.splice(index, 1);
+    this.#inflight--;
     settle(entry);
+    this.#pump();
     return true;
   }
 

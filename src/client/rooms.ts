@@ -1,8 +1,11 @@
 import type { ChatMessage, ListMessagesResponse, MarkReadResponse } from "../../gen/parley/v1/chat_pb.js";
 import { ListDirection } from "../../gen/parley/v1/common_pb.js";
+import type { ParleyClientError } from "./client-error.js";
 import type { ParleyClient } from "./parley-client.js";
 
 export interface JoinOptions {
+  /** Called when the server refuses to follow the room (bad room id, permission, limit). */
+  readonly onError?: (error: ParleyClientError) => void;
   /** Replay every message after this seq first; unset means live only. */
   readonly afterSeq?: bigint;
   readonly onMessage?: (message: ChatMessage) => void;
@@ -14,6 +17,7 @@ export interface JoinOptions {
 export class RoomHandle {
   readonly #listeners = new Set<(message: ChatMessage) => void>();
   readonly #onCaughtUp: ((headSeq: bigint) => void) | undefined;
+  readonly #onError: ((error: ParleyClientError) => void) | undefined;
   #lastSeq: bigint | undefined;
   #left = false;
 
@@ -24,7 +28,13 @@ export class RoomHandle {
   ) {
     this.#lastSeq = options.afterSeq;
     this.#onCaughtUp = options.onCaughtUp;
+    this.#onError = options.onError;
     if (options.onMessage) this.#listeners.add(options.onMessage);
+  }
+
+  /** True once `leave()` was called; joining the room again makes a new handle. */
+  get left(): boolean {
+    return this.#left;
   }
 
   /** The highest seq delivered so far (the resume point). */
@@ -75,7 +85,7 @@ export class RoomHandle {
   /** @internal (Re)subscribes from the last seq seen. */
   resubscribe(): void {
     if (this.#left) return;
-    this.client.fire({ case: "subscribe", value: { room: this.room, afterSeq: this.#lastSeq } });
+    this.client.fire({ case: "subscribe", value: { room: this.room, afterSeq: this.#lastSeq } }, this.#onError);
   }
 
   /** @internal Delivers a message unless it was delivered before (resume overlap, own ack). */

@@ -77,6 +77,9 @@ export class RoomFeeds {
             this.hub.publish(room, [EncodedEvent.message(event.value)]);
           } else if (event.case === "caughtUp" && feed.lastSeq === undefined) {
             feed.lastSeq = event.value.headSeq;
+            // Followers that read the database before this feed's head was
+            // taken may have missed what came between: let them check.
+            this.hub.resync(room);
           }
         }
       } catch (error) {
