@@ -17,7 +17,7 @@ import { checkRoom } from "../core/chat/validation.js";
 import { fromErrorDetail } from "../errors/detail.js";
 import { ParleyError, validationError } from "../errors/parley-error.js";
 import { errorFrame } from "../errors/websocket.js";
-import { follow } from "../fanout/follow.js";
+import { follow as followTopic } from "../fanout/follow.js";
 import type { CallOptions, ServiceClient } from "../grpc/client.js";
 import { type Logger, logError } from "../logging/logger.js";
 import { decodeClientFrame, encodeServerFrame, FrameDecodeError, type FrameFormat } from "../protocol/frames.js";
@@ -30,6 +30,15 @@ import type { RoomFeeds } from "./core-link/room-feeds.js";
 import { EncodedEvent } from "./encoded-frame.js";
 import type { ConnectionLimits } from "./limits.js";
 import type { RouteMatch } from "./routes.js";
+
+/** A room or inbox subscription of one connection. */
+interface Follow {
+  readonly controller: AbortController;
+  /** Its request has been answered (caught_up, error or unsubscribed). */
+  answered: boolean;
+  /** Stops it, answering its request if that has not happened yet. */
+  cancel(): void;
+}
 
 /** What a connection needs from the bridge around it. */
 export interface ConnectionDeps {
@@ -82,8 +91,8 @@ export class Connection {
   readonly #log: Logger;
   /** Sends are answered in the order they were made. */
   readonly #sendAnswers: OrderedQueue<() => void>;
-  readonly #follows = new Map<string, AbortController>();
-  #inbox: AbortController | undefined;
+  readonly #follows = new Map<string, Follow>();
+  #inbox: Follow | undefined;
   #lastSendSeq: bigint | undefined;
   #inflightSends = 0;
   #inflightRequests = 0;
@@ -274,7 +283,7 @@ export class Connection {
       }
       case "unsubscribe": {
         const room = checkRoom(request.value.room, "unsubscribe.room");
-        this.#follows.get(room)?.abort();
+        this.#follows.get(room)?.cancel();
         this.#follows.delete(room);
         this.#accepted();
         this.#answer(requestId, { case: "unsubscribed", value: { room } }, format);
@@ -418,18 +427,18 @@ export class Connection {
    * feed. Survives core restarts: the follow resumes from the last seq it sent.
    */
   #followRoom(requestId: string, room: string, afterSeq: bigint | undefined, format?: FrameFormat): void {
-    this.#follows.get(room)?.abort();
-    const controller = new AbortController();
-    this.#follows.set(room, controller);
+    this.#follows.get(room)?.cancel();
+    const follow = this.#newFollow(requestId, room, format);
+    const controller = follow.controller;
+    this.#follows.set(room, follow);
     const leave = this.#deps.roomFeeds.join(room);
     const { chat } = this.#deps;
     let last = afterSeq;
-    let caughtUpSent = false;
     const stopped = () => controller.signal.aborted;
     const run = async () => {
       for (let attempt = 0; !stopped(); attempt++) {
         try {
-          await follow<EncodedEvent>({
+          await followTopic<EncodedEvent>({
             hub: this.#deps.roomFeeds.hub,
             topic: room,
             afterSeq: last,
@@ -448,8 +457,8 @@ export class Connection {
             },
             caughtUp: (headSeq) => {
               last = headSeq;
-              if (!caughtUpSent) {
-                caughtUpSent = true;
+              if (!follow.answered) {
+                follow.answered = true;
                 this.#answer(requestId, { case: "caughtUp", value: { room, headSeq } }, format ?? this.#pushFormat);
               }
               return Promise.resolve();
@@ -461,8 +470,9 @@ export class Connection {
           if (stopped()) return;
           const failure = ParleyError.from(error);
           if (!failure.retryable) {
+            follow.answered = true;
             this.#answerError(requestId, failure, format ?? this.#pushFormat, false);
-            this.#follows.delete(room);
+            if (this.#follows.get(room) === follow) this.#follows.delete(room);
             return;
           }
           this.#log.warn({ category: failure.categoryName, room, attempt: attempt + 1 }, "room follow interrupted; resuming");
@@ -473,13 +483,34 @@ export class Connection {
     void run().finally(leave);
   }
 
+  /**
+   * A subscription's handle. Every subscribe request gets exactly one
+   * answer: `caught_up`, an error, or — when it is replaced or unsubscribed
+   * before catching up — `unsubscribed`.
+   */
+  #newFollow(requestId: string, room: string, format: FrameFormat | undefined): Follow {
+    const follow: Follow = {
+      controller: new AbortController(),
+      answered: false,
+      cancel: () => {
+        follow.controller.abort();
+        // The route's own subscription (no request id) has nobody to answer.
+        if (!follow.answered && requestId !== "" && !this.#closed) {
+          follow.answered = true;
+          this.#answer(requestId, { case: "unsubscribed", value: { room } }, format ?? this.#pushFormat);
+        }
+      },
+    };
+    return follow;
+  }
+
   /** Follows the user's inbox through core's notification subscription, resuming after breaks. */
   #followInbox(requestId: string, afterSeq: bigint | undefined, format?: FrameFormat): void {
-    this.#inbox?.abort();
-    const controller = new AbortController();
-    this.#inbox = controller;
+    this.#inbox?.cancel();
+    const follow = this.#newFollow(requestId, "", format);
+    const controller = follow.controller;
+    this.#inbox = follow;
     let last = afterSeq;
-    let caughtUpSent = false;
     const stopped = () => controller.signal.aborted;
     const run = async () => {
       for (let attempt = 0; !stopped(); attempt++) {
@@ -493,8 +524,8 @@ export class Connection {
               this.#pushEvent(EncodedEvent.notification(event.value), "notification");
             } else if (event.case === "caughtUp") {
               last ??= event.value.headSeq;
-              if (!caughtUpSent) {
-                caughtUpSent = true;
+              if (!follow.answered) {
+                follow.answered = true;
                 this.#answer(requestId, { case: "caughtUp", value: { room: "", headSeq: event.value.headSeq } }, format ?? this.#pushFormat);
               }
             }
@@ -503,6 +534,7 @@ export class Connection {
           if (stopped()) return;
           const failure = ParleyError.from(error);
           if (!failure.retryable) {
+            follow.answered = true;
             this.#answerError(requestId, failure, format ?? this.#pushFormat, false);
             return;
           }
@@ -618,9 +650,9 @@ export class Connection {
     this.#closed = true;
     this.#lifetime.abort();
     for (const timer of this.#timers) clearTimeout(timer);
-    for (const controller of this.#follows.values()) controller.abort();
+    for (const follow of this.#follows.values()) follow.controller.abort();
     this.#follows.clear();
-    this.#inbox?.abort();
+    this.#inbox?.controller.abort();
     this.#sendAnswers.close();
     this.#deps.onClosed(this);
   }

@@ -12,8 +12,8 @@ import { ParleyError } from "./parley-error.js";
 export function toErrorDetail(error: ParleyError, traceId = ""): ErrorDetail {
   return create(ErrorDetailSchema, {
     category: error.category,
-    message: error.message,
-    field: error.field ?? "",
+    message: wireText(error.message, 1024),
+    field: wireText(error.field ?? "", 256),
     retryable: error.retryable,
     retryAfter: error.retryAfterMs === undefined ? undefined : durationFromMs(error.retryAfterMs),
     traceId,
@@ -34,4 +34,13 @@ export function fromErrorDetail(detail: ErrorDetail): ParleyError {
       context: detail.traceId === "" ? {} : { remote_trace_id: detail.traceId },
     },
   );
+}
+
+/**
+ * Messages may quote client input: bound their length and replace lone
+ * surrogates, so that every error frame encodes (UTF-8) and stays small.
+ */
+function wireText(text: string, max: number): string {
+  const bounded = text.length > max ? `${text.slice(0, max)}…` : text;
+  return bounded.replace(/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g, "\uFFFD");
 }

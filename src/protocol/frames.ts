@@ -2,6 +2,7 @@ import {
   type DescMessage,
   fromBinary,
   fromJson,
+  fromJsonString,
   type JsonValue,
   toBinary,
   toJsonString,
@@ -55,20 +56,27 @@ export function encodeServerFrame(frame: ServerFrame, format: FrameFormat): stri
 }
 
 function decodeJson(text: string): ClientFrame {
-  let json: JsonValue;
   try {
-    json = JSON.parse(text) as JsonValue;
+    // protobuf-es parses and checks in one pass (it also refuses duplicate keys).
+    return fromJsonString(ClientFrameSchema, text, { ignoreUnknownFields: false });
   } catch (error) {
-    throw new FrameDecodeError("", "", "frame is not valid JSON", error);
-  }
-  const requestId = readJsonRequestId(json);
-  try {
-    return fromJson(ClientFrameSchema, json, { ignoreUnknownFields: false });
-  } catch (error) {
+    // The error path only: parse again to find the request id and the field.
+    let json: JsonValue;
+    try {
+      json = JSON.parse(text) as JsonValue;
+    } catch (syntax) {
+      throw new FrameDecodeError("", "", "frame is not valid JSON", syntax);
+    }
     const located = locateJsonProblem(ClientFrameSchema, json, "");
-    const reason = located?.reason ?? (error instanceof Error ? error.message : String(error));
-    throw new FrameDecodeError(requestId, located?.path ?? "", reason, error);
+    const reason = located?.reason ?? describeJsonError(error);
+    throw new FrameDecodeError(readJsonRequestId(json), located?.path ?? duplicateKey(error) ?? "", reason, error);
   }
+}
+
+/** protobuf-es names a repeated key: 'duplicate object key "body"'. */
+function duplicateKey(error: unknown): string | undefined {
+  const match = /duplicate object key "([^"]{1,64})"/.exec(error instanceof Error ? error.message : "");
+  return match?.[1];
 }
 
 function readJsonRequestId(json: JsonValue): string {
@@ -88,7 +96,9 @@ function locateJsonProblem(schema: DescMessage, json: JsonValue, prefix: string)
   }
   for (const [key, value] of Object.entries(json)) {
     const field = schema.fields.find((f) => f.jsonName === key || f.name === key);
-    const path = prefix === "" ? (field?.name ?? key) : `${prefix}.${field?.name ?? key}`;
+    // An unknown key is the client's text: bound it before it goes into a message.
+    const name = field?.name ?? key.slice(0, 64);
+    const path = prefix === "" ? name : `${prefix}.${name}`;
     if (field === undefined) return { path, reason: "unknown field" };
     try {
       fromJson(schema, { [key]: value }, { ignoreUnknownFields: false });
@@ -106,8 +116,10 @@ function locateJsonProblem(schema: DescMessage, json: JsonValue, prefix: string)
 function describeJsonError(error: unknown): string {
   const text = error instanceof Error ? error.message : String(error);
   // protobuf-es: 'cannot decode field parley.v1.SendFrame.seq from JSON: "x"'
+  // — the value is the client's: quote at most a little of it.
   const match = /from JSON: (.*)$/s.exec(text);
-  return match?.[1] !== undefined ? `invalid value ${match[1]}` : text;
+  if (match?.[1] === undefined) return text.slice(0, 200);
+  return `invalid value ${match[1].length > 64 ? `${match[1].slice(0, 64)}…` : match[1]}`;
 }
 
 function decodeBinary(bytes: Uint8Array): ClientFrame {
@@ -120,7 +132,7 @@ function decodeBinary(bytes: Uint8Array): ClientFrame {
   }
   const unknown = findUnknownField(frame, "");
   if (unknown !== undefined) {
-    throw new FrameDecodeError(frame.requestId, unknown, "unknown field");
+    throw new FrameDecodeError(REQUEST_ID.test(frame.requestId) ? frame.requestId : "", unknown, "unknown field");
   }
   return frame;
 }
