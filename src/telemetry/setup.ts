@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { PrometheusExporter } from "@opentelemetry/exporter-prometheus";
 import { PgInstrumentation } from "@opentelemetry/instrumentation-pg";
 import { NodeSDK } from "@opentelemetry/sdk-node";
-import { NoopSpanProcessor, type SpanProcessor } from "@opentelemetry/sdk-trace-base";
+import { AlwaysOffSampler, NoopSpanProcessor, type SpanProcessor } from "@opentelemetry/sdk-trace-base";
 import { OTLPMetricExporter } from "@opentelemetry/exporter-metrics-otlp-http";
 import { type MetricReader, PeriodicExportingMetricReader } from "@opentelemetry/sdk-metrics";
 
@@ -45,8 +45,11 @@ export function startTelemetry(options: TelemetryOptions = {}): Telemetry {
     env.OTEL_METRICS_EXPORTER !== undefined || env.OTEL_EXPORTER_OTLP_ENDPOINT !== undefined || env.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT !== undefined;
   const sdk = new NodeSDK({
     serviceName: env.OTEL_SERVICE_NAME ?? options.serviceName ?? "parley",
-    // Without an exporter the SDK would register no tracer at all.
+    // Without an exporter the SDK would register no tracer at all; and spans
+    // nobody exports need not be recorded: unsampled spans still carry ids
+    // (for log lines, error details and propagation) at a fraction of the cost.
     spanProcessors: options.spanProcessors ?? (exportsTraces ? undefined : [new NoopSpanProcessor()]),
+    sampler: options.spanProcessors === undefined && !exportsTraces ? new AlwaysOffSampler() : undefined,
     metricReaders: [prometheus, ...(options.metricReaders ?? []), ...(exportsMetrics ? envMetricReaders() : [])],
     instrumentations: [new PgInstrumentation({ requireParentSpan: true, enhancedDatabaseReporting: false })],
     autoDetectResources: false,
