@@ -165,8 +165,10 @@ function contextFor(method: DescMethod, anyCall: AnyCall): CallContext {
     once(event: string, listener: () => void): unknown;
   };
   const controller = new AbortController();
+  // grpc-js emits "cancelled" after every finished call too: one shared
+  // reason, rather than an error (and its stack) built per call.
   const abort = () => {
-    controller.abort(new ParleyError(ErrorCategory.UNAVAILABLE, "call cancelled by the client"));
+    controller.abort(CALL_CANCELLED);
   };
   if (call.cancelled) abort();
   else call.once("cancelled", abort);
@@ -224,6 +226,8 @@ async function* requestsOf(stream: Readable, signal: AbortSignal): AsyncGenerato
     signal.removeEventListener("abort", onAbort);
   }
 }
+
+const CALL_CANCELLED = new ParleyError(ErrorCategory.UNAVAILABLE, "call cancelled by the client", { context: { expected: true } });
 
 /** The writable half of a server call, as far as the sink needs it. */
 interface WritableCall {
