@@ -14,12 +14,18 @@ import os from "node:os";
 import { performance } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
 import { ChatService } from "../gen/parley/v1/chat_pb.js";
-import { mintToken } from "../src/auth/tokens.js";
+import { mintToken, NOTIFICATIONS_SEND_SCOPE } from "../src/auth/tokens.js";
 import { createClient } from "../src/grpc/client.js";
 import { createTestDatabase, type TestDatabase } from "../test/support/database.js";
 import { backendDeltaMicros, machineBusyMs, postgresBackendMicros } from "./cpu.js";
 import { type LoadOptions, type LoadResult, Recorder, streamLoad, unaryLoad } from "./load.js";
 import { ServerProcess, type ServerKind } from "./server-process.js";
+import { type FanoutResult, fanoutLoad } from "./notifications-load.js";
+
+/** Recipients of each notification in the fan-out scenario (issue: 1 → 100). */
+const FANOUT = 100;
+/** Notification sends in flight in the fan-out scenario. */
+const FANOUT_CONCURRENCY = 16;
 
 type Scenario = "unary" | "stream";
 
@@ -192,6 +198,15 @@ function table(measurements: readonly Measurement[]): string {
   return lines.join("\n");
 }
 
+function fanoutTable(result: FanoutResult): string {
+  const perSecond = (n: number) => (result.windowSeconds > 0 ? n / result.windowSeconds : Number.NaN);
+  return [
+    "| scenario | sends/s | notifications stored/s | p50 ms | p99 ms | errors |",
+    "|---|--:|--:|--:|--:|--:|",
+    `| SendNotification 1 → ${FANOUT}, ${FANOUT_CONCURRENCY} in flight | ${integer(perSecond(result.sends))} | ${integer(perSecond(result.notifications))} | ${millis(result.p50Ms)} | ${millis(result.p99Ms)} | ${result.errors} |`,
+  ].join("\n");
+}
+
 async function main(): Promise<number> {
   const runId = `b${randomBytes(4).toString("hex")}`;
   const secret = randomBytes(32).toString("hex");
@@ -266,6 +281,21 @@ async function main(): Promise<number> {
         measurements.push(await measure(server, target, scenario, token, runId, target === "core" ? db : undefined));
       }
     }
+    // Notifications: one send to 100 recipients, 16 in flight, against core only
+    // (the no-op service has no NotificationService).
+    process.stdout.write(`measuring core notifications 1 → ${FANOUT} (${WARMUP_SECONDS} s warm-up + ${SECONDS} s) ...\n`);
+    const coreServer = targets.get("core");
+    if (coreServer === undefined) throw new Error("core server missing");
+    const serviceToken = await mintToken(secret, "bench-service", { scopes: [NOTIFICATIONS_SEND_SCOPE], expiresInSeconds: 24 * 3600 });
+    const fanout = await fanoutLoad({
+      address: coreServer.address,
+      token: serviceToken,
+      idPrefix: `${runId}-fanout`,
+      fanout: FANOUT,
+      concurrency: FANOUT_CONCURRENCY,
+      warmupSeconds: WARMUP_SECONDS,
+      seconds: SECONDS,
+    });
     await Promise.all([...targets.values()].map((server) => server.stop()));
     const stored = await storedRows(db, runId);
 
@@ -276,6 +306,12 @@ async function main(): Promise<number> {
         `(other work there disturbs the numbers).\n`,
     );
     process.stdout.write(`Latency: per call (SendMessage) or per item, from write to its answer (SendStream).\n\n`);
+    process.stdout.write(`${fanoutTable(fanout)}\n\n`);
+    const [notificationRows] = await db.sql<{ n: string }>("select count(*) as n from notifications");
+    process.stdout.write(
+      `stored check, notifications: ${integer(Number(notificationRows?.n ?? 0))} rows (warm-up and window together; ` +
+        `the window's ${integer(fanout.notifications)} are among them)\n`,
+    );
 
     let consistent = true;
     const checks: StoredCheck[] = measurements

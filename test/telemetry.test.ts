@@ -120,7 +120,7 @@ describe("one trace from browser frame to database row", () => {
     const batch = await until("the group commit span", () => byName("group-commit chat.send-batch", browserTrace)[0]);
     expect(parentOf(batch)).toBe(send.spanContext().spanId);
     expect(batch.attributes["parley.batch.size"]).toBe(1);
-    const unit = await until("the unit of work span", () => byName("db.transaction chat.send-batch", browserTrace)[0]);
+    const unit = await until("the unit of work span", () => byName("db.statement chat.send-batch", browserTrace)[0]);
     expect(parentOf(unit)).toBe(batch.spanContext().spanId);
     const queries = spans().filter((s) => s.spanContext().traceId === browserTrace && s.name.startsWith("pg.query"));
     expect(queries.length).toBeGreaterThan(0);

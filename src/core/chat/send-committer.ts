@@ -32,6 +32,8 @@ export function createSendCommitter(
   return new GroupCommitter<SendCommand, SendResult>(unitOfWork, {
     label: "chat.send-batch",
     maxBatch: options.maxBatch,
+    // storeBatch is one statement, and mapping its rows cannot fail after it.
+    singleStatement: true,
     store: async (em, batch) => {
       const groups = collapseRepeats(batch);
       const outcomes = await store.storeBatch(

@@ -20,6 +20,12 @@ export interface GroupCommitSpec<C, R> {
    */
   readonly maxWeight?: number;
   readonly weightOf?: (command: C) => number;
+  /**
+   * The batch is stored by a single statement (atomic by itself): commit
+   * without BEGIN/COMMIT round trips. Only when nothing after the statement
+   * can fail in a way that must undo it.
+   */
+  readonly singleStatement?: boolean;
   /** Stores a batch inside the transaction; one result per command, in order. */
   readonly store: (em: EntityManager, batch: readonly C[]) => Promise<ItemResult<R>[]>;
   /** Called after each commit with the successful results, in batch order. */
@@ -113,7 +119,8 @@ export class GroupCommitter<C, R> {
   async #commitTraced(batch: Pending<C, R>[], span: Span): Promise<void> {
     let results: ItemResult<R>[];
     try {
-      results = await this.unitOfWork.transaction(
+      const run = this.spec.singleStatement === true ? this.unitOfWork.statement.bind(this.unitOfWork) : this.unitOfWork.transaction.bind(this.unitOfWork);
+      results = await run(
         {
           label: this.spec.label,
           context: batch.length === 1 && batch[0] ? this.spec.contextOf(batch[0].command) : { batch_size: batch.length },

@@ -41,6 +41,16 @@ export class UnitOfWork {
     return this.#traced("db.transaction", options, (em) => em.transactional((tx) => work(tx)));
   }
 
+  /**
+   * Work that is one SQL statement: PostgreSQL runs a statement atomically
+   * in its own transaction, so wrapping it in BEGIN/COMMIT would only add two
+   * round trips. The caller must not do anything after the statement that
+   * could fail and need it undone.
+   */
+  statement<T>(options: UnitOfWorkOptions, work: (em: EntityManager) => Promise<T>): Promise<T> {
+    return this.#traced("db.statement", options, work);
+  }
+
   /** Work that only reads: a fork without an explicit transaction. */
   read<T>(options: UnitOfWorkOptions, work: (em: EntityManager) => Promise<T>): Promise<T> {
     return this.#traced("db.read", options, work);
