@@ -153,7 +153,7 @@ async function startChild(label: string, args: readonly string[], env: NodeJS.Pr
   };
 }
 
-function startParley(db: TestDatabase, secret: string, nodeFlags: readonly string[] = []): Promise<ServerChild> {
+function startParley(db: TestDatabase, secret: string, nodeFlags: readonly string[] = [], extraEnv: NodeJS.ProcessEnv = {}): Promise<ServerChild> {
   return startChild(
     "parley serve",
     [...nodeFlags, "bin/parley.js", "serve"],
@@ -165,9 +165,31 @@ function startParley(db: TestDatabase, secret: string, nodeFlags: readonly strin
       PARLEY_JWT_SECRET: secret,
       PARLEY_MIGRATE: "1",
       PARLEY_LOG_LEVEL: "info",
+      ...extraEnv,
     },
     (line) => (line.msg === "bridge serving" && typeof line.http === "string" ? Number(line.http.slice(line.http.lastIndexOf(":") + 1)) : undefined),
   );
+}
+
+/**
+ * `parley core` and `parley bridge` as two processes (the bridge reaching core
+ * over gRPC), the deployment that lets the bridge and core each use a core.
+ */
+async function startSplit(db: TestDatabase, secret: string): Promise<{ core: ServerChild; bridge: ServerChild }> {
+  const base = { ...process.env, PARLEY_JWT_SECRET: secret, PARLEY_LOG_LEVEL: "info" };
+  const core = await startChild(
+    "parley core",
+    ["bin/parley.js", "core"],
+    { ...base, DATABASE_URL: db.url, PARLEY_GRPC_ADDR: "127.0.0.1:0", PARLEY_MIGRATE: "1" },
+    (line) => (line.msg === "core serving" && typeof line.grpc === "string" ? Number(line.grpc.slice(line.grpc.lastIndexOf(":") + 1)) : undefined),
+  );
+  const bridge = await startChild(
+    "parley bridge",
+    ["bin/parley.js", "bridge"],
+    { ...base, PARLEY_CORE_ADDR: `127.0.0.1:${core.port}`, PARLEY_HTTP_ADDR: "127.0.0.1:0" },
+    (line) => (line.msg === "bridge serving" && typeof line.http === "string" ? Number(line.http.slice(line.http.lastIndexOf(":") + 1)) : undefined),
+  );
+  return { core, bridge };
 }
 
 function startRaw(): Promise<ServerChild> {
@@ -215,11 +237,17 @@ interface CpuSnapshot {
   readonly machine: number;
 }
 
-async function cpuSnapshot(serverPid: number | undefined, db: TestDatabase): Promise<CpuSnapshot> {
+async function cpuSnapshot(serverPid: number | readonly (number | undefined)[] | undefined, db: TestDatabase): Promise<CpuSnapshot> {
   const usage = process.cpuUsage();
+  const pids = serverPid === undefined ? [] : typeof serverPid === "number" ? [serverPid] : serverPid.filter((pid): pid is number => pid !== undefined);
+  let server: number | undefined;
+  for (const pid of pids) {
+    const ms = await processCpuMs(pid);
+    if (ms !== undefined) server = (server ?? 0) + ms;
+  }
   return {
     at: performance.now(),
-    server: serverPid === undefined ? undefined : await processCpuMs(serverPid),
+    server,
     postgres: await postgresCpu(db),
     load: (usage.user + usage.system) / 1000,
     machine: machineBusyMs(),
@@ -645,6 +673,28 @@ async function main(): Promise<void> {
     await parley.stop();
     for (const [problem, count] of parley.problems) notes.push(`parley log: ${count} × ${problem}`);
 
+    // 1b. The same at full speed with every span recorded (sampling 100 %, spans
+    //     dropped instead of exported): what tracing costs. The runs above use the
+    //     default — the SDK on, spans not sampled unless an exporter is configured.
+    parley = await startParley(db, secret, [], { OTEL_TRACES_SAMPLER: "always_on" });
+    children.push(parley.child);
+    const traced = await runPhase({ ...parleyPhase, port: parley.port, label: "parley, every span recorded (OTEL_TRACES_SAMPLER=always_on)", cpu: () => cpuSnapshot(parley.child.pid, db) });
+    results.push(traced);
+    await parley.stop();
+
+    // 1c. Bridge and core as separate processes (server CPU is the two together).
+    const split = await startSplit(db, secret);
+    children.push(split.core.child, split.bridge.child);
+    const separate = await runPhase({
+      ...parleyPhase,
+      port: split.bridge.port,
+      label: "parley, bridge and core as two processes",
+      cpu: () => cpuSnapshot([split.bridge.child.pid, split.core.child.pid], db),
+    });
+    results.push(separate);
+    await split.bridge.stop();
+    await split.core.stop();
+
     // 2. The raw ws baseline, same clients, same window.
     const raw = await startRaw();
     children.push(raw.child);
@@ -698,6 +748,12 @@ async function main(): Promise<void> {
     out.push("");
     out.push(
       `parley / raw ws: stored msgs/s ${ratio(full.stored / full.seconds, rawResult.stored / rawResult.seconds)}, deliveries/s ${ratio(full.deliveries / full.seconds, rawResult.deliveries / rawResult.seconds)}, ack p50 ${fmt(percentile(full.latenciesMs, 50) / percentile(rawResult.latenciesMs, 50), 1)}×, ack p99 ${fmt(percentile(full.latenciesMs, 99) / percentile(rawResult.latenciesMs, 99), 1)}×`,
+    );
+    out.push(
+      `two processes: bridge + core separately store ${ratio(separate.stored / separate.seconds, full.stored / full.seconds)} of the one-process rate (deliveries ${ratio(separate.deliveries / separate.seconds, full.deliveries / full.seconds)}); of raw ws: stored ${ratio(separate.stored / separate.seconds, rawResult.stored / rawResult.seconds)}, deliveries ${ratio(separate.deliveries / separate.seconds, rawResult.deliveries / rawResult.seconds)}`,
+    );
+    out.push(
+      `tracing: with every span recorded parley stores ${ratio(traced.stored / traced.seconds, full.stored / full.seconds)} of the untraced rate (deliveries ${ratio(traced.deliveries / traced.seconds, full.deliveries / full.seconds)})`,
     );
     out.push(
       `targets: stored ≥ ${fmt(TARGET.storedPerSecond)}/s: ${fmt(full.stored / full.seconds)} ${full.stored / full.seconds >= TARGET.storedPerSecond ? "met" : "MISSED"}; deliveries ≥ ${fmt(TARGET.deliveriesPerSecond)}/s: ${fmt(full.deliveries / full.seconds)} ${full.deliveries / full.seconds >= TARGET.deliveriesPerSecond ? "met" : "MISSED"}; p99 at half rate ≤ ${TARGET.p99AtHalfRateMs} ms: ${fmt(p99Half, 1)} ms ${p99Half <= TARGET.p99AtHalfRateMs ? "met" : "MISSED"}`,

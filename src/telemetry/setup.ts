@@ -49,7 +49,8 @@ export function startTelemetry(options: TelemetryOptions = {}): Telemetry {
     // nobody exports need not be recorded: unsampled spans still carry ids
     // (for log lines, error details and propagation) at a fraction of the cost.
     spanProcessors: options.spanProcessors ?? (exportsTraces ? undefined : [new NoopSpanProcessor()]),
-    sampler: options.spanProcessors === undefined && !exportsTraces ? new AlwaysOffSampler() : undefined,
+    // (OTEL_TRACES_SAMPLER, when set, still decides: always_on records every span.)
+    sampler: options.spanProcessors === undefined && !exportsTraces && env.OTEL_TRACES_SAMPLER === undefined ? new AlwaysOffSampler() : undefined,
     metricReaders: [prometheus, ...(options.metricReaders ?? []), ...(exportsMetrics ? envMetricReaders() : [])],
     instrumentations: [new PgInstrumentation({ requireParentSpan: true, enhancedDatabaseReporting: false })],
     autoDetectResources: false,
