@@ -7,6 +7,7 @@ import { ParleyError } from "../src/errors/parley-error.js";
 import { createClient, type ServiceClient } from "../src/grpc/client.js";
 import { startTestCore, TEST_JWT_SECRET, type TestCore } from "./support/core.js";
 import { createTestDatabase, type TestDatabase } from "./support/database.js";
+import { rejection as failureOf } from "./support/assertions.js";
 
 type ChatClient = ServiceClient<typeof ChatService>;
 type StreamItem = Pick<SendStreamRequest, "streamSeq" | "room" | "body" | "clientMsgId"> & { actingToken?: string };
@@ -37,14 +38,6 @@ function clientWith(headers: Record<string, string>): ChatClient {
   return client;
 }
 
-async function failureOf(promise: Promise<unknown>): Promise<ParleyError> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(error).toBeInstanceOf(ParleyError);
-  return error as ParleyError;
-}
 
 /** Drains a server stream; resolves with the error that ended it. */
 async function subscribeFailure(client: ChatClient, room: string): Promise<ParleyError> {

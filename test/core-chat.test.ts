@@ -6,6 +6,7 @@ import { ErrorCategory } from "../gen/parley/v1/errors_pb.js";
 import { ParleyError } from "../src/errors/parley-error.js";
 import { collect, range, startTestCore, type TestCore } from "./support/core.js";
 import { createTestDatabase, type TestDatabase } from "./support/database.js";
+import { rejection } from "./support/assertions.js";
 
 let db: TestDatabase;
 let core: TestCore;
@@ -25,14 +26,6 @@ async function storedSeqs(room: string): Promise<bigint[]> {
   return rows.map((row) => BigInt(row.seq));
 }
 
-async function rejection(promise: Promise<unknown>): Promise<ParleyError> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(error).toBeInstanceOf(ParleyError);
-  return error as ParleyError;
-}
 
 describe("ordering", () => {
   it("32 concurrent senders into one room get seqs 1..N without gap or duplicate", async () => {

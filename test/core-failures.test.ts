@@ -9,6 +9,7 @@ import { logError } from "../src/logging/logger.js";
 import { range, startTestCore, type TestCore } from "./support/core.js";
 import { createTestDatabase, TEST_SERVER_URL, type TestDatabase } from "./support/database.js";
 import { LogCapture } from "./support/logs.js";
+import { rejection } from "./support/assertions.js";
 
 let db: TestDatabase;
 let core: TestCore;
@@ -69,14 +70,6 @@ async function storedRows(room: string): Promise<StoredRow[]> {
   );
 }
 
-async function rejection(promise: Promise<unknown>): Promise<ParleyError> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(error).toBeInstanceOf(ParleyError);
-  return error as ParleyError;
-}
 
 /** Polls `condition` until it holds; fails naming `what` after `timeoutMs`. */
 async function waitFor<T>(what: string, condition: () => T | undefined | Promise<T | undefined>, timeoutMs = 5_000): Promise<T> {

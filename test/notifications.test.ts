@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ListDirection } from "../gen/parley/v1/common_pb.js";
 import { ErrorCategory } from "../gen/parley/v1/errors_pb.js";
-import { ParleyError } from "../src/errors/parley-error.js";
 import { range, startTestCore, type TestCore } from "./support/core.js";
 import { createTestDatabase, type TestDatabase } from "./support/database.js";
+import { rejection } from "./support/assertions.js";
 
 let db: TestDatabase;
 let core: TestCore;
@@ -18,14 +18,6 @@ afterAll(async () => {
   await db.drop();
 });
 
-async function rejection(promise: Promise<unknown>): Promise<ParleyError> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(error).toBeInstanceOf(ParleyError);
-  return error as ParleyError;
-}
 
 const notice = (key: string, recipients: string[]) => ({ recipients, kind: "test.notice", title: `t ${key}`, body: "b", idempotencyKey: key });
 

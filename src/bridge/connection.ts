@@ -291,30 +291,28 @@ export class Connection {
       }
       case "history": {
         const value: ListMessagesRequest = { ...request.value, room: this.#roomOr(request.value.room, "history.room") };
-        this.#accepted();
-        const page = await this.#limited(() => this.#call("history", (options) => chat.listMessages(value, options)));
-        this.#answer(requestId, { case: "history", value: page }, format);
+        await this.#relay(requestId, format, "history", (options) => chat.listMessages(value, options), (page) => ({ case: "history", value: page }));
         return;
       }
       case "markRead": {
         const value = { ...request.value, room: this.#roomOr(request.value.room, "mark_read.room") };
-        this.#accepted();
-        const result = await this.#limited(() => this.#call("mark_read", (options) => chat.markRead(value, options)));
-        this.#answer(requestId, { case: "markRead", value: result }, format);
+        await this.#relay(requestId, format, "mark_read", (options) => chat.markRead(value, options), (result) => ({ case: "markRead", value: result }));
         return;
       }
       case "listNotifications": {
-        this.#accepted();
         const value = request.value;
-        const page = await this.#limited(() => this.#call("list_notifications", (options) => notifications.listNotifications(value, options)));
-        this.#answer(requestId, { case: "notifications", value: page }, format);
+        await this.#relay(requestId, format, "list_notifications", (options) => notifications.listNotifications(value, options), (page) => ({
+          case: "notifications",
+          value: page,
+        }));
         return;
       }
       case "ackNotifications": {
-        this.#accepted();
         const value = request.value;
-        const result = await this.#limited(() => this.#call("ack_notifications", (options) => notifications.ackNotifications(value, options)));
-        this.#answer(requestId, { case: "notificationsAcked", value: result }, format);
+        await this.#relay(requestId, format, "ack_notifications", (options) => notifications.ackNotifications(value, options), (result) => ({
+          case: "notificationsAcked",
+          value: result,
+        }));
         return;
       }
       case "subscribeNotifications":
@@ -331,6 +329,19 @@ export class Connection {
       case undefined:
         throw validationError("request", "one request kind is required");
     }
+  }
+
+  /** A request answered by one unary core call: accepted, limited, retried, answered. */
+  async #relay<T>(
+    requestId: string,
+    format: FrameFormat,
+    name: string,
+    call: (options: CallOptions) => Promise<T>,
+    answer: (result: T) => MessageInitShape<typeof ServerFrameSchema>["kind"],
+  ): Promise<void> {
+    this.#accepted();
+    const result = await this.#limited(() => this.#call(name, call));
+    this.#answer(requestId, answer(result), format);
   }
 
   /** Token bucket: `framesPerSecond` sustained, `frameBurst` at once. */
