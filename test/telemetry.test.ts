@@ -100,13 +100,17 @@ describe("one trace from browser frame to database row", () => {
   it("continues the browser's traceparent through bridge → core → PostgreSQL, and links the fan-out delivery", async () => {
     const token = await mintToken(TEST_JWT_SECRET, "tracer");
     const { socket, frames } = await connect("/ws/chat/traced?after_seq=0", token);
+    // First a message that proves the room's live feed is up (before that, a
+    // message may reach the subscriber through the replay read instead).
+    socket.send(JSON.stringify({ requestId: "t-0", send: { seq: "1", body: "warm-up", clientMsgId: "traced-0" } }));
+    await until("the warm-up delivery", () => frames.find((f) => (f.message as { body?: string } | undefined)?.body === "warm-up"));
     const browserTrace = "4bf92f3577b34da6a3ce929d0e0e4736";
     const browserSpan = "00f067aa0ba902b7";
     socket.send(
       JSON.stringify({
         requestId: "t-1",
         traceparent: `00-${browserTrace}-${browserSpan}-01`,
-        send: { seq: "1", body: "traced hello", clientMsgId: "traced-1" },
+        send: { seq: "2", body: "traced hello", clientMsgId: "traced-1" },
       }),
     );
     await until("the ack", () => frames.find((f) => f.requestId === "t-1"));
@@ -145,6 +149,28 @@ describe("one trace from browser frame to database row", () => {
       spans().find((s) => s.name === "fanout.deliver message" && s.links.some((link) => link.context.spanId === batch.spanContext().spanId)),
     );
     expect(delivery.attributes["parley.topic"]).toBe("traced");
+    socket.close();
+  });
+});
+
+describe("gRPC client and server spans", () => {
+  it("a history frame is a frame span → gRPC client span → gRPC server span → database read, in one trace", async () => {
+    const { SpanKind } = await import("@opentelemetry/api");
+    const { socket, frames } = await connect("/ws/chat/traced", await mintToken(TEST_JWT_SECRET, "reader"));
+    const traceId = "0af7651916cd43dd8448eb211c80319c";
+    socket.send(JSON.stringify({ requestId: "h-1", traceparent: `00-${traceId}-b7ad6b7169203331-01`, history: { pageSize: 5 } }));
+    await until("the history answer", () => frames.find((f) => f.requestId === "h-1"));
+    const frame = await until("the frame span", () => byName("ws.frame history", traceId)[0]);
+    const client = await until("the client span", () =>
+      byName("parley.v1.ChatService/ListMessages", traceId).find((s) => s.kind === SpanKind.CLIENT),
+    );
+    const server = await until("the server span", () =>
+      byName("parley.v1.ChatService/ListMessages", traceId).find((s) => s.kind === SpanKind.SERVER),
+    );
+    expect(parentOf(client)).toBe(frame.spanContext().spanId);
+    expect(parentOf(server)).toBe(client.spanContext().spanId);
+    const read = await until("the unit of work span", () => byName("db.read chat.list", traceId)[0]);
+    expect(parentOf(read)).toBe(server.spanContext().spanId);
     socket.close();
   });
 });

@@ -9,7 +9,8 @@ import {
 } from "@grpc/grpc-js";
 import type { DescMethod } from "@bufbuild/protobuf";
 import { fromGrpcError } from "../errors/grpc-status.js";
-import { injectHeaders } from "../telemetry/tracing.js";
+import { SpanKind } from "@opentelemetry/api";
+import { injectHeaders, inSpan } from "../telemetry/tracing.js";
 import { serializer, strictDeserializer } from "./codec.js";
 import { methodPath } from "./server.js";
 import type { AnyService, InputInitOf, MethodsOf, OutputOf } from "./types.js";
@@ -81,17 +82,24 @@ function bind(client: Client, method: DescMethod, options: ClientOptions): unkno
 
   switch (method.methodKind) {
     case "unary":
+      // A client span per call; the server continues it (traceparent metadata).
       return (request: unknown, callOptions?: CallOptions) =>
-        new Promise((resolve, reject) => {
-          const { metadata, grpcOptions } = prepare(callOptions);
-          let release: () => void = () => undefined;
-          const call = client.makeUnaryRequest(path, serialize, deserialize, request, metadata, grpcOptions, (error, response) => {
-            release();
-            if (error) reject(fromGrpcError(error));
-            else resolve(response);
-          });
-          release = cancelOnAbort(callOptions?.signal, call);
-        });
+        inSpan(
+          path.slice(1),
+          { kind: SpanKind.CLIENT, attributes: { "rpc.system": "grpc", "rpc.service": method.parent.typeName, "rpc.method": method.name } },
+          () =>
+            new Promise((resolve, reject) => {
+              const { metadata, grpcOptions } = prepare(callOptions);
+              let release: () => void = () => undefined;
+              const call = client.makeUnaryRequest(path, serialize, deserialize, request, metadata, grpcOptions, (error, response) => {
+                release();
+                if (error) reject(fromGrpcError(error));
+                else resolve(response);
+              });
+              release = cancelOnAbort(callOptions?.signal, call);
+            }),
+          (error) => fromGrpcError(error),
+        );
     case "server_streaming":
       return (request: unknown, callOptions?: CallOptions) => {
         const { metadata, grpcOptions } = prepare(callOptions);
