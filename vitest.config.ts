@@ -9,5 +9,6 @@ export default defineConfig({
     fileParallelism: true,
     maxWorkers: 2,
     allowOnly: false,
+    reporters: ["default", "./test/support/summary-reporter.ts"],
   },
 });
