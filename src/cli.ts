@@ -6,6 +6,7 @@ import { startEmbeddedDatabase } from "./embedded/embedded-database.js";
 import { developmentHttp, developmentSecret } from "./embedded/dev-mode.js";
 import { migrate, openOrm } from "./core/db/orm.js";
 import { createLogger, type Logger } from "./logging/logger.js";
+import { serveMetrics } from "./telemetry/metrics-server.js";
 import { telemetry } from "./telemetry/setup.js";
 
 const HELP = `parley — durable, ordered chat and notifications over gRPC and WebSocket
@@ -25,6 +26,7 @@ Environment:
   PARLEY_GRPC_ADDR       core gRPC address (default 127.0.0.1:50051; port 0 picks one)
   PARLEY_HTTP_ADDR       bridge HTTP/WebSocket address (default 127.0.0.1:8080)
   PARLEY_CORE_ADDR       where the bridge finds core (default PARLEY_GRPC_ADDR)
+  PARLEY_METRICS_ADDR    where "parley core" serves /metrics (the bridge serves it itself)
   PARLEY_JWT_SECRET      HS256 key for bearer tokens, at least 32 characters
   PARLEY_WEBHOOK_URL     notification fallback endpoint (optional)
   PARLEY_WEBHOOK_SECRET  HMAC key for webhook signatures (required with the URL)
@@ -53,7 +55,9 @@ const COMMANDS: Record<string, Command> = {
       webhook: config.webhook,
       logger,
     });
+    const metrics = config.metricsAddress === undefined ? undefined : await serveMetrics(config.metricsAddress, logger);
     await untilSignal(logger);
+    await metrics?.stop();
     await core.stop();
   },
   async bridge(config, logger) {

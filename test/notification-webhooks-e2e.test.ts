@@ -131,3 +131,27 @@ describe("notification webhooks through a real core process", () => {
     }
   }, 60_000);
 });
+
+describe("parley core as its own process", () => {
+  it("serves /metrics on PARLEY_METRICS_ADDR", async () => {
+    const { createServer: createProbe } = await import("node:net");
+    const port = await new Promise<number>((resolve) => {
+      const probe = createProbe().listen(0, "127.0.0.1", () => {
+        const address = probe.address();
+        probe.close(() => { resolve(typeof address === "object" && address !== null ? address.port : 0); });
+      });
+    });
+    const core = await spawnCore({ DATABASE_URL: db.url, PARLEY_JWT_SECRET: TEST_JWT_SECRET, PARLEY_MIGRATE: "1", PARLEY_METRICS_ADDR: `127.0.0.1:${port}` });
+    try {
+      await core.process.waitFor((line) => line.msg === "metrics serving");
+      const token = await mintToken(TEST_JWT_SECRET, "metered", { scopes: [NOTIFICATIONS_SEND_SCOPE] });
+      const client = createClient(NotificationService, core.address, { headers: () => ({ authorization: `Bearer ${token}` }) });
+      await client.sendNotification({ recipients: ["someone"], kind: "k", title: "t", idempotencyKey: "metrics-1" });
+      client.close();
+      const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      expect(text).toMatch(/^parley_notifications_stored_total(\{[^}]*\})? 1$/m);
+    } finally {
+      await core.process.stop();
+    }
+  });
+});

@@ -27,6 +27,7 @@ const EnvSchema = z
     PARLEY_GRPC_ADDR: hostPort.default("127.0.0.1:50051"),
     PARLEY_HTTP_ADDR: hostPort.default("127.0.0.1:8080"),
     PARLEY_CORE_ADDR: hostPort.optional(),
+    PARLEY_METRICS_ADDR: hostPort.optional(),
     PARLEY_JWT_SECRET: z.string().min(32, "must be at least 32 characters (HS256 key)").optional(),
     PARLEY_WEBHOOK_URL: url(["http:", "https:"], "https://hooks.example.com/parley").optional(),
     PARLEY_WEBHOOK_SECRET: z.string().min(16, "must be at least 16 characters").optional(),
@@ -57,6 +58,8 @@ export interface Config {
   readonly httpAddress: string;
   /** Where the bridge finds core. */
   readonly coreAddress: string;
+  /** Where `parley core` serves /metrics (the bridge serves it on its own address). */
+  readonly metricsAddress: string | undefined;
   /** HS256 key for bearer tokens; required by core and bridge. */
   readonly jwtSecret: string | undefined;
   /** Fallback delivery of notifications nobody received live. */
@@ -93,6 +96,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
     grpcAddress: e.PARLEY_GRPC_ADDR,
     httpAddress: e.PARLEY_HTTP_ADDR,
     coreAddress: e.PARLEY_CORE_ADDR ?? e.PARLEY_GRPC_ADDR,
+    metricsAddress: e.PARLEY_METRICS_ADDR,
     jwtSecret: e.PARLEY_JWT_SECRET,
     webhook:
       e.PARLEY_WEBHOOK_URL !== undefined && e.PARLEY_WEBHOOK_SECRET !== undefined
