@@ -22,7 +22,7 @@ import { type LoadOptions, type LoadResult, Recorder, streamLoad, unaryLoad } fr
 import { ServerProcess, type ServerKind } from "./server-process.js";
 import { type FanoutResult, fanoutLoad } from "./notifications-load.js";
 
-/** Recipients of each notification in the fan-out scenario (issue: 1 → 100). */
+/** Recipients of each notification in the fan-out scenario (1 → 100). */
 const FANOUT = 100;
 /** Notification sends in flight in the fan-out scenario. */
 const FANOUT_CONCURRENCY = 16;

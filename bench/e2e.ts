@@ -38,7 +38,7 @@ import { createTestDatabase, type TestDatabase } from "../test/support/database.
 const REPO = fileURLToPath(new URL("..", import.meta.url));
 const THIS_FILE = fileURLToPath(import.meta.url);
 
-/** Targets from the design brief, for this 2-core machine. */
+/** Targets from the design notes, for this 2-core machine. */
 const TARGET = { storedPerSecond: 5_000, deliveriesPerSecond: 50_000, p99AtHalfRateMs: 25 } as const;
 
 function intFromEnv(name: string, fallback: number, min: number, max: number): number {
