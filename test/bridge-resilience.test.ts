@@ -9,7 +9,7 @@ import { range, startTestCore, TEST_JWT_SECRET, type TestCore } from "./support/
 import { createTestDatabase, type TestDatabase } from "./support/database.js";
 import { LogCapture } from "./support/logs.js";
 import { type ParleyProcess, spawnCore } from "./support/processes.js";
-import { type CloseInfo, WsTestClient } from "./support/ws-client.js";
+import { type CloseInfo, messagesOf, messagesUpTo, WsTestClient } from "./support/ws-client.js";
 
 let db: TestDatabase;
 const bridgeLogs = new LogCapture("info");
@@ -72,22 +72,6 @@ async function freePort(): Promise<number> {
       });
     });
   });
-}
-
-function messagesOf(client: WsTestClient, room: string): ChatMessage[] {
-  const messages: ChatMessage[] = [];
-  for (const { frame } of client.received) if (frame.kind.case === "message" && frame.kind.value.room === room) messages.push(frame.kind.value);
-  return messages;
-}
-
-function messagesUpTo(client: WsTestClient, room: string, seq: bigint, timeoutMs = 30_000): Promise<ChatMessage[]> {
-  return client.until(
-    () => {
-      const messages = messagesOf(client, room);
-      return messages.some((m) => m.seq >= seq) ? messages : undefined;
-    },
-    { timeoutMs, what: `messages of ${room} up to seq ${seq}` },
-  );
 }
 
 interface SendSpec {
@@ -214,7 +198,7 @@ describe("core restart under load", () => {
     for (const row of stored) expect(outcome.acked.get(row.clientMsgId)?.seq).toBe(row.seq);
 
     // The connection's own subscription survived the restart too: every seq once, in order.
-    const seen = await messagesUpTo(client, room, BigInt(total));
+    const seen = await messagesUpTo(client, room, BigInt(total), 30_000);
     expect(seen.map((m) => m.seq)).toEqual(range(1, total));
   });
 });
@@ -270,7 +254,7 @@ describe("bridge restart with client resume", () => {
     expect(new Set(stored.map((row) => row.clientMsgId)).size).toBe(stored.length);
     expect(stored.length).toBe(firstBatch.length + 150);
 
-    const after = await messagesUpTo(resumed, room, head);
+    const after = await messagesUpTo(resumed, room, head, 30_000);
     expect(after.map((m) => m.seq)).toEqual(range(Number(last) + 1, Number(head)));
     expect(after.map((m) => m.clientMsgId)).toEqual(stored.slice(Number(last)).map((row) => row.clientMsgId));
   });

@@ -11,7 +11,7 @@ import { type RouteDefinition, RouteTable, RouteTableError } from "../src/bridge
 import { range, startTestCore, TEST_JWT_SECRET, type TestCore } from "./support/core.js";
 import { createTestDatabase, type TestDatabase } from "./support/database.js";
 import { LogCapture } from "./support/logs.js";
-import { type ConnectOptions, eventually, type Received, WsTestClient } from "./support/ws-client.js";
+import { type ConnectOptions, eventually, messagesOf, messagesUpTo, type Received, WsTestClient } from "./support/ws-client.js";
 
 let db: TestDatabase;
 let core: TestCore;
@@ -85,28 +85,11 @@ function goAwayOf(received: readonly Received[]): GoAway | undefined {
   return undefined;
 }
 
-/** Message frames of `room`, in arrival order. */
-function messagesOf(client: WsTestClient, room: string): ChatMessage[] {
-  const messages: ChatMessage[] = [];
-  for (const { frame } of client.received) if (frame.kind.case === "message" && frame.kind.value.room === room) messages.push(frame.kind.value);
-  return messages;
-}
-
+/** Notification frames, in arrival order. */
 function notificationsOf(client: WsTestClient): Notification[] {
   const found: Notification[] = [];
   for (const { frame } of client.received) if (frame.kind.case === "notification") found.push(frame.kind.value);
   return found;
-}
-
-/** Waits until `client` has seen messages of `room` up to `seq`; returns that room's messages. */
-function messagesUpTo(client: WsTestClient, room: string, seq: bigint, timeoutMs = 15_000): Promise<ChatMessage[]> {
-  return client.until(
-    () => {
-      const messages = messagesOf(client, room);
-      return messages.some((m) => m.seq >= seq) ? messages : undefined;
-    },
-    { timeoutMs, what: `messages of ${room} up to seq ${seq}` },
-  );
 }
 
 interface SendSpec {

@@ -139,9 +139,4 @@ export class FanoutHub<T extends Sequenced> {
     return this.#topics.has(topic);
   }
 
-  subscriberCount(): number {
-    let count = 0;
-    for (const set of this.#topics.values()) count += set.size;
-    return count;
-  }
 }

@@ -24,11 +24,9 @@ export interface CallContext {
 
 /** A typed key into CallContext.values. */
 export class ContextKey<T> {
-  constructor(
-    readonly description: string,
-    /** Value when nothing was set; `undefined` makes a get() throw instead. */
-    readonly defaultValue?: T,
-  ) {}
+  // Carries T for type inference only.
+  declare readonly _type: T;
+  constructor(readonly description: string) {}
 }
 
 export class CallValues {
@@ -40,7 +38,6 @@ export class CallValues {
 
   get<T>(key: ContextKey<T>): T {
     if (this.#values.has(key)) return this.#values.get(key) as T;
-    if (key.defaultValue !== undefined) return key.defaultValue;
     throw new Error(`call context has no value for ${key.description}`);
   }
 

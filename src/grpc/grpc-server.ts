@@ -48,7 +48,7 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
     const { definition, implementation } = implement(service, handlers, options);
     server.addService(definition, implementation);
   }
-  const healthService = implement(Health, health.handlers(), { traceId: options.traceId });
+  const healthService = implement(Health, health.handlers());
   server.addService(healthService.definition, healthService.implementation);
   addReflection(server, [...options.services.map((binding) => binding.service), Health]);
 

@@ -30,9 +30,6 @@ export class HealthRegistry {
     for (const service of this.#statuses.keys()) this.setStatus(service, ServingStatus.NOT_SERVING);
   }
 
-  status(service: string): ServingStatus | undefined {
-    return this.#statuses.get(service);
-  }
 
   handlers(): ServiceHandlers<typeof Health> {
     return {

@@ -41,8 +41,6 @@ export type ServiceHandlers<S extends AnyService> = {
 export interface ImplementOptions {
   /** Wrap every call; the first is the outermost. */
   readonly interceptors?: readonly ServerInterceptor[];
-  /** The trace id to put in error details (empty when tracing is off). */
-  readonly traceId?: () => string;
 }
 
 /** `/parley.v1.ChatService/SendMessage` */
@@ -99,8 +97,7 @@ function bindMethod(method: DescMethod, handler: AnyHandler, options: ImplementO
   const fail = (error: unknown) => {
     const failure = ParleyError.from(error);
     // The tracing interceptor stamps the call's trace id on the error.
-    const traceId = typeof failure.context.trace_id === "string" ? failure.context.trace_id : (options.traceId?.() ?? "");
-    return toGrpcStatus(failure, traceId);
+    return toGrpcStatus(failure, typeof failure.context.trace_id === "string" ? failure.context.trace_id : "");
   };
 
   switch (method.methodKind) {

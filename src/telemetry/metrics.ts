@@ -41,8 +41,3 @@ export function parleyMetrics(): ParleyMetrics {
   };
   return instruments;
 }
-
-/** For tests: forget instruments bound to a previous meter provider. */
-export function resetMetricsForTests(): void {
-  instruments = undefined;
-}

@@ -1,5 +1,6 @@
 import { create, fromBinary, fromJsonString, type MessageInitShape, toBinary, toJsonString } from "@bufbuild/protobuf";
 import WebSocket from "ws";
+import type { ChatMessage } from "../../gen/parley/v1/chat_pb.js";
 import { ClientFrameSchema, type ServerFrame, ServerFrameSchema } from "../../gen/parley/v1/frames_pb.js";
 
 /** One frame the server sent, decoded, with what travelled on the wire. */
@@ -278,4 +279,22 @@ export async function eventually(check: () => boolean | Promise<boolean>, timeou
     if (Date.now() > deadline) throw new Error(`${what}: not true within ${timeoutMs} ms`);
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
+}
+
+/** The chat messages of `room` that `client` has received, in arrival order. */
+export function messagesOf(client: WsTestClient, room: string): ChatMessage[] {
+  const messages: ChatMessage[] = [];
+  for (const { frame } of client.received) if (frame.kind.case === "message" && frame.kind.value.room === room) messages.push(frame.kind.value);
+  return messages;
+}
+
+/** Waits until `client` has seen messages of `room` up to `seq`; returns that room's messages. */
+export function messagesUpTo(client: WsTestClient, room: string, seq: bigint, timeoutMs = 15_000): Promise<ChatMessage[]> {
+  return client.until(
+    () => {
+      const messages = messagesOf(client, room);
+      return messages.some((m) => m.seq >= seq) ? messages : undefined;
+    },
+    { timeoutMs, what: `messages of ${room} up to seq ${seq}` },
+  );
 }

@@ -29,8 +29,6 @@ export interface SendLinkOptions {
   /** An item core has not answered in this long counts as a broken stream. */
   readonly answerTimeoutMs?: number;
   readonly backoff?: BackoffPolicy;
-  /** Called with each attempt to re-open the stream (metrics, tests). */
-  readonly onRetry?: (attempt: number, cause: ParleyError) => void;
 }
 
 interface Entry {
@@ -139,7 +137,6 @@ export class SendLink {
       return;
     }
     this.#attempt++;
-    this.options.onRetry?.(this.#attempt, cause);
     parleyMetrics().retries.add(1, { component: "bridge", category: cause.categoryName });
     // A short span per retry, so that a trace viewer shows the outage; the
     // log line is written inside it and carries its trace id.
