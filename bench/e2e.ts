@@ -21,7 +21,9 @@
  * only, a fresh database dropped at the end, bounded in time. It reports; it
  * does not pass or fail (exit 0 unless it could not run at all).
  *
- * Environment: C, R, W, BENCH_SECONDS; BENCH_PROFILE=1 always profiles, =0 never.
+ * Environment: C, R, W, BENCH_SECONDS; BENCH_PROFILE=1 always profiles, =0 never;
+ * BENCH_RUNS picks runs (comma-separated: serve, traced, split, raw; default all);
+ * BENCH_SERVER_FLAGS adds node/V8 flags to the servers (e.g. --trace-gc).
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -159,11 +161,13 @@ async function startChild(label: string, args: readonly string[], env: NodeJS.Pr
  * short-lived frames and messages.
  */
 const SERVER_NODE_OPTIONS = "--max-semi-space-size=32";
+/** BENCH_SERVER_FLAGS: more node/V8 flags for the servers, as arguments (some, like --trace-gc, are refused in NODE_OPTIONS). */
+const SERVER_FLAGS = (process.env.BENCH_SERVER_FLAGS ?? "").split(" ").filter((flag) => flag !== "");
 
 function startParley(db: TestDatabase, secret: string, nodeFlags: readonly string[] = [], extraEnv: NodeJS.ProcessEnv = {}): Promise<ServerChild> {
   return startChild(
     "parley serve",
-    [...nodeFlags, "bin/parley.js", "serve"],
+    [...SERVER_FLAGS, ...nodeFlags, "bin/parley.js", "serve"],
     {
       ...process.env,
       DATABASE_URL: db.url,
@@ -187,13 +191,13 @@ async function startSplit(db: TestDatabase, secret: string): Promise<{ core: Ser
   const base = { ...process.env, PARLEY_JWT_SECRET: secret, PARLEY_LOG_LEVEL: "info", NODE_OPTIONS: SERVER_NODE_OPTIONS };
   const core = await startChild(
     "parley core",
-    ["bin/parley.js", "core"],
+    [...SERVER_FLAGS, "bin/parley.js", "core"],
     { ...base, DATABASE_URL: db.url, PARLEY_GRPC_ADDR: "127.0.0.1:0", PARLEY_MIGRATE: "1" },
     (line) => (line.msg === "core serving" && typeof line.grpc === "string" ? Number(line.grpc.slice(line.grpc.lastIndexOf(":") + 1)) : undefined),
   );
   const bridge = await startChild(
     "parley bridge",
-    ["bin/parley.js", "bridge"],
+    [...SERVER_FLAGS, "bin/parley.js", "bridge"],
     { ...base, PARLEY_CORE_ADDR: `127.0.0.1:${core.port}`, PARLEY_HTTP_ADDR: "127.0.0.1:0" },
     (line) => (line.msg === "bridge serving" && typeof line.http === "string" ? Number(line.http.slice(line.http.lastIndexOf(":") + 1)) : undefined),
   );
@@ -631,12 +635,44 @@ function anomalies(result: PhaseResult): string[] {
 
 // ---- main -----------------------------------------------------------------------------
 
+const RUNS = ["serve", "traced", "split", "raw"] as const;
+type Run = (typeof RUNS)[number];
+
+/** BENCH_RUNS: which runs to make (all by default), e.g. `split,raw` while tuning the two-process deployment. */
+function runsFromEnv(): ReadonlySet<Run> {
+  const raw = process.env.BENCH_RUNS;
+  if (raw === undefined || raw.trim() === "") return new Set(RUNS);
+  const picked = raw.split(",").map((name) => name.trim());
+  const unknown = picked.filter((name) => !(RUNS as readonly string[]).includes(name));
+  if (unknown.length > 0) throw new Error(`BENCH_RUNS: unknown run ${unknown.join(", ")} (known: ${RUNS.join(", ")})`);
+  return new Set(picked as Run[]);
+}
+
+/** Per second over the measured window. */
+function rate(result: PhaseResult, what: "stored" | "deliveries"): number {
+  return result[what] / result.seconds;
+}
+
+/** "stored ≥ 5,000/s: 6,045 met; …" for a full-speed run and its half-rate run. */
+function targetLine(fullSpeed: PhaseResult, halfRate: PhaseResult): string {
+  const verdict = (met: boolean) => (met ? "met" : "MISSED");
+  const stored = rate(fullSpeed, "stored");
+  const deliveries = rate(fullSpeed, "deliveries");
+  const p99 = percentile(halfRate.latenciesMs, 99);
+  return [
+    `stored ≥ ${fmt(TARGET.storedPerSecond)}/s: ${fmt(stored)} ${verdict(stored >= TARGET.storedPerSecond)}`,
+    `deliveries ≥ ${fmt(TARGET.deliveriesPerSecond)}/s: ${fmt(deliveries)} ${verdict(deliveries >= TARGET.deliveriesPerSecond)}`,
+    `p99 at half rate ≤ ${TARGET.p99AtHalfRateMs} ms: ${fmt(p99, 1)} ms ${verdict(p99 <= TARGET.p99AtHalfRateMs)}`,
+  ].join("; ");
+}
+
 async function main(): Promise<void> {
   const clients = intFromEnv("C", 100, 1, 5_000);
   const roomCount = intFromEnv("R", 10, 1, clients);
   const window = intFromEnv("W", 8, 1, 256);
   const seconds = intFromEnv("BENCH_SECONDS", 10, 1, 300);
   const profileMode = process.env.BENCH_PROFILE;
+  const runs = runsFromEnv();
   const measureMs = seconds * 1000;
   const warmupMs = Math.min(2_000, Math.max(500, measureMs / 5));
   const children: ChildProcess[] = [];
@@ -669,92 +705,105 @@ async function main(): Promise<void> {
   let profileDir: string | undefined;
   try {
     // 1. parley at full speed, then at half that rate.
-    let parley = await startParley(db, secret);
-    children.push(parley.child);
-    const parleyCpu = () => cpuSnapshot(parley.child.pid, db);
-    const parleyPhase = { port: parley.port, pathOf: (i: number) => `/ws/chat/${roomOf(i)}`, tokens, readyPrefix: '{"caughtUp"', window, warmupMs, measureMs, cpu: parleyCpu };
-    const full = await runPhase({ ...parleyPhase, label: "parley (bridge → core → PostgreSQL → fan-out)" });
-    results.push(full);
-    const halfRate = full.stored / full.seconds / 2;
-    const half = await runPhase({ ...parleyPhase, label: `parley at half rate (${fmt(halfRate)} msgs/s offered)`, ratePerClient: halfRate / clients });
-    results.push(half);
-    await parley.stop();
-    for (const [problem, count] of parley.problems) notes.push(`parley log: ${count} × ${problem}`);
+    const parleyPhase = { pathOf: (i: number) => `/ws/chat/${roomOf(i)}`, tokens, readyPrefix: '{"caughtUp"', window, warmupMs, measureMs };
+    let full: PhaseResult | undefined;
+    let half: PhaseResult | undefined;
+    if (runs.has("serve")) {
+      const parley = await startParley(db, secret);
+      children.push(parley.child);
+      const cpu = () => cpuSnapshot(parley.child.pid, db);
+      full = await runPhase({ ...parleyPhase, port: parley.port, cpu, label: "parley (bridge → core → PostgreSQL → fan-out)" });
+      results.push(full);
+      const halfRate = full.stored / full.seconds / 2;
+      half = await runPhase({ ...parleyPhase, port: parley.port, cpu, label: `parley at half rate (${fmt(halfRate)} msgs/s offered)`, ratePerClient: halfRate / clients });
+      results.push(half);
+      await parley.stop();
+      for (const [problem, count] of parley.problems) notes.push(`parley log: ${count} × ${problem}`);
+    }
 
     // 1b. The same at full speed with every span recorded (sampling 100 %, spans
     //     dropped instead of exported): what tracing costs. The runs above use the
     //     default — the SDK on, spans not sampled unless an exporter is configured.
-    parley = await startParley(db, secret, [], { OTEL_TRACES_SAMPLER: "always_on" });
-    children.push(parley.child);
-    const traced = await runPhase({ ...parleyPhase, port: parley.port, label: "parley, every span recorded (OTEL_TRACES_SAMPLER=always_on)", cpu: () => cpuSnapshot(parley.child.pid, db) });
-    results.push(traced);
-    await parley.stop();
+    let traced: PhaseResult | undefined;
+    if (runs.has("traced")) {
+      const parley = await startParley(db, secret, [], { OTEL_TRACES_SAMPLER: "always_on" });
+      children.push(parley.child);
+      traced = await runPhase({ ...parleyPhase, port: parley.port, label: "parley, every span recorded (OTEL_TRACES_SAMPLER=always_on)", cpu: () => cpuSnapshot(parley.child.pid, db) });
+      results.push(traced);
+      await parley.stop();
+    }
 
     // 1c. Bridge and core as separate processes (server CPU is the two together).
-    const split = await startSplit(db, secret);
-    children.push(split.core.child, split.bridge.child);
-    const separate = await runPhase({
-      ...parleyPhase,
-      port: split.bridge.port,
-      label: "parley, bridge and core as two processes",
-      cpu: () => cpuSnapshot([split.bridge.child.pid, split.core.child.pid], db),
-    });
-    results.push(separate);
-    // Half the target rate (the target's own latency condition: p99 at half of 5,000/s).
-    const separateHalfRate = TARGET.storedPerSecond / 2;
-    const separateHalf = await runPhase({
-      ...parleyPhase,
-      port: split.bridge.port,
-      label: `parley as two processes at half the target rate (${fmt(separateHalfRate)} msgs/s offered)`,
-      ratePerClient: separateHalfRate / clients,
-      cpu: () => cpuSnapshot([split.bridge.child.pid, split.core.child.pid], db),
-    });
-    results.push(separateHalf);
-    await split.bridge.stop();
-    await split.core.stop();
+    let separate: PhaseResult | undefined;
+    let separateHalf: PhaseResult | undefined;
+    if (runs.has("split")) {
+      const split = await startSplit(db, secret);
+      children.push(split.core.child, split.bridge.child);
+      const cpu = () => cpuSnapshot([split.bridge.child.pid, split.core.child.pid], db);
+      separate = await runPhase({ ...parleyPhase, port: split.bridge.port, cpu, label: "parley, bridge and core as two processes" });
+      results.push(separate);
+      // Half the target rate (the target's own latency condition: p99 at half of 5,000/s).
+      const separateHalfRate = TARGET.storedPerSecond / 2;
+      separateHalf = await runPhase({
+        ...parleyPhase,
+        port: split.bridge.port,
+        cpu,
+        label: `parley as two processes at half the target rate (${fmt(separateHalfRate)} msgs/s offered)`,
+        ratePerClient: separateHalfRate / clients,
+      });
+      results.push(separateHalf);
+      await split.bridge.stop();
+      await split.core.stop();
+      for (const [problem, count] of [...split.core.problems, ...split.bridge.problems]) notes.push(`parley log (two processes): ${count} × ${problem}`);
+    }
 
     // 2. The raw ws baseline, same clients, same window.
-    const raw = await startRaw();
-    children.push(raw.child);
-    const rawResult = await runPhase({
-      label: "raw ws broadcast (no persistence, no protobuf)",
-      port: raw.port,
-      pathOf: (i) => `/ws/chat/${roomOf(i)}`,
-      tokens,
-      readyPrefix: '{"welcome"',
-      window,
-      warmupMs,
-      measureMs,
-      cpu: () => cpuSnapshot(raw.child.pid, db),
-    });
-    results.push(rawResult);
-    await raw.stop();
+    let rawResult: PhaseResult | undefined;
+    if (runs.has("raw")) {
+      const raw = await startRaw();
+      children.push(raw.child);
+      rawResult = await runPhase({
+        label: "raw ws broadcast (no persistence, no protobuf)",
+        port: raw.port,
+        pathOf: (i) => `/ws/chat/${roomOf(i)}`,
+        tokens,
+        readyPrefix: '{"welcome"',
+        window,
+        warmupMs,
+        measureMs,
+        cpu: () => cpuSnapshot(raw.child.pid, db),
+      });
+      results.push(rawResult);
+      await raw.stop();
+    }
 
     // 3. Where parley's time goes, when it misses a target on saturated CPU: both cores, or
     //    the one core `parley serve` can use (bridge and core share one event loop).
-    const p99Half = percentile(half.latenciesMs, 99);
-    const missed =
-      full.stored / full.seconds < TARGET.storedPerSecond || full.deliveries / full.seconds < TARGET.deliveriesPerSecond || !(p99Half <= TARGET.p99AtHalfRateMs);
-    const machineSaturated = full.cpu.machine >= 0.85 * 100 * os.cpus().length;
-    const serverSaturated = (full.cpu.server ?? 0) >= 90;
-    const saturated = machineSaturated || serverSaturated;
-    if (missed && saturated) {
-      notes.push(
-        `targets missed with ${[machineSaturated ? `the machine at ${fmt(full.cpu.machine)}%` : "", serverSaturated ? `the server process at ${fmt(full.cpu.server ?? 0)}% of its one core` : ""].filter((part) => part !== "").join(" and ")}`,
-      );
-    }
-    if (profileMode === "1" || (profileMode !== "0" && missed && saturated)) {
-      profileDir = await mkdtemp(path.join(os.tmpdir(), "parley-e2e-cpuprof-"));
-      parley = await startParley(db, secret, ["--cpu-prof", `--cpu-prof-dir=${profileDir}`]);
-      children.push(parley.child);
-      const profiled = await runPhase({ ...parleyPhase, port: parley.port, label: "parley under --cpu-prof", cpu: () => cpuSnapshot(parley.child.pid, db) });
-      await parley.stop();
-      results.push(profiled);
-      profile = await summarizeProfile(profileDir, profiled.measuredFrom, profiled.measuredTo);
-    } else if (missed && !saturated) {
-      notes.push(
-        `targets missed without saturating CPU (machine ${fmt(full.cpu.machine)}% of ${100 * os.cpus().length}%, server ${fmt(full.cpu.server ?? 0)}%): no profile taken (BENCH_PROFILE=1 forces one)`,
-      );
+    if (full !== undefined && half !== undefined) {
+      const p99Half = percentile(half.latenciesMs, 99);
+      const missed =
+        rate(full, "stored") < TARGET.storedPerSecond || rate(full, "deliveries") < TARGET.deliveriesPerSecond || !(p99Half <= TARGET.p99AtHalfRateMs);
+      const machineSaturated = full.cpu.machine >= 0.85 * 100 * os.cpus().length;
+      const serverSaturated = (full.cpu.server ?? 0) >= 90;
+      const saturated = machineSaturated || serverSaturated;
+      if (missed && saturated) {
+        notes.push(
+          `targets missed with ${[machineSaturated ? `the machine at ${fmt(full.cpu.machine)}%` : "", serverSaturated ? `the server process at ${fmt(full.cpu.server ?? 0)}% of its one core` : ""].filter((part) => part !== "").join(" and ")}`,
+        );
+      }
+      if (profileMode === "1" || (profileMode !== "0" && missed && saturated)) {
+        profileDir = await mkdtemp(path.join(os.tmpdir(), "parley-e2e-cpuprof-"));
+        const parley = await startParley(db, secret, ["--cpu-prof", `--cpu-prof-dir=${profileDir}`]);
+        children.push(parley.child);
+        const profiled = await runPhase({ ...parleyPhase, port: parley.port, label: "parley under --cpu-prof", cpu: () => cpuSnapshot(parley.child.pid, db) });
+        await parley.stop();
+        results.push(profiled);
+        profile = await summarizeProfile(profileDir, profiled.measuredFrom, profiled.measuredTo);
+      } else if (missed && !saturated) {
+        notes.push(
+          `targets missed without saturating CPU (machine ${fmt(full.cpu.machine)}% of ${100 * os.cpus().length}%, server ${fmt(full.cpu.server ?? 0)}%): no profile taken (BENCH_PROFILE=1 forces one)`,
+        );
+      }
     }
 
     // ---- report
@@ -764,22 +813,23 @@ async function main(): Promise<void> {
     for (const result of results) out.push(row(result));
     const ratio = (a: number, b: number) => (b === 0 ? "–" : `${fmt((100 * a) / b, 1)}%`);
     out.push("");
-    out.push(
-      `parley / raw ws: stored msgs/s ${ratio(full.stored / full.seconds, rawResult.stored / rawResult.seconds)}, deliveries/s ${ratio(full.deliveries / full.seconds, rawResult.deliveries / rawResult.seconds)}, ack p50 ${fmt(percentile(full.latenciesMs, 50) / percentile(rawResult.latenciesMs, 50), 1)}×, ack p99 ${fmt(percentile(full.latenciesMs, 99) / percentile(rawResult.latenciesMs, 99), 1)}×`,
-    );
-    out.push(
-      `two processes: bridge + core separately store ${ratio(separate.stored / separate.seconds, full.stored / full.seconds)} of the one-process rate (deliveries ${ratio(separate.deliveries / separate.seconds, full.deliveries / full.seconds)}); of raw ws: stored ${ratio(separate.stored / separate.seconds, rawResult.stored / rawResult.seconds)}, deliveries ${ratio(separate.deliveries / separate.seconds, rawResult.deliveries / rawResult.seconds)}`,
-    );
-    const p99SeparateHalf = percentile(separateHalf.latenciesMs, 99);
-    out.push(
-      `targets, two processes: stored ≥ ${fmt(TARGET.storedPerSecond)}/s: ${fmt(separate.stored / separate.seconds)} ${separate.stored / separate.seconds >= TARGET.storedPerSecond ? "met" : "MISSED"}; deliveries ≥ ${fmt(TARGET.deliveriesPerSecond)}/s: ${fmt(separate.deliveries / separate.seconds)} ${separate.deliveries / separate.seconds >= TARGET.deliveriesPerSecond ? "met" : "MISSED"}; p99 at half rate ≤ ${TARGET.p99AtHalfRateMs} ms: ${fmt(p99SeparateHalf, 1)} ms ${p99SeparateHalf <= TARGET.p99AtHalfRateMs ? "met" : "MISSED"}`,
-    );
-    out.push(
-      `tracing: with every span recorded parley stores ${ratio(traced.stored / traced.seconds, full.stored / full.seconds)} of the untraced rate (deliveries ${ratio(traced.deliveries / traced.seconds, full.deliveries / full.seconds)})`,
-    );
-    out.push(
-      `targets, one process: stored ≥ ${fmt(TARGET.storedPerSecond)}/s: ${fmt(full.stored / full.seconds)} ${full.stored / full.seconds >= TARGET.storedPerSecond ? "met" : "MISSED"}; deliveries ≥ ${fmt(TARGET.deliveriesPerSecond)}/s: ${fmt(full.deliveries / full.seconds)} ${full.deliveries / full.seconds >= TARGET.deliveriesPerSecond ? "met" : "MISSED"}; p99 at half rate ≤ ${TARGET.p99AtHalfRateMs} ms: ${fmt(p99Half, 1)} ms ${p99Half <= TARGET.p99AtHalfRateMs ? "met" : "MISSED"}`,
-    );
+    if (full !== undefined && rawResult !== undefined) {
+      out.push(
+        `parley / raw ws: stored msgs/s ${ratio(rate(full, "stored"), rate(rawResult, "stored"))}, deliveries/s ${ratio(rate(full, "deliveries"), rate(rawResult, "deliveries"))}, ack p50 ${fmt(percentile(full.latenciesMs, 50) / percentile(rawResult.latenciesMs, 50), 1)}×, ack p99 ${fmt(percentile(full.latenciesMs, 99) / percentile(rawResult.latenciesMs, 99), 1)}×`,
+      );
+    }
+    if (separate !== undefined) {
+      const parts = [
+        full === undefined ? "" : `bridge + core separately store ${ratio(rate(separate, "stored"), rate(full, "stored"))} of the one-process rate (deliveries ${ratio(rate(separate, "deliveries"), rate(full, "deliveries"))})`,
+        rawResult === undefined ? "" : `of raw ws: stored ${ratio(rate(separate, "stored"), rate(rawResult, "stored"))}, deliveries ${ratio(rate(separate, "deliveries"), rate(rawResult, "deliveries"))}`,
+      ].filter((part) => part !== "");
+      if (parts.length > 0) out.push(`two processes: ${parts.join("; ")}`);
+    }
+    if (separate !== undefined && separateHalf !== undefined) out.push(`targets, two processes: ${targetLine(separate, separateHalf)}`);
+    if (traced !== undefined && full !== undefined) {
+      out.push(`tracing: with every span recorded parley stores ${ratio(rate(traced, "stored"), rate(full, "stored"))} of the untraced rate (deliveries ${ratio(rate(traced, "deliveries"), rate(full, "deliveries"))})`);
+    }
+    if (full !== undefined && half !== undefined) out.push(`targets, one process: ${targetLine(full, half)}`);
     out.push(
       `CPU % is of one core over the measured window (${os.cpus().length} cores: ${100 * os.cpus().length}% is everything); "other" is what the rest of the machine used meanwhile (kernel softirq, other processes).`,
     );
