@@ -316,8 +316,9 @@ describe("metrics", () => {
     const source = readFileSync(new URL("../src/telemetry/metrics.ts", import.meta.url), "utf8");
     // Instrument name → the series Prometheus shows for it.
     const defined = new Set<string>();
-    for (const [, kind = "", name = ""] of source.matchAll(/create(Counter|UpDownCounter|Histogram)\("([a-z.]+)"/g)) {
+    for (const [, created = "", hotPath = "", name = ""] of source.matchAll(/(?:create(Counter|UpDownCounter|Histogram)\(|(kindCounter)\(meter, )"([a-z.]+)"/g)) {
       const base = name.replaceAll(".", "_");
+      const kind = hotPath === "" ? created : "Counter";
       if (kind === "Counter") defined.add(`${base}_total`);
       else if (kind === "Histogram") for (const suffix of ["_bucket", "_count", "_sum"]) defined.add(base + suffix);
       else defined.add(base);

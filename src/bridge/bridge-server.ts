@@ -227,8 +227,8 @@ export async function startBridge(options: BridgeOptions): Promise<RunningBridge
 
 /** Connection events as OpenTelemetry metrics. */
 const metricsObserver: ConnectionObserver = {
-  frameIn: (kind) => { parleyMetrics().framesIn.add(1, { kind }); },
-  frameOut: (kind) => { parleyMetrics().framesOut.add(1, { kind }); },
+  frameIn: (kind) => { parleyMetrics().framesIn.add(kind); },
+  frameOut: (kind) => { parleyMetrics().framesOut.add(kind); },
   error: (category) => { parleyMetrics().errors.add(1, { category, component: "bridge" }); },
   sendAnswered: (latencyMs, ok) => {
     parleyMetrics().sendLatency.record(latencyMs / 1000, { outcome: ok ? "stored" : "error" });

@@ -614,14 +614,14 @@ export class Connection {
   }
 
   #pushEvent(event: EncodedEvent, kind: string): void {
-    let data: string | Uint8Array;
+    let data: Uint8Array;
     try {
       data = event.encoded(this.#pushFormat);
     } catch (error) {
       this.#serializationFailed("", event.frame, ParleyError.from(error));
       return;
     }
-    this.#write(data, kind);
+    this.#write(data, kind, this.#pushFormat);
   }
 
   /** Encodes and writes one frame; an encoding failure becomes a fallback error frame. */
@@ -633,7 +633,7 @@ export class Connection {
       this.#serializationFailed(frame.requestId, frame, ParleyError.from(error));
       return;
     }
-    this.#write(data, frame.kind.case ?? "none", force);
+    this.#write(data, frame.kind.case ?? "none", format, force);
   }
 
   #serializationFailed(requestId: string, frame: ServerFrame, error: ParleyError): void {
@@ -647,19 +647,20 @@ export class Connection {
     this.#deps.observe?.error?.("SERIALIZATION");
     const fallback = errorFrame(requestId, new ParleyError(ErrorCategory.SERIALIZATION, "the answer could not be encoded"));
     try {
-      this.#write(encodeServerFrame(fallback, "json"), "error");
+      this.#write(encodeServerFrame(fallback, "json"), "error", "json");
     } catch {
       this.close(CloseCode.INTERNAL_ERROR, "could not encode a frame");
     }
   }
 
-  #write(data: string | Uint8Array, kind: string, force = false): void {
+  /** Writes one frame: a text frame for "json" (`data` may be its UTF-8 bytes), a binary one otherwise. */
+  #write(data: string | Uint8Array, kind: string, format: FrameFormat, force = false): void {
     const { socket } = this.#deps;
     if (this.#closed && !force) return;
     if (socket.readyState !== socket.OPEN) return;
     this.#deps.observe?.frameOut?.(kind);
     this.#cork();
-    socket.send(data, { binary: typeof data !== "string" });
+    socket.send(data, { binary: format === "binary" });
   }
 
   /**

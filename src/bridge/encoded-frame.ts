@@ -9,7 +9,8 @@ import { encodeServerFrame, type FrameFormat } from "../protocol/frames.js";
  * at most once per format however many connections receive it.
  */
 export class EncodedEvent {
-  #json: string | undefined;
+  /** The JSON text as UTF-8 bytes: ws would otherwise convert the string again for every receiver. */
+  #json: Buffer | undefined;
   #binary: Uint8Array | undefined;
 
   private constructor(
@@ -25,9 +26,12 @@ export class EncodedEvent {
     return new EncodedEvent(notification.seq, create(ServerFrameSchema, { kind: { case: "notification", value: notification } }));
   }
 
-  /** The frame in `format`; throws a SERIALIZATION ParleyError if it cannot be encoded. */
-  encoded(format: FrameFormat): string | Uint8Array {
-    if (format === "json") return (this.#json ??= encodeServerFrame(this.frame, "json") as string);
+  /**
+   * The frame's bytes in `format` (UTF-8 JSON text for "json"); throws a
+   * SERIALIZATION ParleyError if it cannot be encoded.
+   */
+  encoded(format: FrameFormat): Uint8Array {
+    if (format === "json") return (this.#json ??= Buffer.from(encodeServerFrame(this.frame, "json") as string, "utf8"));
     return (this.#binary ??= encodeServerFrame(this.frame, "binary") as Uint8Array);
   }
 }

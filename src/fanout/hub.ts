@@ -17,6 +17,7 @@ export class Subscription<T extends Sequenced> {
   #closed = false;
   #closeReason: Error | undefined;
   #wake: (() => void) | undefined;
+  #watched: AbortSignal | undefined;
 
   constructor(
     private readonly capacity: number,
@@ -47,6 +48,7 @@ export class Subscription<T extends Sequenced> {
    * the hub closed the subscription (server shutdown).
    */
   async next(signal: AbortSignal): Promise<TopicEvent<T> | undefined> {
+    this.#watch(signal);
     while (!this.#closed && !signal.aborted) {
       if (this.#resync) {
         this.#resync = false;
@@ -58,14 +60,7 @@ export class Subscription<T extends Sequenced> {
         return { kind: "items", items };
       }
       await new Promise<void>((resolve) => {
-        const onAbort = () => {
-          resolve();
-        };
-        signal.addEventListener("abort", onAbort, { once: true });
-        this.#wake = () => {
-          signal.removeEventListener("abort", onAbort);
-          resolve();
-        };
+        this.#wake = resolve;
       });
       this.#wake = undefined;
     }
@@ -73,12 +68,35 @@ export class Subscription<T extends Sequenced> {
     return undefined;
   }
 
+  /**
+   * Wakes a waiting next() when `signal` aborts. One listener for the
+   * subscription's life, not one per wait: a live follower waits once per
+   * event, and adding and removing a listener each time was a measurable
+   * share of the bridge's CPU.
+   */
+  #watch(signal: AbortSignal): void {
+    if (this.#watched === signal) return;
+    this.#unwatch();
+    this.#watched = signal;
+    signal.addEventListener("abort", this.#onAbort, { once: true });
+  }
+
+  #unwatch(): void {
+    this.#watched?.removeEventListener("abort", this.#onAbort);
+    this.#watched = undefined;
+  }
+
+  readonly #onAbort = (): void => {
+    this.#signal();
+  };
+
   close(reason?: Error): void {
     if (this.#closed) return;
     this.#closed = true;
     this.#closeReason = reason;
     this.#queue = [];
     this.#signal();
+    this.#unwatch();
     this.onClose(this);
   }
 

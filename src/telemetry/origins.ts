@@ -1,4 +1,4 @@
-import type { SpanContext } from "@opentelemetry/api";
+import { type SpanContext, TraceFlags } from "@opentelemetry/api";
 
 /**
  * Which span committed an item (a stored message or notification), so that
@@ -7,7 +7,13 @@ import type { SpanContext } from "@opentelemetry/api";
  */
 const origins = new WeakMap<object, SpanContext>();
 
+/**
+ * Only sampled origins are remembered: a link from an unsampled delivery span
+ * is never recorded, and the map's entries cost the garbage collector (they
+ * are cleared only by full collections, whose pauses set the latency tail).
+ */
 export function rememberOrigin(item: object, spanContext: SpanContext): void {
+  if ((spanContext.traceFlags & TraceFlags.SAMPLED) === 0) return;
   origins.set(item, spanContext);
 }
 

@@ -114,7 +114,7 @@ export async function traceDelivery(kind: string, topic: string, item: { readonl
   });
   try {
     await send();
-    parleyMetrics().fanoutDeliveries.add(1, { kind });
+    parleyMetrics().fanoutDeliveries.add(kind);
   } catch (error) {
     failSpan(span, ParleyError.from(error));
     throw error;
