@@ -28,6 +28,7 @@ import { contextFromTraceparent, currentTraceId, failSpan, traceparentOf, tracer
 import type { SendLink } from "./core-link/send-link.js";
 import type { RoomFeeds } from "./core-link/room-feeds.js";
 import { EncodedEvent } from "./encoded-frame.js";
+import { atEndOfTurn } from "./end-of-turn.js";
 import type { ConnectionLimits } from "./limits.js";
 import type { RouteMatch } from "./routes.js";
 
@@ -474,7 +475,6 @@ export class Connection {
             send: (event) => {
               last = event.seq;
               this.#pushEvent(event, "message");
-              return Promise.resolve();
             },
             caughtUp: (headSeq) => {
               last = headSeq;
@@ -682,12 +682,14 @@ export class Connection {
     }
     this.#corked = true;
     raw.cork();
-    setImmediate(() => {
-      this.#corked = false;
-      raw.uncork();
-      this.#checkBacklog();
-    });
+    atEndOfTurn(this.#uncork);
   }
+
+  readonly #uncork = (): void => {
+    this.#corked = false;
+    (this.#deps.socket as unknown as { _socket?: CorkableSocket })._socket?.uncork();
+    this.#checkBacklog();
+  };
 
   /** A client too slow for its events is closed (it resumes from its last seq); memory stays bounded. */
   #checkBacklog(): void {

@@ -10,14 +10,18 @@ export interface Sequenced {
  */
 export type TopicEvent<T> = { readonly kind: "items"; readonly items: readonly T[] } | { readonly kind: "resync" };
 
-/** One subscriber's bounded view of a topic. */
+/**
+ * One subscriber's bounded view of a topic. The follower is told of changes
+ * through a listener, called synchronously, and takes what is queued with
+ * `take()`: a live follower that can pass items on synchronously (the bridge
+ * writing to sockets) costs no promise per event.
+ */
 export class Subscription<T extends Sequenced> {
   #queue: T[] = [];
   #resync = false;
   #closed = false;
   #closeReason: Error | undefined;
-  #wake: (() => void) | undefined;
-  #watched: AbortSignal | undefined;
+  #listener: (() => void) | undefined;
 
   constructor(
     private readonly capacity: number,
@@ -33,75 +37,54 @@ export class Subscription<T extends Sequenced> {
     } else {
       for (const item of items) this.#queue.push(item);
     }
-    this.#signal();
+    this.#listener?.();
   }
 
   markResync(): void {
     if (this.#closed) return;
     this.#queue = [];
     this.#resync = true;
-    this.#signal();
+    this.#listener?.();
   }
 
-  /**
-   * The next event; undefined once closed or aborted. Throws the reason when
-   * the hub closed the subscription (server shutdown).
-   */
-  async next(signal: AbortSignal): Promise<TopicEvent<T> | undefined> {
-    this.#watch(signal);
-    while (!this.#closed && !signal.aborted) {
-      if (this.#resync) {
-        this.#resync = false;
-        return { kind: "resync" };
-      }
-      if (this.#queue.length > 0) {
-        const items = this.#queue;
-        this.#queue = [];
-        return { kind: "items", items };
-      }
-      await new Promise<void>((resolve) => {
-        this.#wake = resolve;
-      });
-      this.#wake = undefined;
+  /** The event waiting now, if there is one; undefined when nothing is queued or once closed. */
+  take(): TopicEvent<T> | undefined {
+    if (this.#closed) return undefined;
+    if (this.#resync) {
+      this.#resync = false;
+      return { kind: "resync" };
     }
-    if (this.#closeReason) throw this.#closeReason;
-    return undefined;
+    if (this.#queue.length === 0) return undefined;
+    const items = this.#queue;
+    this.#queue = [];
+    return { kind: "items", items };
   }
 
   /**
-   * Wakes a waiting next() when `signal` aborts. One listener for the
-   * subscription's life, not one per wait: a live follower waits once per
-   * event, and adding and removing a listener each time was a measurable
-   * share of the bridge's CPU.
+   * Sets the one function called, synchronously, whenever something is
+   * queued or the subscription closes (undefined: nobody is listening; what
+   * arrives meanwhile waits in the queue).
    */
-  #watch(signal: AbortSignal): void {
-    if (this.#watched === signal) return;
-    this.#unwatch();
-    this.#watched = signal;
-    signal.addEventListener("abort", this.#onAbort, { once: true });
+  listen(listener: (() => void) | undefined): void {
+    this.#listener = listener;
   }
 
-  #unwatch(): void {
-    this.#watched?.removeEventListener("abort", this.#onAbort);
-    this.#watched = undefined;
+  get closed(): boolean {
+    return this.#closed;
   }
 
-  readonly #onAbort = (): void => {
-    this.#signal();
-  };
+  /** Why the hub closed the subscription (server shutdown); undefined when the follower closed it. */
+  get closeReason(): Error | undefined {
+    return this.#closeReason;
+  }
 
   close(reason?: Error): void {
     if (this.#closed) return;
     this.#closed = true;
     this.#closeReason = reason;
     this.#queue = [];
-    this.#signal();
-    this.#unwatch();
     this.onClose(this);
-  }
-
-  #signal(): void {
-    this.#wake?.();
+    this.#listener?.();
   }
 }
 
