@@ -2,6 +2,9 @@ import { describe, expect, it } from "vitest";
 import { timestampFromPg } from "../src/core/db/pg-timestamp.js";
 import { backoffCap, backoffDelay, DEFAULT_BACKOFF } from "../src/util/backoff.js";
 import { OrderedQueue } from "../src/util/ordered-queue.js";
+import { atEndOfTurn } from "../src/bridge/end-of-turn.js";
+import { follow } from "../src/fanout/follow.js";
+import { FanoutHub } from "../src/fanout/hub.js";
 
 describe("timestampFromPg", () => {
   it.each([
@@ -61,5 +64,130 @@ describe("OrderedQueue", () => {
     queue.close();
     await reading;
     expect(out).toEqual([1, 2, 3]);
+  });
+});
+
+describe("follow (replay, then live)", () => {
+  interface Item {
+    readonly seq: bigint;
+  }
+  const items = (...seqs: number[]): Item[] => seqs.map((seq) => ({ seq: BigInt(seq) }));
+
+  /** A topic whose stored items are `stored`; follows it from `afterSeq`, recording what is passed on. */
+  function following(stored: Item[], options: { afterSeq?: bigint; send?: (item: Item) => void | Promise<void> } = {}) {
+    const hub = new FanoutHub<Item>(16);
+    const sent: bigint[] = [];
+    const controller = new AbortController();
+    let caughtUp: bigint | undefined;
+    const done = follow<Item>({
+      hub,
+      topic: "room",
+      afterSeq: options.afterSeq ?? 0n,
+      readAfter: (after, limit) => Promise.resolve(stored.filter((item) => item.seq > after).slice(0, limit)),
+      readHead: () => Promise.resolve(stored.at(-1)?.seq ?? 0n),
+      send: (item) => {
+        sent.push(item.seq);
+        return options.send?.(item);
+      },
+      caughtUp: (head) => {
+        caughtUp = head;
+        return Promise.resolve();
+      },
+      signal: controller.signal,
+    });
+    const settle = () => new Promise((resolve) => setTimeout(resolve, 10));
+    return { hub, sent, controller, done, settle, caughtUp: () => caughtUp };
+  }
+
+  it("passes live items on from the hub's own call when the sender is synchronous", async () => {
+    const stored = items(1, 2);
+    const f = following(stored);
+    await f.settle();
+    expect(f.sent).toEqual([1n, 2n]);
+    expect(f.caughtUp()).toBe(2n);
+    stored.push(...items(3, 4));
+    f.hub.publish("room", items(3, 4));
+    // No await between publish and this check: delivered synchronously.
+    expect(f.sent).toEqual([1n, 2n, 3n, 4n]);
+    f.hub.publish("room", items(4)); // a duplicate is skipped
+    expect(f.sent).toEqual([1n, 2n, 3n, 4n]);
+    f.controller.abort();
+    await f.done;
+  });
+
+  it("reads a gap from the database, then goes on live", async () => {
+    const stored = items(1);
+    const f = following(stored);
+    await f.settle();
+    stored.push(...items(2, 3, 4));
+    f.hub.publish("room", items(4)); // 2 and 3 were never published here
+    await f.settle();
+    expect(f.sent).toEqual([1n, 2n, 3n, 4n]);
+    stored.push(...items(5));
+    f.hub.publish("room", items(5));
+    expect(f.sent).toEqual([1n, 2n, 3n, 4n, 5n]);
+    f.controller.abort();
+    await f.done;
+  });
+
+  it("waits for a sender that pushes back, keeping order", async () => {
+    const stored = items(1);
+    const releases: (() => void)[] = [];
+    const f = following(stored, { send: () => new Promise<void>((resolve) => releases.push(resolve)) });
+    await f.settle();
+    releases.shift()?.();
+    await f.settle();
+    stored.push(...items(2, 3));
+    f.hub.publish("room", items(2, 3));
+    await f.settle();
+    expect(f.sent).toEqual([1n, 2n]); // 3 waits for 2's send to finish
+    releases.shift()?.();
+    await f.settle();
+    expect(f.sent).toEqual([1n, 2n, 3n]);
+    releases.shift()?.();
+    f.controller.abort();
+    await f.done;
+  });
+
+  it("resyncs from the database when its queue overflows", async () => {
+    const stored = items(1);
+    const f = following(stored);
+    await f.settle();
+    const burst = Array.from({ length: 40 }, (_, i) => ({ seq: BigInt(i + 2) }));
+    stored.push(...burst);
+    // More than the queue holds in one delivery: the follower is told to resync.
+    f.hub.publish("room", burst);
+    await f.settle();
+    expect(f.sent).toEqual([1n, ...burst.map((item) => item.seq)]);
+    f.controller.abort();
+    await f.done;
+  });
+
+  it("ends with the hub's reason when the hub closes it, and quietly when aborted", async () => {
+    const closed = following(items(1));
+    await closed.settle();
+    const reason = new Error("shutting down");
+    closed.hub.closeAll(reason);
+    await expect(closed.done).rejects.toBe(reason);
+
+    const aborted = following(items(1));
+    await aborted.settle();
+    aborted.controller.abort();
+    await expect(aborted.done).resolves.toBeUndefined();
+    expect(aborted.hub.hasSubscribers("room")).toBe(false);
+  });
+});
+
+describe("atEndOfTurn", () => {
+  it("runs every callback of a turn once, together, after the turn", async () => {
+    const ran: string[] = [];
+    atEndOfTurn(() => ran.push("a"));
+    atEndOfTurn(() => ran.push("b"));
+    expect(ran).toEqual([]);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(ran).toEqual(["a", "b"]);
+    atEndOfTurn(() => ran.push("c"));
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(ran).toEqual(["a", "b", "c"]);
   });
 });
