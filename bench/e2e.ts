@@ -160,7 +160,7 @@ async function startChild(label: string, args: readonly string[], env: NodeJS.Pr
  * young generation means fewer scavenges and less promotion of the many
  * short-lived frames and messages.
  */
-const SERVER_NODE_OPTIONS = "--max-semi-space-size=32";
+const SERVER_NODE_OPTIONS = "--max-semi-space-size=64";
 /** BENCH_SERVER_FLAGS: more node/V8 flags for the servers, as arguments (some, like --trace-gc, are refused in NODE_OPTIONS). */
 const SERVER_FLAGS = (process.env.BENCH_SERVER_FLAGS ?? "").split(" ").filter((flag) => flag !== "");
 
