@@ -323,6 +323,8 @@ interface PhaseResult {
   readonly cpu: CpuShare;
   readonly measuredFrom: bigint;
   readonly measuredTo: bigint;
+  /** In every client_msg_id of the run ("e2e-<tag>-<client>-<seq>"). */
+  readonly tag: string;
 }
 
 const MESSAGE_PREFIX = Buffer.from('{"message"');
@@ -476,6 +478,7 @@ async function runPhase(options: PhaseOptions): Promise<PhaseResult> {
     cpu: cpuShare(before, after),
     measuredFrom,
     measuredTo,
+    tag,
   };
 }
 
@@ -892,6 +895,17 @@ async function main(): Promise<void> {
     const [rows] = await db.sql<{ count: string }>(`select count(*)::text as count from chat_messages`);
     if (Number(rows?.count) !== parleyAcks) notes.push(`stored rows ${rows?.count ?? "?"} ≠ send_acks ${parleyAcks}`);
     else out.push(`check: ${fmt(parleyAcks)} send_acks over the parley runs = ${fmt(Number(rows?.count))} rows in chat_messages`);
+    // A batch commits in one statement, whose now() is every row's created_at: distinct values count commits.
+    for (const result of results) {
+      if (result.label.startsWith("raw ws")) continue;
+      const [batches] = await db.sql<{ messages: string; commits: string }>(
+        `select count(*)::text as messages, count(distinct created_at)::text as commits from chat_messages where client_msg_id like $1`,
+        [`e2e-${result.tag}-%`],
+      );
+      const messages = Number(batches?.messages ?? 0);
+      const commits = Number(batches?.commits ?? 0);
+      if (commits > 0) out.push(`commits, ${result.label}: ${fmt(commits)} for ${fmt(messages)} messages (${fmt(messages / commits, 1)} per commit)`);
+    }
     if (notes.length > 0) out.push("", ...notes.map((note) => `note: ${note}`));
     if (profile !== undefined) {
       out.push("");
