@@ -34,17 +34,23 @@ export async function postgresBackendMicros(db: TestDatabase): Promise<Map<numbe
   );
   const micros = new Map<number, number>();
   for (const { pid } of rows) {
-    let stat: string;
-    try {
-      stat = await readFile(`/proc/${pid}/stat`, "utf8");
-    } catch {
-      continue; // the backend exited meanwhile
-    }
-    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    micros.set(pid, (Number(fields[11]) + Number(fields[12])) * MICROS_PER_TICK);
+    const used = await processCpuMicros(pid);
+    if (used !== undefined) micros.set(pid, used); // undefined: the backend exited meanwhile
   }
   return micros;
+}
+
+/** CPU time (user + system, µs) of process `pid` on Linux; undefined once it has exited. */
+export async function processCpuMicros(pid: number): Promise<number | undefined> {
+  let stat: string;
+  try {
+    stat = await readFile(`/proc/${pid}/stat`, "utf8");
+  } catch {
+    return undefined;
+  }
+  // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) * MICROS_PER_TICK;
 }
 
 const LOCAL_HOSTS = new Set(["127.0.0.1", "localhost", "[::1]", "::1"]);
