@@ -670,7 +670,7 @@ export class Connection {
    * judged after each flush, on what the kernel did not take.
    */
   #cork(): void {
-    const raw = (this.#deps.socket as unknown as { _socket?: CorkableSocket })._socket;
+    const raw = this.#rawSocket();
     if (raw === undefined) return;
     if (this.#corked) {
       if (raw.writableLength > CORK_FLUSH_BYTES) {
@@ -687,9 +687,14 @@ export class Connection {
 
   readonly #uncork = (): void => {
     this.#corked = false;
-    (this.#deps.socket as unknown as { _socket?: CorkableSocket })._socket?.uncork();
+    this.#rawSocket()?.uncork();
     this.#checkBacklog();
   };
+
+  /** The net.Socket under the WebSocket (ws keeps it in `_socket`). */
+  #rawSocket(): CorkableSocket | undefined {
+    return (this.#deps.socket as unknown as { _socket?: CorkableSocket })._socket;
+  }
 
   /** A client too slow for its events is closed (it resumes from its last seq); memory stays bounded. */
   #checkBacklog(): void {

@@ -82,38 +82,28 @@ export async function follow<T extends Sequenced>(options: FollowOptions<T>): Pr
       }
     };
 
-    /** Passes live items on one by one, waiting where needed. */
-    const passOn = async (items: readonly T[]) => {
-      for (const item of items) {
-        if (item.seq <= last) continue;
-        if (item.seq !== last + 1n) {
-          await catchUp();
-          if (item.seq <= last) continue;
-          // Still ahead after reading the database, which should not happen
-          // (items are published after commit): look again shortly.
-          await sleep(RECHECK_MS, options.signal).catch(() => undefined);
-          subscription.markResync();
-          return;
-        }
+    /**
+     * Passes live items on while that needs no waiting: each item at
+     * last + 1 goes out, older ones are skipped. Says why it stopped early,
+     * if it did.
+     */
+    const passOnItems = (items: readonly T[]): LiveExit<T> | undefined => {
+      for (let index = 0; index < items.length; index++) {
+        const item = items[index];
+        if (item === undefined || item.seq <= last) continue;
+        if (item.seq !== last + 1n) return { kind: "gap", items: items.slice(index) };
         const sent = options.send(item);
-        if (sent) await sent;
+        if (sent) return { kind: "sending", sent, item, rest: items.slice(index + 1) };
         last = item.seq;
       }
+      return undefined;
     };
 
-    /** Passes on what is queued, synchronously; says why it stopped early, if it did. */
+    /** Passes on what is queued; says why it stopped early, if it did. */
     const passOnQueued = (): LiveExit<T> | undefined => {
       for (let event = subscription.take(); event !== undefined; event = subscription.take()) {
-        if (event.kind === "resync") return { kind: "resync" };
-        const { items } = event;
-        for (let index = 0; index < items.length; index++) {
-          const item = items[index];
-          if (item === undefined || item.seq <= last) continue;
-          if (item.seq !== last + 1n) return { kind: "gap", items: items.slice(index) };
-          const sent = options.send(item);
-          if (sent) return { kind: "sending", sent, item, rest: items.slice(index + 1) };
-          last = item.seq;
-        }
+        const why = event.kind === "resync" ? event : passOnItems(event.items);
+        if (why) return why;
       }
       return subscription.closed ? { kind: "ended" } : undefined;
     };
@@ -146,8 +136,11 @@ export async function follow<T extends Sequenced>(options: FollowOptions<T>): Pr
     await catchUp();
     await options.caughtUp(last);
 
+    /** Live items taken from the queue that wait for the loop (after a send or a gap). */
+    let taken: readonly T[] = [];
     for (;;) {
-      const why = await live();
+      const why = passOnItems(taken) ?? (await live());
+      taken = [];
       switch (why.kind) {
         case "ended":
           if (subscription.closeReason) throw subscription.closeReason;
@@ -160,11 +153,21 @@ export async function follow<T extends Sequenced>(options: FollowOptions<T>): Pr
         case "sending":
           await why.sent;
           last = why.item.seq;
-          await passOn(why.rest);
+          taken = why.rest;
           break;
-        case "gap":
-          await passOn(why.items);
+        case "gap": {
+          await catchUp();
+          const [first] = why.items;
+          if (first !== undefined && first.seq > last) {
+            // Still ahead after reading the database, which should not happen
+            // (items are published after commit): look again shortly.
+            await sleep(RECHECK_MS, options.signal).catch(() => undefined);
+            subscription.markResync();
+          } else {
+            taken = why.items;
+          }
           break;
+        }
       }
     }
   } finally {
