@@ -18,6 +18,7 @@ import { mintToken, NOTIFICATIONS_SEND_SCOPE } from "../src/auth/tokens.js";
 import { createClient } from "../src/grpc/client.js";
 import { createTestDatabase, type TestDatabase } from "../test/support/database.js";
 import { backendDeltaMicros, machineBusyMs, postgresBackendMicros } from "./cpu.js";
+import { numberFromEnv } from "./env.js";
 import { type LoadOptions, type LoadResult, Recorder, streamLoad, unaryLoad } from "./load.js";
 import { ServerProcess, type ServerKind } from "./server-process.js";
 import { type FanoutResult, fanoutLoad } from "./notifications-load.js";
@@ -44,17 +45,9 @@ const BUSY_MACHINE = 0.15;
 /** Deadline of one call; how long a stopped stream may take to answer its last items. */
 const CALL_TIMEOUT_MS = 10_000;
 
-function envNumber(name: string, fallback: number, min: number, max: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === "") return fallback;
-  const value = Number(raw);
-  if (!Number.isFinite(value) || value < min || value > max) throw new Error(`${name} must be a number from ${min} to ${max}, got "${raw}"`);
-  return value;
-}
-
-const SECONDS = envNumber("BENCH_SECONDS", 5, 1, 300);
-const WARMUP_SECONDS = envNumber("BENCH_WARMUP_SECONDS", 2, 0, 60);
-const MAX_MESSAGES = envNumber("BENCH_MAX_MESSAGES", 2_000_000, 1, 100_000_000);
+const SECONDS = numberFromEnv("BENCH_SECONDS", 5, 1, 300);
+const WARMUP_SECONDS = numberFromEnv("BENCH_WARMUP_SECONDS", 2, 0, 60);
+const MAX_MESSAGES = numberFromEnv("BENCH_MAX_MESSAGES", 2_000_000, 1, 100_000_000);
 const CPU_PROF_DIR = process.env.BENCH_CPU_PROF_DIR;
 
 interface Measurement {

@@ -34,20 +34,15 @@ import { mintToken } from "../src/auth/tokens.js";
 import { createTestDatabase } from "../test/support/database.js";
 import { machineBusyMs } from "./cpu.js";
 import { cpuSnapshot } from "./e2e/cpu-share.js";
-import { type PhaseResult, percentile, runPhase, sleep } from "./e2e/load.js";
+import { sleep } from "../src/util/backoff.js";
+import { type PhaseResult, runPhase } from "./e2e/load.js";
+import { numberFromEnv } from "./env.js";
+import { percentile } from "./latency.js";
 import { type ProfileSummary, summarizeProfile } from "./e2e/profile.js";
 import { startParley, startRaw, startSplit } from "./e2e/servers.js";
 
 /** Targets from the design notes, for this 2-core machine. */
 const TARGET = { storedPerSecond: 5_000, deliveriesPerSecond: 50_000, p99AtHalfRateMs: 25 } as const;
-
-function intFromEnv(name: string, fallback: number, min: number, max: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === "") return fallback;
-  const value = Number(raw);
-  if (!Number.isInteger(value) || value < min || value > max) throw new Error(`${name} must be an integer from ${min} to ${max}, got "${raw}"`);
-  return value;
-}
 
 // ---- report ---------------------------------------------------------------------------
 
@@ -103,10 +98,10 @@ function targetLine(fullSpeed: PhaseResult, halfRate: PhaseResult): string {
 }
 
 async function main(): Promise<void> {
-  const clients = intFromEnv("C", 100, 1, 5_000);
-  const roomCount = intFromEnv("R", 10, 1, clients);
-  const window = intFromEnv("W", 8, 1, 256);
-  const seconds = intFromEnv("BENCH_SECONDS", 10, 1, 300);
+  const clients = numberFromEnv("C", 100, 1, 5_000, { integer: true });
+  const roomCount = numberFromEnv("R", 10, 1, clients, { integer: true });
+  const window = numberFromEnv("W", 8, 1, 256, { integer: true });
+  const seconds = numberFromEnv("BENCH_SECONDS", 10, 1, 300, { integer: true });
   const profileMode = process.env.BENCH_PROFILE;
   const runs = runsFromEnv();
   const measureMs = seconds * 1000;

@@ -8,6 +8,7 @@ import type { ChatService, SendStreamResponse } from "../gen/parley/v1/chat_pb.j
 import { categoryName } from "../src/errors/category.js";
 import { ParleyError } from "../src/errors/parley-error.js";
 import type { ServiceClient } from "../src/grpc/client.js";
+import { LatencySample } from "./latency.js";
 
 export type ChatClient = ServiceClient<typeof ChatService>;
 
@@ -22,33 +23,6 @@ export interface LoadOptions {
   readonly maxMessages: number;
   /** Deadline of one unary call; how long a stopped stream may take to drain. */
   readonly timeoutMs: number;
-}
-
-/** Latency samples in ms, uniformly sampled (reservoir) once `capacity` is reached. */
-class LatencySample {
-  readonly #values: Float64Array;
-  #seen = 0;
-
-  constructor(capacity: number) {
-    this.#values = new Float64Array(capacity);
-  }
-
-  add(ms: number): void {
-    const capacity = this.#values.length;
-    if (this.#seen < capacity) {
-      this.#values[this.#seen] = ms;
-    } else {
-      const slot = Math.floor(Math.random() * (this.#seen + 1));
-      if (slot < capacity) this.#values[slot] = ms;
-    }
-    this.#seen++;
-  }
-
-  /** Nearest-rank percentile (0 < p ≤ 100); NaN when empty. */
-  percentiles(...ps: number[]): number[] {
-    const sorted = this.#values.slice(0, Math.min(this.#seen, this.#values.length)).sort();
-    return ps.map((p) => (sorted.length === 0 ? Number.NaN : (sorted[Math.max(0, Math.ceil((p / 100) * sorted.length) - 1)] ?? Number.NaN)));
-  }
 }
 
 const MAX_ERROR_KINDS = 20;

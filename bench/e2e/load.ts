@@ -5,6 +5,8 @@
  */
 import { randomBytes } from "node:crypto";
 import { type RawData, WebSocket } from "ws";
+import { sleep } from "../../src/util/backoff.js";
+import { LatencySample } from "../latency.js";
 import { type CpuShare, type CpuSnapshot, cpuShare } from "./cpu-share.js";
 
 export interface PhaseOptions {
@@ -70,8 +72,8 @@ export async function runPhase(options: PhaseOptions): Promise<PhaseResult> {
   let windowFull = 0;
   const errors = new Map<string, number>();
   const closes = new Map<number, number>();
-  const latencies = new Samples();
-  const warmupLatencies = new Samples();
+  const latencies = new LatencySample(1_000_000);
+  const warmupLatencies = new LatencySample(250_000);
   let warmingUp = true;
   let inflightTotal = 0;
 
@@ -198,32 +200,4 @@ export async function runPhase(options: PhaseOptions): Promise<PhaseResult> {
     measuredTo,
     tag,
   };
-}
-
-/** A growable list of numbers. */
-class Samples {
-  #values = new Float64Array(1 << 16);
-  #count = 0;
-
-  add(value: number): void {
-    if (this.#count === this.#values.length) {
-      const grown = new Float64Array(this.#values.length * 2);
-      grown.set(this.#values);
-      this.#values = grown;
-    }
-    this.#values[this.#count++] = value;
-  }
-
-  sorted(): Float64Array {
-    return this.#values.slice(0, this.#count).sort();
-  }
-}
-
-export function percentile(sorted: Float64Array, p: number): number {
-  if (sorted.length === 0) return Number.NaN;
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? Number.NaN;
-}
-
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
