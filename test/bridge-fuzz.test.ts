@@ -955,6 +955,27 @@ describe("bridge fuzzing (real bridge, core and PostgreSQL)", () => {
     );
   });
 
+  it("does not count requests core refuses towards 4508: each is answered VALIDATION and the connection stays open", async () => {
+    // The run of invalid frames is judged as frames arrive; a request the bridge
+    // forwarded and core refused later (here a page size out of range) is not garbage.
+    const max = LIMITS.maxConsecutiveErrors;
+    const client = await FrameClient.open(bridge.port, "pager", `pager-${process.pid}`);
+    try {
+      const ids = Array.from({ length: 2 * max }, (_, i) => `bad-page-${i}`);
+      for (const requestId of ids) client.send(JSON.stringify({ requestId, history: { room: "lobby", pageSize: -1 } }));
+      await client.waitUntil(() => client.closed !== undefined || ids.every((id) => client.answers.some((a) => a.requestId === id)), 10_000, "every answer");
+      expect(client.closed).toBeUndefined();
+      for (const id of ids) {
+        const answer = client.answers.find((a) => a.requestId === id)?.frame.kind;
+        expect(answer?.case === "error" && answer.value.category).toBe(ErrorCategory.VALIDATION);
+        expect(answer?.case === "error" && answer.value.field).toBe("history.page_size");
+      }
+      expect((await client.ping("still-open"))?.frame.kind.case).toBe("pong");
+    } finally {
+      client.close();
+    }
+  });
+
   it("closes with 1009 on a frame over max_frame_bytes, and answers one of exactly max_frame_bytes", async () => {
     const max = LIMITS.maxFrameBytes;
     let run = 0;

@@ -110,6 +110,8 @@ export class Connection {
   #frameTokens: number;
   #frameTokensAt = performance.now();
   #consecutiveErrors = 0;
+  /** Set when the frame being dispatched passes the bridge's own checks (see #accepted). */
+  #frameAccepted = false;
   #pushFormat: FrameFormat;
   #alive = true;
   #corked = false;
@@ -261,15 +263,21 @@ export class Connection {
       kind: SpanKind.SERVER,
       attributes: { ...attributes, "parley.frame.kind": kind, "parley.request.id": frame.requestId, "parley.room": room, "enduser.id": this.user },
     }, parent);
-    void context.with(trace.setSpan(parent, span), () =>
-      this.#dispatch(frame, format)
-        .catch((error: unknown) => {
-          this.#answerError(frame.requestId, ParleyError.from(error), format);
-        })
-        .finally(() => {
-          span.end();
-        }),
-    );
+    // #dispatch accepts a frame (or throws) before its first await, so whether
+    // this frame was accepted is known when the call returns.
+    this.#frameAccepted = false;
+    const dispatched = context.with(trace.setSpan(parent, span), () => this.#dispatch(frame, format));
+    const accepted = this.#frameAccepted;
+    void dispatched
+      .catch((error: unknown) => {
+        // Only frames the bridge itself refused count towards max_consecutive_errors,
+        // in the order they arrived: a forwarded request that core refuses later
+        // (a bad page size, say) was not part of a run of garbage.
+        this.#answerError(frame.requestId, ParleyError.from(error), format, !accepted);
+      })
+      .finally(() => {
+        span.end();
+      });
   }
 
   /** Handles one decoded request; resolves once it has been answered. */
@@ -351,7 +359,12 @@ export class Connection {
     answer: (result: T) => MessageInitShape<typeof ServerFrameSchema>["kind"],
   ): Promise<void> {
     this.#accepted();
-    const result = await this.#limited(() => this.#call(name, call));
+    let result: T;
+    try {
+      result = await this.#limited(() => this.#call(name, call));
+    } catch (error) {
+      throw prefixField(ParleyError.from(error), name);
+    }
     this.#answer(requestId, answer(result), format);
   }
 
@@ -384,9 +397,10 @@ export class Connection {
     }
   }
 
-  /** A frame that decoded and passed its checks: the run of invalid ones is over. */
+  /** A frame that decoded and passed the bridge's checks: the run of invalid ones is over. */
   #accepted(): void {
     this.#consecutiveErrors = 0;
+    this.#frameAccepted = true;
   }
 
   #roomOr(room: string, field: string): string {
@@ -595,8 +609,8 @@ export class Connection {
   }
 
   /**
-   * Answers a failed request with an error frame. Invalid frames count
-   * towards the limit of consecutive errors; failures of valid requests
+   * Answers a failed request with an error frame. Frames the bridge refuses count
+   * towards the limit of consecutive errors; failures of forwarded requests
    * (`countsAsInvalid` false) do not.
    */
   #answerError(requestId: string, error: ParleyError, format: FrameFormat, countsAsInvalid = true): void {
@@ -717,9 +731,11 @@ export class Connection {
   }
 }
 
+/** Core names a field of its request ("page_size"); the client knows it by its place in the frame ("history.page_size"). */
 function prefixField(error: ParleyError, prefix: string): ParleyError {
   if (error.field === undefined) return error;
-  return new ParleyError(error.category, error.message, {
+  const message = error.message.startsWith(`${error.field}: `) ? `${prefix}.${error.message}` : error.message;
+  return new ParleyError(error.category, message, {
     field: `${prefix}.${error.field}`,
     retryable: error.retryable,
     retryAfterMs: error.retryAfterMs,

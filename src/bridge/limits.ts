@@ -4,7 +4,7 @@ export interface ConnectionLimits {
   readonly maxFrameBytes: number;
   /** Un-answered sends per connection; more are refused with RATE_LIMITED. */
   readonly maxInflightSends: number;
-  /** Invalid frames in a row before the connection is closed with 4508. */
+  /** Frames in a row the bridge itself refuses before the connection is closed with 4508 (core's refusals do not count). */
   readonly maxConsecutiveErrors: number;
   /** Bytes queued for a client before it counts as a slow consumer (4001). */
   readonly maxBufferedBytes: number;
