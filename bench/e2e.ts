@@ -23,7 +23,9 @@
  *
  * Environment: C, R, W, BENCH_SECONDS; BENCH_PROFILE=1 always profiles, =0 never;
  * BENCH_RUNS picks runs (comma-separated: serve, traced, split, raw; default all);
- * BENCH_SERVER_FLAGS adds node/V8 flags to the servers (e.g. --trace-gc).
+ * BENCH_SERVER_FLAGS adds node/V8 flags to the servers (e.g. --trace-gc);
+ * BENCH_SERVER_OUTPUT=<prefix> keeps the servers' other output (such as GC
+ * traces) in <prefix>-<server>.log.
  */
 import type { ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";

@@ -142,7 +142,7 @@ describe("one trace from browser frame to database row", () => {
       return chain;
     };
     expect(queries.every((query) => ancestors(query).includes(unitId))).toBe(true);
-    expect(queries.some((query) => String(query.attributes["db.statement"] ?? query.attributes["db.query.text"] ?? query.name).includes("chat_messages"))).toBe(true);
+    expect(queries.some((query) => String(query.attributes["db.statement"] ?? query.attributes["db.query.text"] ?? query.name).includes("parley_store_chat_batch"))).toBe(true);
 
     // The subscriber's delivery is its own trace, linked to the commit.
     const delivery = await until("the fan-out delivery span", () =>

@@ -1,6 +1,7 @@
 /** The server child processes bench:e2e measures, each started on port 0 and stopped gracefully. */
 import { type ChildProcess, spawn } from "node:child_process";
 import { createInterface } from "node:readline";
+import { appendFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import type { TestDatabase } from "../../test/support/database.js";
 
@@ -14,6 +15,9 @@ export interface ServerChild {
   readonly problems: Map<string, number>;
   stop(): Promise<void>;
 }
+
+/** BENCH_SERVER_OUTPUT=<prefix>: a server's lines that are not JSON log lines go to <prefix>-<server>.log. */
+const OTHER_OUTPUT = process.env.BENCH_SERVER_OUTPUT === "" ? undefined : process.env.BENCH_SERVER_OUTPUT;
 
 /** Spawns `args`, waits for the JSON log line `ready` picks the port from, keeps stdout drained. */
 export async function startChild(label: string, args: readonly string[], env: NodeJS.ProcessEnv, ready: (line: Record<string, unknown>) => number | undefined): Promise<ServerChild> {
@@ -37,7 +41,9 @@ export async function startChild(label: string, args: readonly string[], env: No
       try {
         line = JSON.parse(text) as Record<string, unknown>;
       } catch {
-        return; // a banner, not a log line
+        // A banner or V8's own output (--trace-gc): kept only when asked for, stamped with this process's clock.
+        if (OTHER_OUTPUT !== undefined) appendFileSync(`${OTHER_OUTPUT}-${label.replace(/ /g, "_")}.log`, `${(performance.now() / 1000).toFixed(3)} ${text}\n`);
+        return;
       }
       if (line.level === "warn" || line.level === "error" || line.level === "fatal") {
         const key = `${line.level}: ${typeof line.msg === "string" ? line.msg.slice(0, 100) : "?"}`;

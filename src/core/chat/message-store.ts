@@ -3,7 +3,7 @@ import type { EntityManager } from "@mikro-orm/postgresql";
 import { type ChatMessage, ChatMessageSchema } from "../../../gen/parley/v1/chat_pb.js";
 import { timestampFromPg } from "../db/pg-timestamp.js";
 
-/** The NOTIFY channel that tells other core instances a room moved. */
+/** The NOTIFY channel that tells other core instances a room moved (parley_store_chat_batch notifies on it). */
 export const CHAT_CHANNEL = "parley_chat";
 
 /** One send, validated and authenticated, ready to be stored. */
@@ -34,79 +34,12 @@ interface MessageRow {
 }
 
 /**
- * Stores a batch of messages in one statement (one round trip), inside the
- * caller's transaction:
- *  - input:    the batch, with its order (`ord`);
- *  - existing: sends whose (sender, client_msg_id) is already stored — their
- *              original rows are returned, nothing is written for them;
- *  - fresh:    the rest, numbered per room in batch order;
- *  - heads:    each room's head_seq moves up by its count of fresh messages
- *              (upsert: rooms come into being on first use). Rooms are
- *              locked in id order, so concurrent batches cannot deadlock, and
- *              the row lock serializes writers per room, which keeps seq
- *              gapless: a transaction that fails rolls its increment back;
- *  - inserted: the messages, seq = new head - count + position;
- *  - members:  each sender's read position moves to their own last message;
- *  - notified: one NOTIFY per room (a TopicAdvanced), delivered by PostgreSQL at commit.
- * A concurrent batch (another core instance) storing the same
- * (sender, client_msg_id) makes this statement fail with a unique violation;
- * the caller retries the transaction, which then finds the original.
+ * Stores a batch of messages in one statement (one round trip, atomic by
+ * itself): parley_store_chat_batch, defined in the migration
+ * Migration20261128020000_chat_store_function, which explains its steps and
+ * why it lives in the database (a plan made once per connection).
  */
-const STORE_BATCH_SQL = `
-with input as (
-  select * from jsonb_to_recordset(?::jsonb)
-    as t(ord int, id uuid, room_id text, sender text, body text, client_msg_id text)
-),
-existing as (
-  select i.ord, m.id, m.room_id, m.seq, m.sender, m.body, m.client_msg_id, m.created_at
-  from input i
-  join chat_messages m on m.sender = i.sender and m.client_msg_id = i.client_msg_id
-),
-fresh as (
-  select i.*,
-         row_number() over (partition by i.room_id order by i.ord) as position,
-         count(*) over (partition by i.room_id) as room_count
-  from input i
-  where not exists (select 1 from existing e where e.ord = i.ord)
-),
-heads as (
-  insert into rooms as r (id, head_seq)
-  select room_id, max(room_count) from fresh group by room_id order by room_id
-  on conflict (id) do update set head_seq = r.head_seq + excluded.head_seq
-  returning r.id, r.head_seq
-),
-inserted as (
-  insert into chat_messages (id, room_id, seq, sender, body, client_msg_id)
-  select f.id, f.room_id, h.head_seq - f.room_count + f.position, f.sender, f.body, f.client_msg_id
-  from fresh f join heads h on h.id = f.room_id
-  returning id, room_id, seq, sender, body, client_msg_id, created_at
-),
-members as (
-  insert into room_members as rm (room_id, user_id, read_seq)
-  select room_id, sender, max(seq) from inserted group by room_id, sender order by room_id, sender
-  on conflict (room_id, user_id) do update
-    set read_seq = greatest(rm.read_seq, excluded.read_seq), updated_at = now()
-),
-notified as (
-  select pg_notify('${CHAT_CHANNEL}', json_build_object(
-           'topic', h.id,
-           'from', (h.head_seq - max(f.room_count) + 1)::text,
-           'to', h.head_seq::text,
-           'origin', ?::text)::text)
-  from heads h join fresh f on f.room_id = h.id
-  group by h.id, h.head_seq
-)
-select f.ord, 'stored' as kind, m.id, m.room_id, m.seq, m.sender, m.body, m.client_msg_id, m.created_at
-  from inserted m join fresh f on f.id = m.id
-union all
-select e.ord, 'duplicate' as kind, e.id, e.room_id, e.seq, e.sender, e.body, e.client_msg_id, e.created_at
-  from existing e
-union all
--- Never a row, but it makes PostgreSQL evaluate \`notified\` (a plain SELECT
--- CTE runs only when read, and a count cannot be folded away).
-select null, null, null, null, null, null, null, null, null
-  from (select count(*) as n from notified) c where c.n < 0
-`;
+const STORE_BATCH_SQL = "select * from parley_store_chat_batch(?::jsonb, ?)";
 
 const MESSAGE_COLUMNS = "id, room_id, seq, sender, body, client_msg_id, created_at";
 

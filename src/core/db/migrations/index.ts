@@ -1,6 +1,7 @@
 import type { MigrationObject } from "@mikro-orm/core";
 import { Migration20261128000000_chat } from "./Migration20261128000000_chat.js";
 import { Migration20261128010000_notifications } from "./Migration20261128010000_notifications.js";
+import { Migration20261128020000_chat_store_function } from "./Migration20261128020000_chat_store_function.js";
 
 /**
  * Every migration, in order. Listed explicitly (rather than found by a file
@@ -9,4 +10,5 @@ import { Migration20261128010000_notifications } from "./Migration20261128010000
 export const MIGRATIONS: MigrationObject[] = [
   { name: "Migration20261128000000_chat", class: Migration20261128000000_chat },
   { name: "Migration20261128010000_notifications", class: Migration20261128010000_notifications },
+  { name: "Migration20261128020000_chat_store_function", class: Migration20261128020000_chat_store_function },
 ];
