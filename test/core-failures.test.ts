@@ -182,9 +182,14 @@ describe("database failures during sends", () => {
     expect(await db.sql("select 1 from chat_messages where client_msg_id = 'slow-1'")).toHaveLength(1);
     expect(await counterValue("slow_once")).toBe(2);
 
+    // One retry as a rule. A second one was seen once, in a full test run on a
+    // loaded machine (the retry itself met a closed connection); what matters
+    // is that every retry is UNAVAILABLE and the message is stored once.
     const retries = core.logs.find({ level: "warn", unit: "chat.send-batch", client_msg_id: "slow-1" });
-    expect(retries, JSON.stringify(retries)).toHaveLength(1);
+    expect(retries.length, JSON.stringify(retries)).toBeGreaterThanOrEqual(1);
+    expect(retries.length, JSON.stringify(retries)).toBeLessThanOrEqual(2);
     expect(retries[0]).toMatchObject({ category: "UNAVAILABLE", attempt: 1, room, sender: "dropper" });
+    for (const retry of retries) expect(retry).toMatchObject({ category: "UNAVAILABLE", room, sender: "dropper" });
     // Nothing was reported as a failure: the retry healed it.
     expect(core.logs.find({ level: "error", client_msg_id: "slow-1" })).toEqual([]);
   });
