@@ -8,7 +8,7 @@
  * frames in a row) are checked on connections of their own.
  */
 import { create, fromBinary, fromJsonString, type JsonValue, toBinary, toJson, toJsonString } from "@bufbuild/protobuf";
-import { BinaryReader, BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
+import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type RawData, WebSocket } from "ws";
@@ -29,6 +29,7 @@ import { AckNotificationsRequestSchema, ListNotificationsRequestSchema, Notifica
 import { mintToken } from "../src/auth/tokens.js";
 import { type RunningBridge, startBridge } from "../src/bridge/bridge-server.js";
 import { ROOM_ID } from "../src/core/chat/validation.js";
+import { readBinaryRequestId } from "../src/protocol/frames.js";
 import { startTestCore, TEST_JWT_SECRET, type TestCore } from "./support/core.js";
 import { createTestDatabase, type TestDatabase } from "./support/database.js";
 import { LogCapture } from "./support/logs.js";
@@ -247,7 +248,7 @@ function readFrame(data: Wire): Reading {
   try {
     frame = fromBinary(ClientFrameSchema, data);
   } catch {
-    const id = firstBinaryRequestId(data);
+    const id = readBinaryRequestId(data);
     return { format: "binary", requestId: id, answeredId: id, sendSeq: undefined, request: undefined };
   }
   const requestId = REQUEST_ID.test(frame.requestId) ? frame.requestId : "";
@@ -255,23 +256,6 @@ function readFrame(data: Wire): Reading {
   const answeredId = requestId;
   const request = !unknown && requestId !== "" && frame.request.case !== undefined ? frame.request : undefined;
   return { format: "binary", requestId, answeredId, sendSeq: frame.request.case === "send" ? frame.request.value.seq : undefined, request };
-}
-
-function firstBinaryRequestId(bytes: Uint8Array): string {
-  try {
-    const reader = new BinaryReader(bytes);
-    while (reader.pos < reader.len) {
-      const [fieldNo, wireType] = reader.tag();
-      if (fieldNo === 1 && wireType === WireType.LengthDelimited) {
-        const id = reader.string();
-        return REQUEST_ID.test(id) ? id : "";
-      }
-      reader.skip(wireType, fieldNo);
-    }
-  } catch {
-    // The bytes went bad before a field 1.
-  }
-  return "";
 }
 
 function hasUnknownFields(frame: ClientFrame): boolean {

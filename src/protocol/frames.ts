@@ -138,7 +138,7 @@ function decodeBinary(bytes: Uint8Array): ClientFrame {
 }
 
 /** Best effort: field 1 (request_id) of a frame that did not decode as a whole. */
-function readBinaryRequestId(bytes: Uint8Array): string {
+export function readBinaryRequestId(bytes: Uint8Array): string {
   try {
     const reader = new BinaryReader(bytes);
     while (reader.pos < reader.len) {
