@@ -36,7 +36,8 @@ interface OutcomeRow extends NotificationRow {
 
 /**
  * Stores a batch of sends in one statement, inside the caller's transaction,
- * in the same shape as chat's batch insert (see message-store.ts):
+ * in the same shape as chat's batch insert (the function
+ * parley_store_chat_batch, in Migration20261128020000_chat_store_function):
  *  - claimed:  the idempotency record (sender, key) of each new send; a send
  *              whose record exists is a repeat and writes nothing;
  *  - items:    one row per (send, recipient), numbered per recipient;
@@ -106,7 +107,7 @@ select s.ord, array_position(ns.recipients, x.recipient_id)::text, 'duplicate', 
   left join notifications x on x.sender = s.sender and x.idempotency_key = s.idempotency_key
   where not exists (select 1 from claimed c where c.sender = s.sender and c.idempotency_key = s.idempotency_key)
 union all
--- Never a row; makes PostgreSQL evaluate \`notified\` (see message-store.ts).
+-- Never a row; makes PostgreSQL evaluate \`notified\` (see parley_store_chat_batch).
 select null, null, null, null, null, null, null, null, null, null, null, null, null, null
   from (select count(*) as n from notified) c where c.n < 0
 `;
