@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import { timestampFromPg } from "../src/core/db/pg-timestamp.js";
 import { backoffCap, backoffDelay, DEFAULT_BACKOFF } from "../src/util/backoff.js";
 import { OrderedQueue } from "../src/util/ordered-queue.js";
+import { OrderedRelease } from "../src/util/ordered-release.js";
 import { atEndOfTurn } from "../src/bridge/end-of-turn.js";
 import { follow } from "../src/fanout/follow.js";
 import { FanoutHub } from "../src/fanout/hub.js";
@@ -64,6 +65,29 @@ describe("OrderedQueue", () => {
     queue.close();
     await reading;
     expect(out).toEqual([1, 2, 3]);
+  });
+});
+
+describe("OrderedRelease", () => {
+  it("runs completions in slot order, holding later ones until every earlier slot is done", () => {
+    const line = new OrderedRelease();
+    const ran: string[] = [];
+    const [a, b, c, d] = [line.take(), line.take(), line.take(), line.take()];
+    line.complete(c, () => ran.push("c"));
+    line.complete(b, () => ran.push("b"));
+    expect(ran).toEqual([]); // a is still running
+    expect(line.size).toBe(4);
+    line.complete(a, () => ran.push("a"));
+    expect(ran).toEqual(["a", "b", "c"]);
+    expect(line.size).toBe(1);
+    // A release that completes a later slot (an answer that triggers another) keeps the order.
+    const e = line.take();
+    line.complete(d, () => {
+      ran.push("d");
+      line.complete(e, () => ran.push("e"));
+    });
+    expect(ran).toEqual(["a", "b", "c", "d", "e"]);
+    expect(line.size).toBe(0);
   });
 });
 

@@ -22,8 +22,8 @@ import type { CallOptions, ServiceClient } from "../grpc/client.js";
 import { type Logger, logError } from "../logging/logger.js";
 import { decodeClientFrame, encodeServerFrame, FrameDecodeError, type FrameFormat } from "../protocol/frames.js";
 import { backoffDelay, type BackoffPolicy, sleep } from "../util/backoff.js";
-import { OrderedQueue } from "../util/ordered-queue.js";
-import { context, ROOT_CONTEXT, SpanKind, trace } from "@opentelemetry/api";
+import { OrderedRelease } from "../util/ordered-release.js";
+import { type Context, context, ROOT_CONTEXT, type Span, SpanKind, trace } from "@opentelemetry/api";
 import { contextFromTraceparent, currentTraceId, failSpan, traceparentOf, tracer } from "../telemetry/tracing.js";
 import type { SendLink } from "./core-link/send-link.js";
 import type { RoomFeeds } from "./core-link/room-feeds.js";
@@ -100,7 +100,7 @@ export class Connection {
   readonly #deps: ConnectionDeps;
   readonly #log: Logger;
   /** Sends are answered in the order they were made. */
-  readonly #sendAnswers: OrderedQueue<() => void>;
+  readonly #sendAnswers = new OrderedRelease();
   readonly #follows = new Map<string, Follow>();
   #inbox: Follow | undefined;
   #lastSendSeq: bigint | undefined;
@@ -124,8 +124,6 @@ export class Connection {
     this.#pushFormat = deps.initialFormat;
     this.#frameTokens = deps.limits.frameBurst;
     this.#log = deps.logger.child({ connection: deps.id, user: deps.identity.user, route: deps.route.route.pattern });
-    this.#sendAnswers = new OrderedQueue(deps.limits.maxInflightSends + 1);
-    void this.#answerSendsInOrder();
   }
 
   get id(): string {
@@ -263,6 +261,10 @@ export class Connection {
       kind: SpanKind.SERVER,
       attributes: { ...attributes, "parley.frame.kind": kind, "parley.request.id": frame.requestId, "parley.room": room, "enduser.id": this.user },
     }, parent);
+    if (frame.request.case === "send") {
+      this.#onSend(frame.requestId, frame.request.value, format, span, trace.setSpan(parent, span));
+      return;
+    }
     // #dispatch accepts a frame (or throws) before its first await, so whether
     // this frame was accepted is known when the call returns.
     this.#frameAccepted = false;
@@ -287,8 +289,8 @@ export class Connection {
     const request = frame.request;
     switch (request.case) {
       case "send":
-        await this.#send(requestId, request.value, format);
-        return;
+        // Handled by #onSend before dispatch.
+        throw new ParleyError(ErrorCategory.INTERNAL, "a send reached the general dispatch");
       case "subscribe": {
         const room = checkRoom(request.value.room, "subscribe.room");
         if (!this.#follows.has(room) && this.#follows.size >= this.#deps.limits.maxSubscriptions) {
@@ -412,7 +414,27 @@ export class Connection {
 
   // ---- sends -------------------------------------------------------------
 
-  #send(requestId: string, send: SendFrame, format: FrameFormat): Promise<void> {
+  /**
+   * Sends are most of the traffic, so they take a path without promises:
+   * checked synchronously (a refusal counts towards max_consecutive_errors),
+   * handed to the send link with a callback, and answered in send order
+   * through an OrderedRelease. The frame's span ends when the answer is out.
+   */
+  #onSend(requestId: string, send: SendFrame, format: FrameFormat, span: Span, frameContext: Context): void {
+    try {
+      this.#send(requestId, send, format, frameContext, () => {
+        span.end();
+      });
+    } catch (error) {
+      context.with(frameContext, () => {
+        this.#answerError(requestId, ParleyError.from(error), format);
+      });
+      span.end();
+    }
+  }
+
+  /** Checks a send (throwing when it is refused), then hands it to core; `done` runs once it is answered. */
+  #send(requestId: string, send: SendFrame, format: FrameFormat, frameContext: Context, done: () => void): void {
     if (this.#lastSendSeq !== undefined && send.seq <= this.#lastSendSeq) {
       throw validationError("send.seq", `must increase along the connection: got ${send.seq} after ${this.#lastSendSeq}`);
     }
@@ -426,9 +448,12 @@ export class Connection {
     this.#accepted();
     this.#inflightSends++;
     const startedAt = performance.now();
-    const answered = this.#deps.sendLink
-      .send({ room, body: send.body, clientMsgId: send.clientMsgId, actingToken: this.#deps.token, traceparent: traceparentOf() })
-      .then((response) => () => {
+    // The link answers in the order sends were made; the slot keeps this
+    // connection's answers in its send order whatever happens underneath.
+    const slot = this.#sendAnswers.take();
+    const item = { room, body: send.body, clientMsgId: send.clientMsgId, actingToken: this.#deps.token, traceparent: traceparentOf(frameContext) };
+    this.#deps.sendLink.send(item, (response) => {
+      this.#sendAnswers.complete(slot, () => {
         this.#inflightSends--;
         const ok = response.result.case === "message";
         this.#deps.observe?.sendAnswered?.(performance.now() - startedAt, ok);
@@ -437,22 +462,13 @@ export class Connection {
         } else {
           const detail = response.result.value;
           const error = detail ? fromErrorDetail(detail) : new ParleyError(ErrorCategory.INTERNAL, "core gave no answer");
-          this.#answerError(requestId, prefixField(error, "send"), format, false);
+          context.with(frameContext, () => {
+            this.#answerError(requestId, prefixField(error, "send"), format, false);
+          });
         }
+        done();
       });
-    // Answers go out in send order; this resolves when this one has.
-    return new Promise<void>((resolve) => {
-      void this.#sendAnswers.push(
-        answered.then((answer) => () => {
-          answer();
-          resolve();
-        }),
-      );
     });
-  }
-
-  async #answerSendsInOrder(): Promise<void> {
-    for await (const answer of this.#sendAnswers) answer();
   }
 
   // ---- subscriptions -------------------------------------------------------
@@ -726,7 +742,6 @@ export class Connection {
     for (const follow of this.#follows.values()) follow.controller.abort();
     this.#follows.clear();
     this.#inbox?.controller.abort();
-    this.#sendAnswers.close();
     this.#deps.onClosed(this);
   }
 }

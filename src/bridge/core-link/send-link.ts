@@ -31,9 +31,12 @@ export interface SendLinkOptions {
   readonly backoff?: BackoffPolicy;
 }
 
+/** Receives core's answer to one send: a stored message or an item error. */
+export type AnswerSink = (response: SendStreamResponse) => void;
+
 interface Entry {
   readonly request: SendStreamRequest;
-  readonly resolve: (response: SendStreamResponse) => void;
+  readonly answer: AnswerSink;
 }
 
 const DEFAULT_BACKOFF: BackoffPolicy = { initialMs: 50, maxMs: 2_000, multiplier: 1.6 };
@@ -46,6 +49,10 @@ const DEFAULT_BACKOFF: BackoffPolicy = { initialMs: 50, maxMs: 2_000, multiplier
  * and resends every un-answered item, in stream_seq order, with the same
  * client_msg_id: idempotency keeps them single, and no later send can
  * overtake an earlier one. Callers see an unbroken stream of answers.
+ *
+ * Answers are handed to a callback rather than a promise: the link answers
+ * thousands of sends a second, and each promise (with OpenTelemetry's
+ * context tracking on every one) is CPU the bridge does not need to spend.
  */
 export class SendLink {
   readonly #pending = new Map<bigint, Entry>();
@@ -63,18 +70,24 @@ export class SendLink {
     this.#answerTimeoutMs = options.answerTimeoutMs ?? 10_000;
   }
 
-  /** Resolves with core's answer (a stored message or an item error); never rejects. */
-  send(item: LinkSend): Promise<SendStreamResponse> {
-    if (this.#closed) return Promise.resolve(failed(0n, new ParleyError(ErrorCategory.UNAVAILABLE, "the bridge is shutting down")));
+  /**
+   * Sends one item; `answer` is called exactly once, later (never during this
+   * call), with core's answer. Sends made through one link are answered in
+   * the order they were made.
+   */
+  send(item: LinkSend, answer: AnswerSink): void {
+    if (this.#closed) {
+      const refusal = failed(0n, new ParleyError(ErrorCategory.UNAVAILABLE, "the bridge is shutting down"));
+      queueMicrotask(() => { this.#deliver(answer, refusal); });
+      return;
+    }
     const streamSeq = this.#nextSeq++;
     const request = { streamSeq, ...item } as SendStreamRequest;
-    return new Promise((resolve) => {
-      if (this.#pending.size === 0) this.#progressAt = Date.now();
-      this.#pending.set(streamSeq, { request, resolve });
-      if (this.#stream) this.#stream.write(request);
-      else this.#open();
-      this.#armWatchdog();
-    });
+    if (this.#pending.size === 0) this.#progressAt = Date.now();
+    this.#pending.set(streamSeq, { request, answer });
+    if (this.#stream) this.#stream.write(request);
+    else this.#open();
+    this.#armWatchdog();
   }
 
   /** Sends not answered yet. */
@@ -96,8 +109,9 @@ export class SendLink {
     this.#stream?.cancel();
     this.#stream = undefined;
     const error = new ParleyError(ErrorCategory.UNAVAILABLE, "the bridge is shutting down; resend with the same client_msg_id");
-    for (const [seq, entry] of this.#pending) entry.resolve(failed(seq, error));
+    const pending = [...this.#pending];
     this.#pending.clear();
+    for (const [seq, entry] of pending) this.#deliver(entry.answer, failed(seq, error));
   }
 
   #open(): void {
@@ -111,7 +125,7 @@ export class SendLink {
       if (!entry) return; // answered before a resend crossed it
       this.#pending.delete(response.streamSeq);
       this.#attempt = 0;
-      entry.resolve(response);
+      this.#deliver(entry.answer, response);
     });
     stream.on("error", (error) => {
       this.#broken(stream, fromGrpcError(error));
@@ -123,6 +137,16 @@ export class SendLink {
     for (const entry of this.#pending.values()) stream.write(entry.request);
   }
 
+  /** Hands an answer over; a throwing receiver is a bug there, logged, not the stream's failure. */
+  #deliver(answer: AnswerSink, response: SendStreamResponse): void {
+    try {
+      answer(response);
+    } catch (error) {
+      const failure = ParleyError.from(error);
+      this.options.logger.error({ category: failure.categoryName, err: failure }, "a send's answer could not be delivered");
+    }
+  }
+
   #broken(stream: ClientDuplexStream<SendStreamRequest, SendStreamResponse>, cause: ParleyError): void {
     if (this.#stream !== stream) return;
     this.#stream = undefined;
@@ -132,8 +156,9 @@ export class SendLink {
       // Core refused the stream itself (e.g. the bridge's token): retrying
       // cannot help; answer every pending send with the reason.
       this.options.logger.error({ category: cause.categoryName, err: cause }, "core refused the send stream");
-      for (const [seq, entry] of this.#pending) entry.resolve(failed(seq, cause));
+      const pending = [...this.#pending];
       this.#pending.clear();
+      for (const [seq, entry] of pending) this.#deliver(entry.answer, failed(seq, cause));
       return;
     }
     this.#attempt++;
