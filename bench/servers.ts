@@ -49,6 +49,11 @@ async function startNoop(): Promise<Running> {
             await responses.send({ streamSeq: item.streamSeq, result: { case: "message", value: message } });
           }
         },
+        sendBatches: async (requests, responses) => {
+          for await (const { items } of requests) {
+            await responses.send({ answers: items.map((item) => ({ streamSeq: item.streamSeq, result: { case: "message" as const, value: message } })) });
+          }
+        },
         listMessages: notServed,
         subscribe: notServed,
         markRead: notServed,

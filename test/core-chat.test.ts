@@ -1,6 +1,6 @@
 import type { ClientDuplexStream } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { ChatMessage, SendStreamResponse } from "../gen/parley/v1/chat_pb.js";
+import type { ChatMessage, SendBatchesResponse, SendStreamResponse } from "../gen/parley/v1/chat_pb.js";
 import { ListDirection } from "../gen/parley/v1/common_pb.js";
 import { ErrorCategory } from "../gen/parley/v1/errors_pb.js";
 import { ParleyError } from "../src/errors/parley-error.js";
@@ -401,5 +401,72 @@ describe("SendStream", () => {
     );
     expect(rows.map((r) => r.client_msg_id)).toEqual(range(1, total).map((i) => `${room}-${i}`));
     expect(rows.map((r) => BigInt(r.seq))).toEqual(range(1, total));
+  });
+});
+
+describe("SendBatches", () => {
+  const item = (i: number, room: string) => ({ streamSeq: BigInt(i), room, body: `batched ${i}`, clientMsgId: `${room}-${i}` });
+
+  /** Collects a SendBatches stream's responses until it ends. */
+  function responsesOf<In>(stream: ClientDuplexStream<In, SendBatchesResponse>): { responses: SendBatchesResponse[]; ended: Promise<unknown> } {
+    const responses: SendBatchesResponse[] = [];
+    const ended = new Promise<unknown>((resolve) => {
+      stream.on("data", (response: SendBatchesResponse) => responses.push(response));
+      stream.on("error", resolve);
+      stream.on("end", () => {
+        resolve(undefined);
+      });
+    });
+    return { responses, ended };
+  }
+
+  it("answers items from many requests in stream order, grouping answers that are ready together", async () => {
+    const chat = await core.chat("batcher");
+    const stream = chat.sendBatches();
+    const { responses, ended } = responsesOf(stream);
+    const room = "batches-order";
+    // 10 requests of 30 items; item 77 is invalid and answered on its own.
+    for (let first = 1; first <= 300; first += 30) {
+      const items = range(first, first + 29).map((seq) => (seq === 77n ? { ...item(Number(seq), room), body: "" } : item(Number(seq), room)));
+      stream.write({ items });
+    }
+    stream.end();
+    expect(await ended).toBeUndefined();
+    const answers = responses.flatMap((response) => response.answers);
+    expect(answers.map((a) => a.streamSeq)).toEqual(range(1, 300));
+    expect(answers[76]?.result).toMatchObject({ case: "error", value: { category: ErrorCategory.VALIDATION, field: "body" } });
+    const stored = answers.filter((a) => a.result.case === "message").map((a) => (a.result.value as ChatMessage).seq);
+    expect(stored).toEqual(range(1, 299));
+    expect(await storedSeqs(room)).toEqual(range(1, 299));
+    // Group commit stores many items per transaction, and their answers share responses.
+    expect(responses.every((response) => response.answers.length > 0)).toBe(true);
+    expect(responses.length).toBeLessThan(150);
+  });
+
+  it("ends the stream with VALIDATION for a request with no items or more than 512, after answering what came before", async () => {
+    const chat = await core.chat("batcher");
+    for (const size of [0, 513]) {
+      const room = `batches-size-${size}`;
+      const stream = chat.sendBatches();
+      const { responses, ended } = responsesOf(stream);
+      stream.write({ items: [item(1, room), item(2, room)] });
+      stream.write({ items: range(3, 2 + size).map((seq) => item(Number(seq), room)) });
+      const error = await ended;
+      expect(error).toMatchObject({ code: 3 }); // INVALID_ARGUMENT
+      expect((error as Error).message).toContain("items");
+      expect(responses.flatMap((response) => response.answers).map((a) => a.streamSeq)).toEqual([1n, 2n]);
+      expect(await storedSeqs(room)).toEqual([1n, 2n]);
+    }
+  });
+
+  it("ends the stream with VALIDATION when stream_seq goes backwards across requests", async () => {
+    const chat = await core.chat("batcher");
+    const stream = chat.sendBatches();
+    const { responses, ended } = responsesOf(stream);
+    stream.write({ items: [item(7, "batches-backwards"), item(8, "batches-backwards")] });
+    stream.write({ items: [item(8, "batches-backwards")] });
+    const error = await ended;
+    expect(error).toMatchObject({ code: 3 });
+    expect(responses.flatMap((response) => response.answers).map((a) => a.streamSeq)).toEqual([7n, 8n]);
   });
 });

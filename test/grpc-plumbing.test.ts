@@ -25,6 +25,7 @@ function echoChat() {
     sendStream: async (requests, responses) => {
       for await (const item of requests) await responses.send({ streamSeq: item.streamSeq, result: { case: "message", value: { body: item.body } } });
     },
+    sendBatches: () => Promise.reject(new ParleyError(ErrorCategory.ROUTING, "not served by this test")),
     listMessages: () => Promise.reject(new ParleyError(ErrorCategory.ROUTING, "not served by this test")),
     subscribe: async (request, responses) => {
       for (let seq = 1n; seq <= 3n; seq++) await responses.send({ event: { case: "message", value: { room: request.room, seq } } });

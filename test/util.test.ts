@@ -68,6 +68,32 @@ describe("OrderedQueue", () => {
   });
 });
 
+describe("OrderedQueue.batches", () => {
+  it("waits for the head, then takes every entry behind it that has settled, in push order", async () => {
+    const queue = new OrderedQueue<number>(16);
+    const resolvers: ((n: number) => void)[] = [];
+    const entry = () => new Promise<number>((resolve) => resolvers.push(resolve));
+    for (let i = 0; i < 5; i++) await queue.push(entry());
+    // 2, 3 and 5 are done; 1 (the head) and 4 are not.
+    resolvers[1]?.(2);
+    resolvers[2]?.(3);
+    resolvers[4]?.(5);
+    const batches: number[][] = [];
+    const reading = (async () => {
+      for await (const batch of queue.batches(2)) batches.push(batch);
+    })();
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(batches).toEqual([]); // nothing overtakes the head
+    resolvers[0]?.(1);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(batches).toEqual([[1, 2], [3]]); // at most 2 per batch; 4 is not done
+    resolvers[3]?.(4);
+    queue.close();
+    await reading;
+    expect(batches).toEqual([[1, 2], [3], [4, 5]]);
+  });
+});
+
 describe("OrderedRelease", () => {
   it("runs completions in slot order, holding later ones until every earlier slot is done", () => {
     const line = new OrderedRelease();

@@ -5,7 +5,7 @@
  * producer instead of buffering without limit.
  */
 export class OrderedQueue<T> {
-  readonly #entries: Promise<T>[] = [];
+  readonly #entries: Entry<T>[] = [];
   #closed = false;
   #onChange: (() => void) | undefined;
 
@@ -15,7 +15,16 @@ export class OrderedQueue<T> {
     while (this.#entries.length >= this.capacity && !this.#closed) await this.#changed();
     // Closed while waiting (the reader is gone): drop the entry quietly.
     if (this.#closed) return;
-    this.#entries.push(entry);
+    const record: Entry<T> = { promise: entry, settled: false, value: undefined };
+    // Remembered so that batches() can take what is already done behind the head.
+    entry.then(
+      (value) => {
+        record.settled = true;
+        record.value = value;
+      },
+      () => undefined, // the reader sees the rejection when it awaits this entry
+    );
+    this.#entries.push(record);
     this.#notify();
   }
 
@@ -31,16 +40,44 @@ export class OrderedQueue<T> {
 
   async *[Symbol.asyncIterator](): AsyncGenerator<T> {
     for (;;) {
+      const head = await this.#settledHead();
+      if (head === undefined) return;
+      void this.#entries.shift();
+      this.#notify();
+      yield head.value;
+    }
+  }
+
+  /**
+   * Reads in push order like the iterator, but in groups: waits for the head,
+   * then takes every entry behind it that has already settled (up to `max`),
+   * so that answers ready together leave together.
+   */
+  async *batches(max: number): AsyncGenerator<T[]> {
+    for (;;) {
+      const head = await this.#settledHead();
+      if (head === undefined) return;
+      const batch = [head.value];
+      void this.#entries.shift();
+      for (let next = this.#entries[0]; next?.settled === true && batch.length < max; next = this.#entries[0]) {
+        batch.push(next.value as T);
+        void this.#entries.shift();
+      }
+      this.#notify();
+      yield batch;
+    }
+  }
+
+  /** Waits for an entry at the head and for it to settle; undefined once closed and empty. */
+  async #settledHead(): Promise<{ value: T } | undefined> {
+    for (;;) {
       const head = this.#entries[0];
       if (head === undefined) {
-        if (this.#closed) return;
+        if (this.#closed) return undefined;
         await this.#changed();
         continue;
       }
-      const value = await head;
-      void this.#entries.shift();
-      this.#notify();
-      yield value;
+      return { value: await head.promise };
     }
   }
 
@@ -59,4 +96,10 @@ export class OrderedQueue<T> {
     this.#onChange = undefined;
     wake?.();
   }
+}
+
+interface Entry<T> {
+  readonly promise: Promise<T>;
+  settled: boolean;
+  value: T | undefined;
 }

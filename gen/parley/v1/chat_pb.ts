@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file parley/v1/chat.proto.
  */
 export const file_parley_v1_chat: GenFile = /*@__PURE__*/
-  fileDesc("ChRwYXJsZXkvdjEvY2hhdC5wcm90bxIJcGFybGV5LnYxIpkBCgtDaGF0TWVzc2FnZRIKCgJpZBgBIAEoCRIMCgRyb29tGAIgASgJEgsKA3NlcRgDIAEoAxIOCgZzZW5kZXIYBCABKAkSDAoEYm9keRgFIAEoCRIVCg1jbGllbnRfbXNnX2lkGAYgASgJEi4KCmNyZWF0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkcKElNlbmRNZXNzYWdlUmVxdWVzdBIMCgRyb29tGAEgASgJEgwKBGJvZHkYAiABKAkSFQoNY2xpZW50X21zZ19pZBgDIAEoCSJRChNTZW5kTWVzc2FnZVJlc3BvbnNlEicKB21lc3NhZ2UYASABKAsyFi5wYXJsZXkudjEuQ2hhdE1lc3NhZ2USEQoJZHVwbGljYXRlGAIgASgIIoUBChFTZW5kU3RyZWFtUmVxdWVzdBISCgpzdHJlYW1fc2VxGAEgASgDEgwKBHJvb20YAiABKAkSDAoEYm9keRgDIAEoCRIVCg1jbGllbnRfbXNnX2lkGAQgASgJEhQKDGFjdGluZ190b2tlbhgFIAEoCRITCgt0cmFjZXBhcmVudBgGIAEoCSKZAQoSU2VuZFN0cmVhbVJlc3BvbnNlEhIKCnN0cmVhbV9zZXEYASABKAMSKQoHbWVzc2FnZRgCIAEoCzIWLnBhcmxleS52MS5DaGF0TWVzc2FnZUgAEicKBWVycm9yGAMgASgLMhYucGFybGV5LnYxLkVycm9yRGV0YWlsSAASEQoJZHVwbGljYXRlGAQgASgIQggKBnJlc3VsdCJ3ChNMaXN0TWVzc2FnZXNSZXF1ZXN0EgwKBHJvb20YASABKAkSKwoJZGlyZWN0aW9uGAIgASgOMhgucGFybGV5LnYxLkxpc3REaXJlY3Rpb24SEgoKY3Vyc29yX3NlcRgDIAEoAxIRCglwYWdlX3NpemUYBCABKAUifQoUTGlzdE1lc3NhZ2VzUmVzcG9uc2USKAoIbWVzc2FnZXMYASADKAsyFi5wYXJsZXkudjEuQ2hhdE1lc3NhZ2USFwoPbmV4dF9jdXJzb3Jfc2VxGAIgASgDEhAKCGhhc19tb3JlGAMgASgIEhAKCGhlYWRfc2VxGAQgASgDIlEKG0NoYXRTZXJ2aWNlU3Vic2NyaWJlUmVxdWVzdBIMCgRyb29tGAEgASgJEhYKCWFmdGVyX3NlcRgCIAEoA0gAiAEBQgwKCl9hZnRlcl9zZXEifAocQ2hhdFNlcnZpY2VTdWJzY3JpYmVSZXNwb25zZRIpCgdtZXNzYWdlGAEgASgLMhYucGFybGV5LnYxLkNoYXRNZXNzYWdlSAASKAoJY2F1Z2h0X3VwGAIgASgLMhMucGFybGV5LnYxLkNhdWdodFVwSABCBwoFZXZlbnQiLAoPTWFya1JlYWRSZXF1ZXN0EgwKBHJvb20YASABKAkSCwoDc2VxGAIgASgDIkwKEE1hcmtSZWFkUmVzcG9uc2USEAoIcmVhZF9zZXEYASABKAMSFAoMdW5yZWFkX2NvdW50GAIgASgDEhAKCGhlYWRfc2VxGAMgASgDMqADCgtDaGF0U2VydmljZRJMCgtTZW5kTWVzc2FnZRIdLnBhcmxleS52MS5TZW5kTWVzc2FnZVJlcXVlc3QaHi5wYXJsZXkudjEuU2VuZE1lc3NhZ2VSZXNwb25zZRJNCgpTZW5kU3RyZWFtEhwucGFybGV5LnYxLlNlbmRTdHJlYW1SZXF1ZXN0Gh0ucGFybGV5LnYxLlNlbmRTdHJlYW1SZXNwb25zZSgBMAESTwoMTGlzdE1lc3NhZ2VzEh4ucGFybGV5LnYxLkxpc3RNZXNzYWdlc1JlcXVlc3QaHy5wYXJsZXkudjEuTGlzdE1lc3NhZ2VzUmVzcG9uc2USXgoJU3Vic2NyaWJlEiYucGFybGV5LnYxLkNoYXRTZXJ2aWNlU3Vic2NyaWJlUmVxdWVzdBonLnBhcmxleS52MS5DaGF0U2VydmljZVN1YnNjcmliZVJlc3BvbnNlMAESQwoITWFya1JlYWQSGi5wYXJsZXkudjEuTWFya1JlYWRSZXF1ZXN0GhsucGFybGV5LnYxLk1hcmtSZWFkUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp, file_parley_v1_common, file_parley_v1_errors]);
+  fileDesc("ChRwYXJsZXkvdjEvY2hhdC5wcm90bxIJcGFybGV5LnYxIpkBCgtDaGF0TWVzc2FnZRIKCgJpZBgBIAEoCRIMCgRyb29tGAIgASgJEgsKA3NlcRgDIAEoAxIOCgZzZW5kZXIYBCABKAkSDAoEYm9keRgFIAEoCRIVCg1jbGllbnRfbXNnX2lkGAYgASgJEi4KCmNyZWF0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkcKElNlbmRNZXNzYWdlUmVxdWVzdBIMCgRyb29tGAEgASgJEgwKBGJvZHkYAiABKAkSFQoNY2xpZW50X21zZ19pZBgDIAEoCSJRChNTZW5kTWVzc2FnZVJlc3BvbnNlEicKB21lc3NhZ2UYASABKAsyFi5wYXJsZXkudjEuQ2hhdE1lc3NhZ2USEQoJZHVwbGljYXRlGAIgASgIIoUBChFTZW5kU3RyZWFtUmVxdWVzdBISCgpzdHJlYW1fc2VxGAEgASgDEgwKBHJvb20YAiABKAkSDAoEYm9keRgDIAEoCRIVCg1jbGllbnRfbXNnX2lkGAQgASgJEhQKDGFjdGluZ190b2tlbhgFIAEoCRITCgt0cmFjZXBhcmVudBgGIAEoCSJBChJTZW5kQmF0Y2hlc1JlcXVlc3QSKwoFaXRlbXMYASADKAsyHC5wYXJsZXkudjEuU2VuZFN0cmVhbVJlcXVlc3QiRQoTU2VuZEJhdGNoZXNSZXNwb25zZRIuCgdhbnN3ZXJzGAEgAygLMh0ucGFybGV5LnYxLlNlbmRTdHJlYW1SZXNwb25zZSKZAQoSU2VuZFN0cmVhbVJlc3BvbnNlEhIKCnN0cmVhbV9zZXEYASABKAMSKQoHbWVzc2FnZRgCIAEoCzIWLnBhcmxleS52MS5DaGF0TWVzc2FnZUgAEicKBWVycm9yGAMgASgLMhYucGFybGV5LnYxLkVycm9yRGV0YWlsSAASEQoJZHVwbGljYXRlGAQgASgIQggKBnJlc3VsdCJ3ChNMaXN0TWVzc2FnZXNSZXF1ZXN0EgwKBHJvb20YASABKAkSKwoJZGlyZWN0aW9uGAIgASgOMhgucGFybGV5LnYxLkxpc3REaXJlY3Rpb24SEgoKY3Vyc29yX3NlcRgDIAEoAxIRCglwYWdlX3NpemUYBCABKAUifQoUTGlzdE1lc3NhZ2VzUmVzcG9uc2USKAoIbWVzc2FnZXMYASADKAsyFi5wYXJsZXkudjEuQ2hhdE1lc3NhZ2USFwoPbmV4dF9jdXJzb3Jfc2VxGAIgASgDEhAKCGhhc19tb3JlGAMgASgIEhAKCGhlYWRfc2VxGAQgASgDIlEKG0NoYXRTZXJ2aWNlU3Vic2NyaWJlUmVxdWVzdBIMCgRyb29tGAEgASgJEhYKCWFmdGVyX3NlcRgCIAEoA0gAiAEBQgwKCl9hZnRlcl9zZXEifAocQ2hhdFNlcnZpY2VTdWJzY3JpYmVSZXNwb25zZRIpCgdtZXNzYWdlGAEgASgLMhYucGFybGV5LnYxLkNoYXRNZXNzYWdlSAASKAoJY2F1Z2h0X3VwGAIgASgLMhMucGFybGV5LnYxLkNhdWdodFVwSABCBwoFZXZlbnQiLAoPTWFya1JlYWRSZXF1ZXN0EgwKBHJvb20YASABKAkSCwoDc2VxGAIgASgDIkwKEE1hcmtSZWFkUmVzcG9uc2USEAoIcmVhZF9zZXEYASABKAMSFAoMdW5yZWFkX2NvdW50GAIgASgDEhAKCGhlYWRfc2VxGAMgASgDMvIDCgtDaGF0U2VydmljZRJMCgtTZW5kTWVzc2FnZRIdLnBhcmxleS52MS5TZW5kTWVzc2FnZVJlcXVlc3QaHi5wYXJsZXkudjEuU2VuZE1lc3NhZ2VSZXNwb25zZRJNCgpTZW5kU3RyZWFtEhwucGFybGV5LnYxLlNlbmRTdHJlYW1SZXF1ZXN0Gh0ucGFybGV5LnYxLlNlbmRTdHJlYW1SZXNwb25zZSgBMAESUAoLU2VuZEJhdGNoZXMSHS5wYXJsZXkudjEuU2VuZEJhdGNoZXNSZXF1ZXN0Gh4ucGFybGV5LnYxLlNlbmRCYXRjaGVzUmVzcG9uc2UoATABEk8KDExpc3RNZXNzYWdlcxIeLnBhcmxleS52MS5MaXN0TWVzc2FnZXNSZXF1ZXN0Gh8ucGFybGV5LnYxLkxpc3RNZXNzYWdlc1Jlc3BvbnNlEl4KCVN1YnNjcmliZRImLnBhcmxleS52MS5DaGF0U2VydmljZVN1YnNjcmliZVJlcXVlc3QaJy5wYXJsZXkudjEuQ2hhdFNlcnZpY2VTdWJzY3JpYmVSZXNwb25zZTABEkMKCE1hcmtSZWFkEhoucGFybGV5LnYxLk1hcmtSZWFkUmVxdWVzdBobLnBhcmxleS52MS5NYXJrUmVhZFJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp, file_parley_v1_common, file_parley_v1_errors]);
 
 /**
  * ChatMessage is one stored chat message. It is immutable once stored.
@@ -206,6 +206,48 @@ export const SendStreamRequestSchema: GenMessage<SendStreamRequest> = /*@__PURE_
   messageDesc(file_parley_v1_chat, 3);
 
 /**
+ * Items of a SendBatches stream, in stream_seq order.
+ *
+ * @generated from message parley.v1.SendBatchesRequest
+ */
+export type SendBatchesRequest = Message<"parley.v1.SendBatchesRequest"> & {
+  /**
+   * 1 to 512 items.
+   *
+   * @generated from field: repeated parley.v1.SendStreamRequest items = 1;
+   */
+  items: SendStreamRequest[];
+};
+
+/**
+ * Describes the message parley.v1.SendBatchesRequest.
+ * Use `create(SendBatchesRequestSchema)` to create a new message.
+ */
+export const SendBatchesRequestSchema: GenMessage<SendBatchesRequest> = /*@__PURE__*/
+  messageDesc(file_parley_v1_chat, 4);
+
+/**
+ * Answers of a SendBatches stream, in stream_seq order.
+ *
+ * @generated from message parley.v1.SendBatchesResponse
+ */
+export type SendBatchesResponse = Message<"parley.v1.SendBatchesResponse"> & {
+  /**
+   * At least one answer.
+   *
+   * @generated from field: repeated parley.v1.SendStreamResponse answers = 1;
+   */
+  answers: SendStreamResponse[];
+};
+
+/**
+ * Describes the message parley.v1.SendBatchesResponse.
+ * Use `create(SendBatchesResponseSchema)` to create a new message.
+ */
+export const SendBatchesResponseSchema: GenMessage<SendBatchesResponse> = /*@__PURE__*/
+  messageDesc(file_parley_v1_chat, 5);
+
+/**
  * @generated from message parley.v1.SendStreamResponse
  */
 export type SendStreamResponse = Message<"parley.v1.SendStreamResponse"> & {
@@ -250,7 +292,7 @@ export type SendStreamResponse = Message<"parley.v1.SendStreamResponse"> & {
  * Use `create(SendStreamResponseSchema)` to create a new message.
  */
 export const SendStreamResponseSchema: GenMessage<SendStreamResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 4);
+  messageDesc(file_parley_v1_chat, 6);
 
 /**
  * @generated from message parley.v1.ListMessagesRequest
@@ -291,7 +333,7 @@ export type ListMessagesRequest = Message<"parley.v1.ListMessagesRequest"> & {
  * Use `create(ListMessagesRequestSchema)` to create a new message.
  */
 export const ListMessagesRequestSchema: GenMessage<ListMessagesRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 5);
+  messageDesc(file_parley_v1_chat, 7);
 
 /**
  * @generated from message parley.v1.ListMessagesResponse
@@ -331,7 +373,7 @@ export type ListMessagesResponse = Message<"parley.v1.ListMessagesResponse"> & {
  * Use `create(ListMessagesResponseSchema)` to create a new message.
  */
 export const ListMessagesResponseSchema: GenMessage<ListMessagesResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 6);
+  messageDesc(file_parley_v1_chat, 8);
 
 /**
  * @generated from message parley.v1.ChatServiceSubscribeRequest
@@ -358,7 +400,7 @@ export type ChatServiceSubscribeRequest = Message<"parley.v1.ChatServiceSubscrib
  * Use `create(ChatServiceSubscribeRequestSchema)` to create a new message.
  */
 export const ChatServiceSubscribeRequestSchema: GenMessage<ChatServiceSubscribeRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 7);
+  messageDesc(file_parley_v1_chat, 9);
 
 /**
  * @generated from message parley.v1.ChatServiceSubscribeResponse
@@ -391,7 +433,7 @@ export type ChatServiceSubscribeResponse = Message<"parley.v1.ChatServiceSubscri
  * Use `create(ChatServiceSubscribeResponseSchema)` to create a new message.
  */
 export const ChatServiceSubscribeResponseSchema: GenMessage<ChatServiceSubscribeResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 8);
+  messageDesc(file_parley_v1_chat, 10);
 
 /**
  * @generated from message parley.v1.MarkReadRequest
@@ -417,7 +459,7 @@ export type MarkReadRequest = Message<"parley.v1.MarkReadRequest"> & {
  * Use `create(MarkReadRequestSchema)` to create a new message.
  */
 export const MarkReadRequestSchema: GenMessage<MarkReadRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 9);
+  messageDesc(file_parley_v1_chat, 11);
 
 /**
  * @generated from message parley.v1.MarkReadResponse
@@ -450,7 +492,7 @@ export type MarkReadResponse = Message<"parley.v1.MarkReadResponse"> & {
  * Use `create(MarkReadResponseSchema)` to create a new message.
  */
 export const MarkReadResponseSchema: GenMessage<MarkReadResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 10);
+  messageDesc(file_parley_v1_chat, 12);
 
 /**
  * ChatService stores and serves chat messages. Every call needs
@@ -493,6 +535,25 @@ export const ChatService: GenService<{
     methodKind: "bidi_streaming";
     input: typeof SendStreamRequestSchema;
     output: typeof SendStreamResponseSchema;
+  },
+  /**
+   * SendBatches is SendStream with items and answers in groups: each request
+   * carries the items the caller has ready together, each response the answers
+   * core has ready together (typically those of one commit), in stream_seq
+   * order. Items, answers and rules are SendStream's: stream_seq increases
+   * across the whole stream, one bad item never ends it, and a caller resends
+   * its un-answered items on a new stream after a break. It exists for speed:
+   * a gRPC stream moves a message per write, so at thousands of sends a second
+   * one message per item caps the stream well below what core can commit.
+   * Stream errors: as for SendStream, and VALIDATION for a request with no
+   * items or more than 512.
+   *
+   * @generated from rpc parley.v1.ChatService.SendBatches
+   */
+  sendBatches: {
+    methodKind: "bidi_streaming";
+    input: typeof SendBatchesRequestSchema;
+    output: typeof SendBatchesResponseSchema;
   },
   /**
    * ListMessages reads a room's history by seq, one bounded page at a time.

@@ -1,6 +1,14 @@
 import { create } from "@bufbuild/protobuf";
 import type { ClientDuplexStream } from "@grpc/grpc-js";
-import { type ChatService, type SendStreamRequest, type SendStreamResponse, SendStreamResponseSchema } from "../../../gen/parley/v1/chat_pb.js";
+import {
+  type ChatService,
+  type SendBatchesRequest,
+  type SendBatchesResponse,
+  type SendStreamRequest,
+  type SendStreamResponse,
+  SendStreamResponseSchema,
+} from "../../../gen/parley/v1/chat_pb.js";
+import { MAX_BATCH_ITEMS } from "../../core/chat/validation.js";
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
 import { toErrorDetail } from "../../errors/detail.js";
 import { fromGrpcError } from "../../errors/grpc-status.js";
@@ -11,6 +19,7 @@ import { parleyMetrics } from "../../telemetry/metrics.js";
 import { context, trace } from "@opentelemetry/api";
 import { failSpan, recordRetry, tracer } from "../../telemetry/tracing.js";
 import { backoffDelay, type BackoffPolicy } from "../../util/backoff.js";
+import { atEndOfTurn } from "../end-of-turn.js";
 
 /** One send, as the bridge hands it to core. */
 export interface LinkSend {
@@ -42,8 +51,12 @@ interface Entry {
 const DEFAULT_BACKOFF: BackoffPolicy = { initialMs: 50, maxMs: 2_000, multiplier: 1.6 };
 
 /**
- * All of a bridge's sends travel over one `SendStream` to core, each item
- * with a stream_seq and the acting user's token. Core answers in stream_seq
+ * All of a bridge's sends travel over one `SendBatches` stream to core, each
+ * item with a stream_seq and the acting user's token. The sends of one turn
+ * of the event loop leave as one request, and core answers a commit's items
+ * in one response: a gRPC stream writes one message per HTTP/2 write
+ * completion, so a message per send would cap the link at one send (and one
+ * answer) per turn. Core answers in stream_seq
  * order. When the stream breaks (core restarting: UNAVAILABLE) or an answer
  * is overdue, the link re-opens it with exponential backoff and full jitter
  * and resends every un-answered item, in stream_seq order, with the same
@@ -57,7 +70,10 @@ const DEFAULT_BACKOFF: BackoffPolicy = { initialMs: 50, maxMs: 2_000, multiplier
 export class SendLink {
   readonly #pending = new Map<bigint, Entry>();
   #nextSeq = 1n;
-  #stream: ClientDuplexStream<SendStreamRequest, SendStreamResponse> | undefined;
+  #stream: ClientDuplexStream<SendBatchesRequest, SendBatchesResponse> | undefined;
+  /** Items of this turn, written as one request when it ends. */
+  #outbox: SendStreamRequest[] = [];
+  #flushScheduled = false;
   #attempt = 0;
   #reopenTimer: NodeJS.Timeout | undefined;
   #watchdog: NodeJS.Timeout | undefined;
@@ -85,7 +101,7 @@ export class SendLink {
     const request = { streamSeq, ...item } as SendStreamRequest;
     if (this.#pending.size === 0) this.#progressAt = Date.now();
     this.#pending.set(streamSeq, { request, answer });
-    if (this.#stream) this.#stream.write(request);
+    if (this.#stream) this.#enqueue(request);
     else this.#open();
     this.#armWatchdog();
   }
@@ -114,18 +130,41 @@ export class SendLink {
     for (const [seq, entry] of pending) this.#deliver(entry.answer, failed(seq, error));
   }
 
+  #enqueue(request: SendStreamRequest): void {
+    this.#outbox.push(request);
+    if (this.#flushScheduled) return;
+    this.#flushScheduled = true;
+    atEndOfTurn(this.#flush);
+  }
+
+  readonly #flush = (): void => {
+    this.#flushScheduled = false;
+    const items = this.#outbox;
+    this.#outbox = [];
+    // Without a stream they are still pending: the next stream resends them all.
+    if (this.#stream) this.#write(this.#stream, items);
+  };
+
+  #write(stream: ClientDuplexStream<SendBatchesRequest, SendBatchesResponse>, items: readonly SendStreamRequest[]): void {
+    for (let start = 0; start < items.length; start += MAX_BATCH_ITEMS) {
+      stream.write({ items: items.slice(start, start + MAX_BATCH_ITEMS) } as SendBatchesRequest);
+    }
+  }
+
   #open(): void {
     if (this.#closed || this.#stream || this.#reopenTimer) return;
-    const stream = this.options.chat.sendStream();
+    const stream = this.options.chat.sendBatches();
     this.#stream = stream;
     this.#progressAt = Date.now();
-    stream.on("data", (response: SendStreamResponse) => {
+    stream.on("data", (response: SendBatchesResponse) => {
       this.#progressAt = Date.now();
-      const entry = this.#pending.get(response.streamSeq);
-      if (!entry) return; // answered before a resend crossed it
-      this.#pending.delete(response.streamSeq);
       this.#attempt = 0;
-      this.#deliver(entry.answer, response);
+      for (const answer of response.answers) {
+        const entry = this.#pending.get(answer.streamSeq);
+        if (!entry) continue; // answered before a resend crossed it
+        this.#pending.delete(answer.streamSeq);
+        this.#deliver(entry.answer, answer);
+      }
     });
     stream.on("error", (error) => {
       this.#broken(stream, fromGrpcError(error));
@@ -133,8 +172,13 @@ export class SendLink {
     stream.on("end", () => {
       this.#broken(stream, new ParleyError(ErrorCategory.UNAVAILABLE, "core ended the send stream"));
     });
-    // Everything not answered yet goes out again, oldest first.
-    for (const entry of this.#pending.values()) stream.write(entry.request);
+    // Everything not answered yet goes out again, oldest first (this turn's
+    // outbox among it).
+    this.#outbox = [];
+    this.#write(
+      stream,
+      Array.from(this.#pending.values(), (entry) => entry.request),
+    );
   }
 
   /** Hands an answer over; a throwing receiver is a bug there, logged, not the stream's failure. */
@@ -147,7 +191,7 @@ export class SendLink {
     }
   }
 
-  #broken(stream: ClientDuplexStream<SendStreamRequest, SendStreamResponse>, cause: ParleyError): void {
+  #broken(stream: ClientDuplexStream<SendBatchesRequest, SendBatchesResponse>, cause: ParleyError): void {
     if (this.#stream !== stream) return;
     this.#stream = undefined;
     stream.cancel();

@@ -3,6 +3,9 @@ import {
   type ChatMessage,
   type ChatService,
   type ChatServiceSubscribeResponse,
+  type SendBatchesRequest,
+  type SendBatchesResponse,
+  SendBatchesResponseSchema,
   type SendStreamRequest,
   type SendStreamResponse,
   SendStreamResponseSchema,
@@ -25,7 +28,7 @@ import { follow } from "../../fanout/follow.js";
 import type { TopicFanout } from "../fanout/topic-fanout.js";
 import type { MessageStore } from "./message-store.js";
 import type { SendCommand, SendCommitter } from "./send-committer.js";
-import { checkBody, checkIdempotencyKey, checkPageSize, checkRoom, checkSeq } from "./validation.js";
+import { checkBody, checkIdempotencyKey, checkPageSize, checkRoom, checkSeq, MAX_BATCH_ITEMS } from "./validation.js";
 
 export interface ChatServiceDeps {
   readonly unitOfWork: UnitOfWork;
@@ -104,6 +107,45 @@ export function chatServiceHandlers(deps: ChatServiceDeps): ServiceHandlers<type
     }
   };
 
+  /**
+   * A send stream (SendStream or SendBatches): items read in order, each
+   * submitted to the group commit as it arrives, answered in stream_seq order
+   * by `write`. Ends when the items end or the caller goes away.
+   */
+  const serveSendStream = async (
+    items: AsyncIterable<SendStreamRequest>,
+    write: (answers: OrderedQueue<SendStreamResponse>) => Promise<void>,
+    context: CallContext,
+  ): Promise<void> => {
+    const opener = context.values.get(CALLER);
+    const answers = new OrderedQueue<SendStreamResponse>(deps.streamWindow ?? 4096);
+    let writeFailure: unknown;
+    const writer = write(answers).catch((error: unknown) => {
+      // The caller went away: stop reading; its unanswered items are
+      // still committed and will be answered as duplicates on resend.
+      writeFailure = error;
+      answers.close();
+    });
+    let last: bigint | undefined;
+    try {
+      for await (const item of items) {
+        if (writeFailure !== undefined) break;
+        if (last !== undefined && item.streamSeq <= last) {
+          throw validationError("stream_seq", `must increase along the stream: got ${item.streamSeq} after ${last}`);
+        }
+        last = item.streamSeq;
+        // Awaited here, in stream order (verifications are cached per token).
+        const caller = await actingCaller(item, opener);
+        await answers.push(answerItem(item, caller, context));
+      }
+    } finally {
+      // Answer everything accepted so far, then end (or fail) the stream.
+      answers.close();
+      await writer;
+    }
+    if (writeFailure !== undefined) throw ParleyError.from(writeFailure);
+  };
+
   return {
     async sendMessage(request, context) {
       const command = toCommand(context.values.get(CALLER), request.room, request.body, request.clientMsgId);
@@ -111,34 +153,12 @@ export function chatServiceHandlers(deps: ChatServiceDeps): ServiceHandlers<type
       return { message: result.message, duplicate: result.duplicate };
     },
 
-    async sendStream(requests, responses, context) {
-      const opener = context.values.get(CALLER);
-      const answers = new OrderedQueue<SendStreamResponse>(deps.streamWindow ?? 4096);
-      let writeFailure: unknown;
-      const writer = writeAll(answers, responses).catch((error: unknown) => {
-        // The caller went away: stop reading; its unanswered items are
-        // still committed and will be answered as duplicates on resend.
-        writeFailure = error;
-        answers.close();
-      });
-      let last: bigint | undefined;
-      try {
-        for await (const item of requests) {
-          if (writeFailure !== undefined) break;
-          if (last !== undefined && item.streamSeq <= last) {
-            throw validationError("stream_seq", `must increase along the stream: got ${item.streamSeq} after ${last}`);
-          }
-          last = item.streamSeq;
-          // Awaited here, in stream order (verifications are cached per token).
-          const caller = await actingCaller(item, opener);
-          await answers.push(answerItem(item, caller, context));
-        }
-      } finally {
-        // Answer everything accepted so far, then end (or fail) the stream.
-        answers.close();
-        await writer;
-      }
-      if (writeFailure !== undefined) throw ParleyError.from(writeFailure);
+    sendStream(requests, responses, context) {
+      return serveSendStream(requests, (answers) => writeEach(answers, responses), context);
+    },
+
+    sendBatches(requests, responses, context) {
+      return serveSendStream(itemsOfBatches(requests), (answers) => writeBatches(answers, responses), context);
     },
 
     async listMessages(request, context) {
@@ -197,6 +217,26 @@ export function chatServiceHandlers(deps: ChatServiceDeps): ServiceHandlers<type
   };
 }
 
-async function writeAll<T>(answers: OrderedQueue<T>, responses: ResponseSink<T>): Promise<void> {
+/** SendStream: one response per answer. */
+async function writeEach(answers: OrderedQueue<SendStreamResponse>, responses: ResponseSink<SendStreamResponse>): Promise<void> {
   for await (const answer of answers) await responses.send(answer);
+}
+
+/**
+ * SendBatches: the answers ready together in one response. A gRPC stream
+ * writes one message per HTTP/2 write completion, so one message per answer
+ * would cap the stream at one answer per turn of the event loop.
+ */
+async function writeBatches(answers: OrderedQueue<SendStreamResponse>, responses: ResponseSink<SendBatchesResponse>): Promise<void> {
+  for await (const batch of answers.batches(MAX_BATCH_ITEMS)) await responses.send(create(SendBatchesResponseSchema, { answers: batch }));
+}
+
+/** The items of a SendBatches stream, one by one; a request with no items or too many ends the stream. */
+async function* itemsOfBatches(requests: AsyncIterable<SendBatchesRequest>): AsyncGenerator<SendStreamRequest> {
+  for await (const request of requests) {
+    if (request.items.length === 0 || request.items.length > MAX_BATCH_ITEMS) {
+      throw validationError("items", `must hold 1 to ${MAX_BATCH_ITEMS} items, got ${request.items.length}`);
+    }
+    yield* request.items;
+  }
 }

@@ -7,6 +7,8 @@ export const IDEMPOTENCY_KEY = /^[A-Za-z0-9_.:-]{1,128}$/;
 export const MAX_BODY_CODE_POINTS = 4096;
 export const DEFAULT_PAGE_SIZE = 50;
 export const MAX_PAGE_SIZE = 500;
+/** Most items in one SendBatches request (and answers in one response). */
+export const MAX_BATCH_ITEMS = 512;
 
 export function checkRoom(room: string, field = "room"): string {
   if (room === "") throw validationError(field, "is required");
