@@ -177,6 +177,37 @@ describe("subscriptions", () => {
     expect(result.caughtUp).toBeGreaterThanOrEqual(5n);
   });
 
+  it("batched: replay and live messages arrive in groups, in seq order, with caught_up at the seam", async () => {
+    const chat = await core.chat("batched-follower");
+    const room = "batched-follow";
+    for (let i = 1; i <= 20; i++) await chat.sendMessage({ room, body: `b${i}`, clientMsgId: `b${i}` });
+    const controller = new AbortController();
+    const events: { case: string | undefined; seqs: bigint[] }[] = [];
+    const following = (async () => {
+      for await (const { event } of chat.subscribe({ room, afterSeq: 5n, batched: true }, { signal: controller.signal })) {
+        if (event.case === "messages") events.push({ case: event.case, seqs: event.value.messages.map((message) => message.seq) });
+        else if (event.case === "message") events.push({ case: event.case, seqs: [event.value.seq] });
+        else events.push({ case: event.case, seqs: event.case === "caughtUp" ? [event.value.headSeq] : [] });
+        if (events.flatMap((e) => (e.case === "caughtUp" ? [] : e.seqs)).length >= 95) break;
+      }
+    })();
+    // 80 live messages, committed together in a few batches.
+    const stream = chat.sendBatches();
+    stream.on("data", () => undefined);
+    const ended = new Promise((resolve) => stream.on("end", resolve));
+    stream.write({ items: range(21, 100).map((seq) => ({ streamSeq: seq, room, body: `b${seq}`, clientMsgId: `b${seq}` })) });
+    stream.end();
+    await ended;
+    await following;
+    controller.abort();
+    const seam = events.findIndex((e) => e.case === "caughtUp");
+    expect(events.slice(0, seam).every((e) => e.case === "messages")).toBe(true);
+    expect(events[seam]?.seqs[0]).toBeGreaterThanOrEqual(20n);
+    const delivered = events.filter((e) => e.case !== "caughtUp").flatMap((e) => e.seqs);
+    expect(delivered).toEqual(range(6, 100)); // no gap, no duplicate across the seam
+    expect(events.length).toBeLessThan(40); // 95 messages, grouped
+  });
+
   it("refuses to resume from beyond the room's head instead of skipping", async () => {
     const chat = await core.chat("ahead");
     const room = "ahead";

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file parley/v1/chat.proto.
  */
 export const file_parley_v1_chat: GenFile = /*@__PURE__*/
-  fileDesc("ChRwYXJsZXkvdjEvY2hhdC5wcm90bxIJcGFybGV5LnYxIpkBCgtDaGF0TWVzc2FnZRIKCgJpZBgBIAEoCRIMCgRyb29tGAIgASgJEgsKA3NlcRgDIAEoAxIOCgZzZW5kZXIYBCABKAkSDAoEYm9keRgFIAEoCRIVCg1jbGllbnRfbXNnX2lkGAYgASgJEi4KCmNyZWF0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkcKElNlbmRNZXNzYWdlUmVxdWVzdBIMCgRyb29tGAEgASgJEgwKBGJvZHkYAiABKAkSFQoNY2xpZW50X21zZ19pZBgDIAEoCSJRChNTZW5kTWVzc2FnZVJlc3BvbnNlEicKB21lc3NhZ2UYASABKAsyFi5wYXJsZXkudjEuQ2hhdE1lc3NhZ2USEQoJZHVwbGljYXRlGAIgASgIIoUBChFTZW5kU3RyZWFtUmVxdWVzdBISCgpzdHJlYW1fc2VxGAEgASgDEgwKBHJvb20YAiABKAkSDAoEYm9keRgDIAEoCRIVCg1jbGllbnRfbXNnX2lkGAQgASgJEhQKDGFjdGluZ190b2tlbhgFIAEoCRITCgt0cmFjZXBhcmVudBgGIAEoCSJBChJTZW5kQmF0Y2hlc1JlcXVlc3QSKwoFaXRlbXMYASADKAsyHC5wYXJsZXkudjEuU2VuZFN0cmVhbVJlcXVlc3QiRQoTU2VuZEJhdGNoZXNSZXNwb25zZRIuCgdhbnN3ZXJzGAEgAygLMh0ucGFybGV5LnYxLlNlbmRTdHJlYW1SZXNwb25zZSKZAQoSU2VuZFN0cmVhbVJlc3BvbnNlEhIKCnN0cmVhbV9zZXEYASABKAMSKQoHbWVzc2FnZRgCIAEoCzIWLnBhcmxleS52MS5DaGF0TWVzc2FnZUgAEicKBWVycm9yGAMgASgLMhYucGFybGV5LnYxLkVycm9yRGV0YWlsSAASEQoJZHVwbGljYXRlGAQgASgIQggKBnJlc3VsdCJ3ChNMaXN0TWVzc2FnZXNSZXF1ZXN0EgwKBHJvb20YASABKAkSKwoJZGlyZWN0aW9uGAIgASgOMhgucGFybGV5LnYxLkxpc3REaXJlY3Rpb24SEgoKY3Vyc29yX3NlcRgDIAEoAxIRCglwYWdlX3NpemUYBCABKAUifQoUTGlzdE1lc3NhZ2VzUmVzcG9uc2USKAoIbWVzc2FnZXMYASADKAsyFi5wYXJsZXkudjEuQ2hhdE1lc3NhZ2USFwoPbmV4dF9jdXJzb3Jfc2VxGAIgASgDEhAKCGhhc19tb3JlGAMgASgIEhAKCGhlYWRfc2VxGAQgASgDIlEKG0NoYXRTZXJ2aWNlU3Vic2NyaWJlUmVxdWVzdBIMCgRyb29tGAEgASgJEhYKCWFmdGVyX3NlcRgCIAEoA0gAiAEBQgwKCl9hZnRlcl9zZXEifAocQ2hhdFNlcnZpY2VTdWJzY3JpYmVSZXNwb25zZRIpCgdtZXNzYWdlGAEgASgLMhYucGFybGV5LnYxLkNoYXRNZXNzYWdlSAASKAoJY2F1Z2h0X3VwGAIgASgLMhMucGFybGV5LnYxLkNhdWdodFVwSABCBwoFZXZlbnQiLAoPTWFya1JlYWRSZXF1ZXN0EgwKBHJvb20YASABKAkSCwoDc2VxGAIgASgDIkwKEE1hcmtSZWFkUmVzcG9uc2USEAoIcmVhZF9zZXEYASABKAMSFAoMdW5yZWFkX2NvdW50GAIgASgDEhAKCGhlYWRfc2VxGAMgASgDMvIDCgtDaGF0U2VydmljZRJMCgtTZW5kTWVzc2FnZRIdLnBhcmxleS52MS5TZW5kTWVzc2FnZVJlcXVlc3QaHi5wYXJsZXkudjEuU2VuZE1lc3NhZ2VSZXNwb25zZRJNCgpTZW5kU3RyZWFtEhwucGFybGV5LnYxLlNlbmRTdHJlYW1SZXF1ZXN0Gh0ucGFybGV5LnYxLlNlbmRTdHJlYW1SZXNwb25zZSgBMAESUAoLU2VuZEJhdGNoZXMSHS5wYXJsZXkudjEuU2VuZEJhdGNoZXNSZXF1ZXN0Gh4ucGFybGV5LnYxLlNlbmRCYXRjaGVzUmVzcG9uc2UoATABEk8KDExpc3RNZXNzYWdlcxIeLnBhcmxleS52MS5MaXN0TWVzc2FnZXNSZXF1ZXN0Gh8ucGFybGV5LnYxLkxpc3RNZXNzYWdlc1Jlc3BvbnNlEl4KCVN1YnNjcmliZRImLnBhcmxleS52MS5DaGF0U2VydmljZVN1YnNjcmliZVJlcXVlc3QaJy5wYXJsZXkudjEuQ2hhdFNlcnZpY2VTdWJzY3JpYmVSZXNwb25zZTABEkMKCE1hcmtSZWFkEhoucGFybGV5LnYxLk1hcmtSZWFkUmVxdWVzdBobLnBhcmxleS52MS5NYXJrUmVhZFJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp, file_parley_v1_common, file_parley_v1_errors]);
+  fileDesc("ChRwYXJsZXkvdjEvY2hhdC5wcm90bxIJcGFybGV5LnYxIpkBCgtDaGF0TWVzc2FnZRIKCgJpZBgBIAEoCRIMCgRyb29tGAIgASgJEgsKA3NlcRgDIAEoAxIOCgZzZW5kZXIYBCABKAkSDAoEYm9keRgFIAEoCRIVCg1jbGllbnRfbXNnX2lkGAYgASgJEi4KCmNyZWF0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkcKElNlbmRNZXNzYWdlUmVxdWVzdBIMCgRyb29tGAEgASgJEgwKBGJvZHkYAiABKAkSFQoNY2xpZW50X21zZ19pZBgDIAEoCSJRChNTZW5kTWVzc2FnZVJlc3BvbnNlEicKB21lc3NhZ2UYASABKAsyFi5wYXJsZXkudjEuQ2hhdE1lc3NhZ2USEQoJZHVwbGljYXRlGAIgASgIIoUBChFTZW5kU3RyZWFtUmVxdWVzdBISCgpzdHJlYW1fc2VxGAEgASgDEgwKBHJvb20YAiABKAkSDAoEYm9keRgDIAEoCRIVCg1jbGllbnRfbXNnX2lkGAQgASgJEhQKDGFjdGluZ190b2tlbhgFIAEoCRITCgt0cmFjZXBhcmVudBgGIAEoCSJBChJTZW5kQmF0Y2hlc1JlcXVlc3QSKwoFaXRlbXMYASADKAsyHC5wYXJsZXkudjEuU2VuZFN0cmVhbVJlcXVlc3QiRQoTU2VuZEJhdGNoZXNSZXNwb25zZRIuCgdhbnN3ZXJzGAEgAygLMh0ucGFybGV5LnYxLlNlbmRTdHJlYW1SZXNwb25zZSKZAQoSU2VuZFN0cmVhbVJlc3BvbnNlEhIKCnN0cmVhbV9zZXEYASABKAMSKQoHbWVzc2FnZRgCIAEoCzIWLnBhcmxleS52MS5DaGF0TWVzc2FnZUgAEicKBWVycm9yGAMgASgLMhYucGFybGV5LnYxLkVycm9yRGV0YWlsSAASEQoJZHVwbGljYXRlGAQgASgIQggKBnJlc3VsdCJ3ChNMaXN0TWVzc2FnZXNSZXF1ZXN0EgwKBHJvb20YASABKAkSKwoJZGlyZWN0aW9uGAIgASgOMhgucGFybGV5LnYxLkxpc3REaXJlY3Rpb24SEgoKY3Vyc29yX3NlcRgDIAEoAxIRCglwYWdlX3NpemUYBCABKAUifQoUTGlzdE1lc3NhZ2VzUmVzcG9uc2USKAoIbWVzc2FnZXMYASADKAsyFi5wYXJsZXkudjEuQ2hhdE1lc3NhZ2USFwoPbmV4dF9jdXJzb3Jfc2VxGAIgASgDEhAKCGhhc19tb3JlGAMgASgIEhAKCGhlYWRfc2VxGAQgASgDImIKG0NoYXRTZXJ2aWNlU3Vic2NyaWJlUmVxdWVzdBIMCgRyb29tGAEgASgJEhYKCWFmdGVyX3NlcRgCIAEoA0gAiAEBEg8KB2JhdGNoZWQYAyABKAhCDAoKX2FmdGVyX3NlcSKtAQocQ2hhdFNlcnZpY2VTdWJzY3JpYmVSZXNwb25zZRIpCgdtZXNzYWdlGAEgASgLMhYucGFybGV5LnYxLkNoYXRNZXNzYWdlSAASKAoJY2F1Z2h0X3VwGAIgASgLMhMucGFybGV5LnYxLkNhdWdodFVwSAASLwoIbWVzc2FnZXMYAyABKAsyGy5wYXJsZXkudjEuQ2hhdE1lc3NhZ2VCYXRjaEgAQgcKBWV2ZW50IjwKEENoYXRNZXNzYWdlQmF0Y2gSKAoIbWVzc2FnZXMYASADKAsyFi5wYXJsZXkudjEuQ2hhdE1lc3NhZ2UiLAoPTWFya1JlYWRSZXF1ZXN0EgwKBHJvb20YASABKAkSCwoDc2VxGAIgASgDIkwKEE1hcmtSZWFkUmVzcG9uc2USEAoIcmVhZF9zZXEYASABKAMSFAoMdW5yZWFkX2NvdW50GAIgASgDEhAKCGhlYWRfc2VxGAMgASgDMvIDCgtDaGF0U2VydmljZRJMCgtTZW5kTWVzc2FnZRIdLnBhcmxleS52MS5TZW5kTWVzc2FnZVJlcXVlc3QaHi5wYXJsZXkudjEuU2VuZE1lc3NhZ2VSZXNwb25zZRJNCgpTZW5kU3RyZWFtEhwucGFybGV5LnYxLlNlbmRTdHJlYW1SZXF1ZXN0Gh0ucGFybGV5LnYxLlNlbmRTdHJlYW1SZXNwb25zZSgBMAESUAoLU2VuZEJhdGNoZXMSHS5wYXJsZXkudjEuU2VuZEJhdGNoZXNSZXF1ZXN0Gh4ucGFybGV5LnYxLlNlbmRCYXRjaGVzUmVzcG9uc2UoATABEk8KDExpc3RNZXNzYWdlcxIeLnBhcmxleS52MS5MaXN0TWVzc2FnZXNSZXF1ZXN0Gh8ucGFybGV5LnYxLkxpc3RNZXNzYWdlc1Jlc3BvbnNlEl4KCVN1YnNjcmliZRImLnBhcmxleS52MS5DaGF0U2VydmljZVN1YnNjcmliZVJlcXVlc3QaJy5wYXJsZXkudjEuQ2hhdFNlcnZpY2VTdWJzY3JpYmVSZXNwb25zZTABEkMKCE1hcmtSZWFkEhoucGFybGV5LnYxLk1hcmtSZWFkUmVxdWVzdBobLnBhcmxleS52MS5NYXJrUmVhZFJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp, file_parley_v1_common, file_parley_v1_errors]);
 
 /**
  * ChatMessage is one stored chat message. It is immutable once stored.
@@ -393,6 +393,17 @@ export type ChatServiceSubscribeRequest = Message<"parley.v1.ChatServiceSubscrib
    * @generated from field: optional int64 after_seq = 2;
    */
   afterSeq?: bigint | undefined;
+
+  /**
+   * When true, messages that are ready together (typically one commit's for
+   * this room) arrive as one `messages` event instead of one `message` event
+   * each. For busy followers such as the WebSocket bridge: a gRPC stream
+   * writes one message per HTTP/2 write completion, so one event per message
+   * caps a room's stream at about one message per turn of core's event loop.
+   *
+   * @generated from field: bool batched = 3;
+   */
+  batched: boolean;
 };
 
 /**
@@ -425,6 +436,15 @@ export type ChatServiceSubscribeResponse = Message<"parley.v1.ChatServiceSubscri
      */
     value: CaughtUp;
     case: "caughtUp";
+  } | {
+    /**
+     * Several messages in seq order (only when the request set `batched`);
+     * seq still increases by exactly 1 from message to message.
+     *
+     * @generated from field: parley.v1.ChatMessageBatch messages = 3;
+     */
+    value: ChatMessageBatch;
+    case: "messages";
   } | { case: undefined; value?: undefined };
 };
 
@@ -434,6 +454,27 @@ export type ChatServiceSubscribeResponse = Message<"parley.v1.ChatServiceSubscri
  */
 export const ChatServiceSubscribeResponseSchema: GenMessage<ChatServiceSubscribeResponse> = /*@__PURE__*/
   messageDesc(file_parley_v1_chat, 10);
+
+/**
+ * Consecutive messages of one room, in seq order.
+ *
+ * @generated from message parley.v1.ChatMessageBatch
+ */
+export type ChatMessageBatch = Message<"parley.v1.ChatMessageBatch"> & {
+  /**
+   * At least one message.
+   *
+   * @generated from field: repeated parley.v1.ChatMessage messages = 1;
+   */
+  messages: ChatMessage[];
+};
+
+/**
+ * Describes the message parley.v1.ChatMessageBatch.
+ * Use `create(ChatMessageBatchSchema)` to create a new message.
+ */
+export const ChatMessageBatchSchema: GenMessage<ChatMessageBatch> = /*@__PURE__*/
+  messageDesc(file_parley_v1_chat, 11);
 
 /**
  * @generated from message parley.v1.MarkReadRequest
@@ -459,7 +500,7 @@ export type MarkReadRequest = Message<"parley.v1.MarkReadRequest"> & {
  * Use `create(MarkReadRequestSchema)` to create a new message.
  */
 export const MarkReadRequestSchema: GenMessage<MarkReadRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 11);
+  messageDesc(file_parley_v1_chat, 12);
 
 /**
  * @generated from message parley.v1.MarkReadResponse
@@ -492,7 +533,7 @@ export type MarkReadResponse = Message<"parley.v1.MarkReadResponse"> & {
  * Use `create(MarkReadResponseSchema)` to create a new message.
  */
 export const MarkReadResponseSchema: GenMessage<MarkReadResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 12);
+  messageDesc(file_parley_v1_chat, 13);
 
 /**
  * ChatService stores and serves chat messages. Every call needs

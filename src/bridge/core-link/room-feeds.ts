@@ -69,12 +69,18 @@ export class RoomFeeds {
     const stopped = () => signal.aborted;
     for (let attempt = 0; !stopped(); ) {
       try {
-        const request = feed.lastSeq === undefined ? { room } : { room, afterSeq: feed.lastSeq };
+        // Batched: a commit's messages for the room arrive as one event.
+        const request = feed.lastSeq === undefined ? { room, batched: true } : { room, afterSeq: feed.lastSeq, batched: true };
         for await (const { event } of this.chat.subscribe(request, { signal })) {
           attempt = 0;
           if (event.case === "message") {
             feed.lastSeq = event.value.seq;
             this.hub.publish(room, [EncodedEvent.message(event.value)]);
+          } else if (event.case === "messages") {
+            const last = event.value.messages.at(-1);
+            if (last === undefined) continue;
+            feed.lastSeq = last.seq;
+            this.hub.publish(room, event.value.messages.map((message) => EncodedEvent.message(message)));
           } else if (event.case === "caughtUp" && feed.lastSeq === undefined) {
             feed.lastSeq = event.value.headSeq;
             // Followers that read the database before this feed's head was

@@ -3,6 +3,7 @@ import {
   type ChatMessage,
   type ChatService,
   type ChatServiceSubscribeResponse,
+  ChatServiceSubscribeResponseSchema,
   type SendBatchesRequest,
   type SendBatchesResponse,
   SendBatchesResponseSchema,
@@ -187,6 +188,7 @@ export function chatServiceHandlers(deps: ChatServiceDeps): ServiceHandlers<type
       const afterSeq = request.afterSeq === undefined ? undefined : checkSeq(request.afterSeq, "after_seq");
       roomAccess.assertCanRead(caller, room);
       const read = { label: "chat.replay", context: { room } };
+      const batches = request.batched ? new EventBatcher(responses) : undefined;
       await follow({
         hub: fanout.hub,
         topic: room,
@@ -195,9 +197,14 @@ export function chatServiceHandlers(deps: ChatServiceDeps): ServiceHandlers<type
         readHead: () => unitOfWork.read(read, (em) => store.headSeq(em, room)),
         send: (message) =>
           traceDelivery("message", room, message, originOf(message), () =>
-            responses.send({ event: { case: "message", value: message } } satisfies Partial<ChatServiceSubscribeResponse>),
+            batches
+              ? batches.add(message)
+              : responses.send({ event: { case: "message", value: message } } satisfies Partial<ChatServiceSubscribeResponse>),
           ),
-        caughtUp: (headSeq) => responses.send({ event: { case: "caughtUp", value: { headSeq } } }),
+        caughtUp: async (headSeq) => {
+          await batches?.flush();
+          await responses.send({ event: { case: "caughtUp", value: { headSeq } } });
+        },
         signal: context.signal,
       });
     },
@@ -238,5 +245,43 @@ async function* itemsOfBatches(requests: AsyncIterable<SendBatchesRequest>): Asy
       throw validationError("items", `must hold 1 to ${MAX_BATCH_ITEMS} items, got ${request.items.length}`);
     }
     yield* request.items;
+  }
+}
+
+/**
+ * A batched subscription's writer: messages passed on in one turn of the
+ * event loop leave as one `messages` event when the turn ends. `add` answers
+ * with the previous write, so a follower whose stream is backed up (or gone)
+ * is held (or stopped) as with one event per message.
+ */
+class EventBatcher {
+  #pending: ChatMessage[] = [];
+  #scheduled = false;
+  #lastWrite: Promise<void> = Promise.resolve();
+
+  constructor(private readonly responses: ResponseSink<ChatServiceSubscribeResponse>) {}
+
+  add(message: ChatMessage): Promise<void> {
+    this.#pending.push(message);
+    if (!this.#scheduled) {
+      this.#scheduled = true;
+      setImmediate(() => {
+        void this.flush();
+      });
+    }
+    return this.#lastWrite;
+  }
+
+  /** Writes what is pending now (before a caught_up, say). */
+  flush(): Promise<void> {
+    this.#scheduled = false;
+    if (this.#pending.length === 0) return this.#lastWrite;
+    const messages = this.#pending;
+    this.#pending = [];
+    const write = this.responses.send(create(ChatServiceSubscribeResponseSchema, { event: { case: "messages", value: { messages } } }));
+    // A failed write is seen by the next add or flush; never unhandled here.
+    write.catch(() => undefined);
+    this.#lastWrite = write;
+    return write;
   }
 }
