@@ -28,12 +28,13 @@ const FANOUT = 100;
 /** Notification sends in flight in the fan-out scenario. */
 const FANOUT_CONCURRENCY = 16;
 
-type Scenario = "unary" | "stream";
+type Scenario = "unary" | "stream" | "batches";
 
-const SCENARIOS: readonly Scenario[] = ["unary", "stream"];
+const SCENARIOS: readonly Scenario[] = ["unary", "stream", "batches"];
 const SCENARIO_LABEL: Readonly<Record<Scenario, string>> = {
   unary: "SendMessage, 64 concurrent callers",
   stream: "SendStream, window 64",
+  batches: "SendBatches, window 64",
 };
 /** Calls in flight (unary) and un-answered items in flight (stream). */
 const CONCURRENCY = 64;
@@ -96,7 +97,7 @@ async function measure(
   const client = createClient(ChatService, server.address, { headers: () => ({ authorization: `Bearer ${token}` }) });
   try {
     const recorder = new Recorder(options);
-    const load = scenario === "unary" ? unaryLoad(client, recorder, options) : streamLoad(client, recorder, options);
+    const load = scenario === "unary" ? unaryLoad(client, recorder, options) : streamLoad(client, recorder, options, scenario === "batches");
     await sleep(WARMUP_SECONDS * 1000);
     recorder.startWindow();
     const before = await cpuSnapshot(server, db);

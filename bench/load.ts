@@ -4,7 +4,15 @@
  * the caller opens and closes the window and finally stops the load.
  */
 import { performance } from "node:perf_hooks";
-import type { ChatService, SendStreamResponse } from "../gen/parley/v1/chat_pb.js";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import type { ClientDuplexStream } from "@grpc/grpc-js";
+import {
+  type ChatService,
+  type SendBatchesResponse,
+  type SendStreamRequestSchema,
+  type SendStreamResponse,
+} from "../gen/parley/v1/chat_pb.js";
+import { MAX_BATCH_ITEMS } from "../src/core/chat/validation.js";
 import { categoryName } from "../src/errors/category.js";
 import { ParleyError } from "../src/errors/parley-error.js";
 import type { ServiceClient } from "../src/grpc/client.js";
@@ -170,9 +178,9 @@ export async function unaryLoad(client: ChatClient, recorder: Recorder, options:
  * of the items in flight are a FIFO. The window also bounds what is buffered
  * in the client, so write()'s back-pressure signal is not needed.
  */
-export function streamLoad(client: ChatClient, recorder: Recorder, options: LoadOptions): Promise<void> {
+export function streamLoad(client: ChatClient, recorder: Recorder, options: LoadOptions, grouped = false): Promise<void> {
   return new Promise<void>((resolve) => {
-    const call = client.sendStream();
+    const { stream: call, writeItems, onAnswers } = grouped ? batchesCall(client) : itemsCall(client);
     const sentAt: number[] = [];
     let head = 0;
     let streamSeq = 0n;
@@ -188,12 +196,14 @@ export function streamLoad(client: ChatClient, recorder: Recorder, options: Load
       }
     };
     const pump = () => {
+      const items: StreamItem[] = [];
       while (inFlight() < options.concurrency) {
         const item = recorder.next();
         if (item === undefined) break;
         sentAt.push(performance.now());
-        call.write({ streamSeq: ++streamSeq, ...item });
+        items.push({ streamSeq: ++streamSeq, ...item });
       }
+      if (items.length > 0) writeItems(items);
       endIfDone();
     };
     let settled = false;
@@ -205,29 +215,31 @@ export function streamLoad(client: ChatClient, recorder: Recorder, options: Load
       resolve();
     };
 
-    call.on("data", (answer: SendStreamResponse) => {
-      const startedAt = sentAt[head++];
-      // Keep the FIFO from growing for the whole run.
-      if (head > 4096) {
-        sentAt.splice(0, head);
-        head = 0;
-      }
-      answered++;
-      if (startedAt === undefined) {
-        recorder.failed("PROTOCOL: an answer for an item that was not sent");
-      } else if (answer.streamSeq !== answered) {
-        recorder.failed(`PROTOCOL: answer for stream_seq ${answer.streamSeq} where ${answered} was due`);
-      } else {
-        switch (answer.result.case) {
-          case "message":
-            recorder.succeeded(startedAt, answer.duplicate);
-            break;
-          case "error":
-            recorder.failed(`${categoryName(answer.result.value.category)}: ${answer.result.value.message}`.slice(0, 200));
-            break;
-          case undefined:
-            recorder.failed("PROTOCOL: an answer with neither message nor error");
-            break;
+    onAnswers((answers) => {
+      for (const answer of answers) {
+        const startedAt = sentAt[head++];
+        // Keep the FIFO from growing for the whole run.
+        if (head > 4096) {
+          sentAt.splice(0, head);
+          head = 0;
+        }
+        answered++;
+        if (startedAt === undefined) {
+          recorder.failed("PROTOCOL: an answer for an item that was not sent");
+        } else if (answer.streamSeq !== answered) {
+          recorder.failed(`PROTOCOL: answer for stream_seq ${answer.streamSeq} where ${answered} was due`);
+        } else {
+          switch (answer.result.case) {
+            case "message":
+              recorder.succeeded(startedAt, answer.duplicate);
+              break;
+            case "error":
+              recorder.failed(`${categoryName(answer.result.value.category)}: ${answer.result.value.message}`.slice(0, 200));
+              break;
+            case undefined:
+              recorder.failed("PROTOCOL: an answer with neither message nor error");
+              break;
+          }
         }
       }
       pump();
@@ -251,4 +263,37 @@ export function streamLoad(client: ChatClient, recorder: Recorder, options: Load
     });
     pump();
   });
+}
+
+type StreamItem = MessageInitShape<typeof SendStreamRequestSchema>;
+
+/** A send stream as streamLoad drives it: items written in groups, answers read in groups. */
+interface ItemsCall {
+  readonly stream: ClientDuplexStream<never, unknown>;
+  writeItems: (items: StreamItem[]) => void;
+  onAnswers: (listener: (answers: readonly SendStreamResponse[]) => void) => void;
+}
+
+/** SendStream: one message per item and per answer. */
+function itemsCall(client: ChatClient): ItemsCall {
+  const stream = client.sendStream();
+  return {
+    stream,
+    writeItems: (items) => {
+      for (const item of items) stream.write(item);
+    },
+    onAnswers: (listener) => stream.on("data", (answer: SendStreamResponse) => { listener([answer]); }),
+  };
+}
+
+/** SendBatches: the items of one pump as one request, the answers of one response together. */
+function batchesCall(client: ChatClient): ItemsCall {
+  const stream = client.sendBatches();
+  return {
+    stream,
+    writeItems: (items) => {
+      for (let start = 0; start < items.length; start += MAX_BATCH_ITEMS) stream.write({ items: items.slice(start, start + MAX_BATCH_ITEMS) });
+    },
+    onAnswers: (listener) => stream.on("data", (response: SendBatchesResponse) => { listener(response.answers); }),
+  };
 }
