@@ -70,9 +70,16 @@ export class GroupCommitter<C, R> {
   submit(command: C): Promise<R> {
     return new Promise((resolve, reject) => {
       this.#queue.push({ command, context: context.active(), resolve, reject });
-      this.#running ??= this.#drain().finally(() => {
-        this.#running = undefined;
-      });
+      this.#startDrain();
+    });
+  }
+
+  #startDrain(): void {
+    this.#running ??= this.#drain().finally(() => {
+      this.#running = undefined;
+      // Submitted between the drain's last look at the queue and now (from
+      // a continuation of its last batch): nobody else would commit it.
+      if (this.#queue.length > 0) this.#startDrain();
     });
   }
 
