@@ -116,6 +116,8 @@ export class Connection {
   #alive = true;
   #corked = false;
   #closed = false;
+  /** close() is under way (it writes a last frame before #closed is set). */
+  #closing = false;
   readonly #timers: NodeJS.Timeout[] = [];
   readonly #lifetime = new AbortController();
 
@@ -201,7 +203,10 @@ export class Connection {
    * `go_away` frame so that a client knows to resume from its last seq.
    */
   close(code: CloseCode, reason: string, reconnectAfterMs?: number): void {
-    if (this.#closed) return;
+    // #closing, not just #closed: writing the go_away below can flush the
+    // corked socket, which checks the backlog, which would close again.
+    if (this.#closed || this.#closing) return;
+    this.#closing = true;
     if (code === CloseCode.GOING_AWAY || code === CloseCode.SLOW_CONSUMER || code === CloseCode.HEARTBEAT_TIMEOUT || code === CloseCode.RATE_LIMITED) {
       this.#push(
         create(ServerFrameSchema, {
@@ -728,7 +733,7 @@ export class Connection {
 
   /** A client too slow for its events is closed (it resumes from its last seq); memory stays bounded. */
   #checkBacklog(): void {
-    if (this.#closed) return;
+    if (this.#closed || this.#closing) return;
     if (this.#deps.socket.bufferedAmount > this.#deps.limits.maxBufferedBytes) {
       this.close(CloseCode.SLOW_CONSUMER, "the connection did not keep up with its events; resume from the last seq seen");
     }
