@@ -3,7 +3,7 @@ import { timestampFromPg } from "../src/core/db/pg-timestamp.js";
 import { backoffCap, backoffDelay, DEFAULT_BACKOFF } from "../src/util/backoff.js";
 import { OrderedQueue } from "../src/util/ordered-queue.js";
 import { OrderedRelease } from "../src/util/ordered-release.js";
-import { atEndOfTurn } from "../src/bridge/end-of-turn.js";
+import { atEndOfTurn } from "../src/util/end-of-turn.js";
 import { follow } from "../src/fanout/follow.js";
 import { FanoutHub } from "../src/fanout/hub.js";
 

@@ -28,7 +28,7 @@ import { contextFromTraceparent, currentTraceId, failSpan, traceparentOf, tracer
 import type { SendLink } from "./core-link/send-link.js";
 import type { RoomFeeds } from "./core-link/room-feeds.js";
 import { EncodedEvent } from "./encoded-frame.js";
-import { atEndOfTurn } from "./end-of-turn.js";
+import { atEndOfTurn } from "../util/end-of-turn.js";
 import type { ConnectionLimits } from "./limits.js";
 import type { RouteMatch } from "./routes.js";
 

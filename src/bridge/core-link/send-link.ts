@@ -19,7 +19,7 @@ import { parleyMetrics } from "../../telemetry/metrics.js";
 import { context, trace } from "@opentelemetry/api";
 import { failSpan, recordRetry, tracer } from "../../telemetry/tracing.js";
 import { backoffDelay, type BackoffPolicy } from "../../util/backoff.js";
-import { atEndOfTurn } from "../end-of-turn.js";
+import { atEndOfTurn } from "../../util/end-of-turn.js";
 
 /** One send, as the bridge hands it to core. */
 export interface LinkSend {
@@ -175,10 +175,7 @@ export class SendLink {
     // Everything not answered yet goes out again, oldest first (this turn's
     // outbox among it).
     this.#outbox = [];
-    this.#write(
-      stream,
-      Array.from(this.#pending.values(), (entry) => entry.request),
-    );
+    this.#write(stream, Array.from(this.#pending.values(), (entry) => entry.request));
   }
 
   /** Hands an answer over; a throwing receiver is a bug there, logged, not the stream's failure. */

@@ -19,6 +19,7 @@ import { ParleyError, validationError } from "../../errors/parley-error.js";
 import type { CallContext } from "../../grpc/call-context.js";
 import type { ResponseSink, ServiceHandlers } from "../../grpc/server.js";
 import { type Logger, logError } from "../../logging/logger.js";
+import { atEndOfTurn } from "../../util/end-of-turn.js";
 import { OrderedQueue } from "../../util/ordered-queue.js";
 import type { Span } from "@opentelemetry/api";
 import { originOf } from "../../telemetry/origins.js";
@@ -265,12 +266,14 @@ class EventBatcher {
     this.#pending.push(message);
     if (!this.#scheduled) {
       this.#scheduled = true;
-      setImmediate(() => {
-        void this.flush();
-      });
+      atEndOfTurn(this.#flushAtEndOfTurn);
     }
     return this.#lastWrite;
   }
+
+  readonly #flushAtEndOfTurn = (): void => {
+    void this.flush();
+  };
 
   /** Writes what is pending now (before a caught_up, say). */
   flush(): Promise<void> {

@@ -1,7 +1,8 @@
 /**
  * Runs callbacks once the current turn of the event loop has done its I/O
- * callbacks: one setImmediate for every connection that asked in this turn,
- * instead of one timer object per connection per turn.
+ * callbacks: one setImmediate for everything that asked in this turn (corked
+ * sockets, the send link's outbox, batched subscriptions), instead of one
+ * timer object each per turn.
  */
 const waiting: (() => void)[] = [];
 
