@@ -23,8 +23,8 @@ import { type Logger, logError } from "../logging/logger.js";
 import { decodeClientFrame, encodeServerFrame, FrameDecodeError, type FrameFormat } from "../protocol/frames.js";
 import { backoffDelay, type BackoffPolicy, sleep } from "../util/backoff.js";
 import { OrderedRelease } from "../util/ordered-release.js";
-import { type Context, context, ROOT_CONTEXT, type Span, SpanKind, trace } from "@opentelemetry/api";
-import { contextFromTraceparent, currentTraceId, failSpan, traceparentOf, tracer } from "../telemetry/tracing.js";
+import { type Attributes, type Context, context, ROOT_CONTEXT, type Span, SpanKind, trace } from "@opentelemetry/api";
+import { contextFromTraceparent, currentTraceId, failSpan, traceparentOfSpan, tracer } from "../telemetry/tracing.js";
 import type { SendLink } from "./core-link/send-link.js";
 import type { RoomFeeds } from "./core-link/room-feeds.js";
 import { EncodedEvent } from "./encoded-frame.js";
@@ -243,14 +243,14 @@ export class Connection {
       return;
     }
     const format: FrameFormat = isBinary ? "binary" : "json";
-    const attributes = { "parley.connection.id": this.#deps.id, "parley.frame.format": format, "parley.frame.bytes": data.byteLength };
     let frame: ClientFrame;
     try {
       frame = decodeClientFrame(data, format);
     } catch (error) {
       const failure = error instanceof FrameDecodeError ? error : new FrameDecodeError("", "", String(error));
       this.#deps.observe?.frameIn?.("invalid");
-      const span = tracer().startSpan("ws.frame invalid", { kind: SpanKind.SERVER, attributes: { ...attributes, "parley.request.id": failure.requestId } });
+      const span = tracer().startSpan("ws.frame invalid", { kind: SpanKind.SERVER });
+      if (span.isRecording()) span.setAttributes({ ...this.#frameAttributes(format, data), "parley.request.id": failure.requestId });
       context.with(trace.setSpan(context.active(), span), () => {
         this.#answerError(failure.requestId, failure, format);
       });
@@ -262,12 +262,20 @@ export class Connection {
     this.#deps.observe?.frameIn?.(kind);
     const parent = contextFromTraceparent(frame.traceparent, ROOT_CONTEXT);
     const room = roomOfRequest(frame) ?? this.#deps.route.params.room ?? "";
-    const span = tracer().startSpan(`ws.frame ${kind}`, {
-      kind: SpanKind.SERVER,
-      attributes: { ...attributes, "parley.frame.kind": kind, "parley.request.id": frame.requestId, "parley.room": room, "enduser.id": this.user },
-    }, parent);
+    const span = tracer().startSpan(`ws.frame ${kind}`, { kind: SpanKind.SERVER }, parent);
+    // Set after sampling, and only on a span that records them: unsampled
+    // frames (thousands a second) skip building and checking attributes.
+    if (span.isRecording()) {
+      span.setAttributes({
+        ...this.#frameAttributes(format, data),
+        "parley.frame.kind": kind,
+        "parley.request.id": frame.requestId,
+        "parley.room": room,
+        "enduser.id": this.user,
+      });
+    }
     if (frame.request.case === "send") {
-      this.#onSend(frame.requestId, frame.request.value, format, span, trace.setSpan(parent, span));
+      this.#onSend(frame.requestId, frame.request.value, format, span, parent);
       return;
     }
     // #dispatch accepts a frame (or throws) before its first await, so whether
@@ -285,6 +293,10 @@ export class Connection {
       .finally(() => {
         span.end();
       });
+  }
+
+  #frameAttributes(format: FrameFormat, data: Uint8Array): Attributes {
+    return { "parley.connection.id": this.#deps.id, "parley.frame.format": format, "parley.frame.bytes": data.byteLength };
   }
 
   /** Handles one decoded request; resolves once it has been answered. */
@@ -424,22 +436,22 @@ export class Connection {
    * checked synchronously (a refusal counts towards max_consecutive_errors),
    * handed to the send link with a callback, and answered in send order
    * through an OrderedRelease. The frame's span ends when the answer is out.
+   * Core continues the span's trace from its traceparent; the span becomes
+   * the active context only where a rare error answer needs its trace id.
    */
-  #onSend(requestId: string, send: SendFrame, format: FrameFormat, span: Span, frameContext: Context): void {
+  #onSend(requestId: string, send: SendFrame, format: FrameFormat, span: Span, parent: Context): void {
     try {
-      this.#send(requestId, send, format, frameContext, () => {
-        span.end();
-      });
+      this.#send(requestId, send, format, span, parent);
     } catch (error) {
-      context.with(frameContext, () => {
+      context.with(trace.setSpan(parent, span), () => {
         this.#answerError(requestId, ParleyError.from(error), format);
       });
       span.end();
     }
   }
 
-  /** Checks a send (throwing when it is refused), then hands it to core; `done` runs once it is answered. */
-  #send(requestId: string, send: SendFrame, format: FrameFormat, frameContext: Context, done: () => void): void {
+  /** Checks a send (throwing when it is refused), then hands it to core; the span ends once it is answered. */
+  #send(requestId: string, send: SendFrame, format: FrameFormat, span: Span, parent: Context): void {
     if (this.#lastSendSeq !== undefined && send.seq <= this.#lastSendSeq) {
       throw validationError("send.seq", `must increase along the connection: got ${send.seq} after ${this.#lastSendSeq}`);
     }
@@ -456,7 +468,7 @@ export class Connection {
     // The link answers in the order sends were made; the slot keeps this
     // connection's answers in its send order whatever happens underneath.
     const slot = this.#sendAnswers.take();
-    const item = { room, body: send.body, clientMsgId: send.clientMsgId, actingToken: this.#deps.token, traceparent: traceparentOf(frameContext) };
+    const item = { room, body: send.body, clientMsgId: send.clientMsgId, actingToken: this.#deps.token, traceparent: traceparentOfSpan(span.spanContext()) };
     this.#deps.sendLink.send(item, (response) => {
       this.#sendAnswers.complete(slot, () => {
         this.#inflightSends--;
@@ -467,11 +479,11 @@ export class Connection {
         } else {
           const detail = response.result.value;
           const error = detail ? fromErrorDetail(detail) : new ParleyError(ErrorCategory.INTERNAL, "core gave no answer");
-          context.with(frameContext, () => {
+          context.with(trace.setSpan(parent, span), () => {
             this.#answerError(requestId, prefixField(error, "send"), format, false);
           });
         }
-        done();
+        span.end();
       });
     });
   }

@@ -1,4 +1,5 @@
 import {
+  type Attributes,
   type Context,
   context,
   type Link,
@@ -45,6 +46,16 @@ export function traceparentOf(ctx: Context = context.active()): string {
   return carrier.traceparent ?? "";
 }
 
+/**
+ * The W3C traceparent naming `spanContext` ("" when it is invalid): what
+ * traceparentOf gives for a context holding that span, without building the
+ * context (the bridge stamps one on every send it forwards).
+ */
+export function traceparentOfSpan(spanContext: SpanContext): string {
+  if (!trace.isSpanContextValid(spanContext)) return "";
+  return `00-${spanContext.traceId}-${spanContext.spanId}-${(spanContext.traceFlags & 0xff).toString(16).padStart(2, "0")}`;
+}
+
 /** Injects the active context into a header map (gRPC metadata, HTTP headers). */
 export function injectHeaders(headers: Record<string, string>, ctx: Context = context.active()): Record<string, string> {
   propagation.inject(ctx, headers);
@@ -81,17 +92,28 @@ export function linkTo(spanContext: SpanContext | undefined): Link[] {
 }
 
 /**
+ * Sets attributes built only for a span that records them: on hot paths
+ * (an item, a delivery: thousands a second) unsampled spans then cost no
+ * attribute objects. Samplers see the span without them, which the
+ * standard ones (always_on/off, ratio, parent-based) do not look at.
+ */
+export function setAttributesIfRecording(span: Span, attributes: (() => Attributes) | undefined): void {
+  if (attributes !== undefined && span.isRecording()) span.setAttributes(attributes());
+}
+
+/**
  * Runs `work` inside a new active span; a thrown error marks the span failed
  * (via `categorize`) and is rethrown. The span always ends.
  */
 export async function inSpan<T>(
   name: string,
-  options: SpanOptions & { parent?: Context },
+  options: SpanOptions & { parent?: Context; lazyAttributes?: () => Attributes },
   work: (span: Span) => Promise<T>,
   categorize: (error: unknown) => ParleyError,
 ): Promise<T> {
   const parent = options.parent ?? context.active();
   const span = tracer().startSpan(name, options, parent);
+  setAttributesIfRecording(span, options.lazyAttributes);
   try {
     return await context.with(trace.setSpan(parent, span), () => work(span));
   } catch (error) {
@@ -107,11 +129,8 @@ export async function inSpan<T>(
  * (another trace), counted in the fan-out deliveries metric.
  */
 export async function traceDelivery(kind: string, topic: string, item: { readonly seq: bigint }, origin: SpanContext | undefined, send: () => Promise<void>): Promise<void> {
-  const span = tracer().startSpan(`fanout.deliver ${kind}`, {
-    kind: SpanKind.PRODUCER,
-    links: linkTo(origin),
-    attributes: { "parley.topic": topic, "parley.seq": item.seq.toString() },
-  });
+  const span = tracer().startSpan(`fanout.deliver ${kind}`, { kind: SpanKind.PRODUCER, links: linkTo(origin) });
+  setAttributesIfRecording(span, () => ({ "parley.topic": topic, "parley.seq": item.seq.toString() }));
   try {
     await send();
     parleyMetrics().fanoutDeliveries.add(kind);

@@ -70,7 +70,7 @@ export function chatServiceHandlers(deps: ChatServiceDeps): ServiceHandlers<type
       "chat.send",
       {
         parent: contextFromTraceparent(item.traceparent),
-        attributes: { "parley.room": item.room, "parley.stream_seq": item.streamSeq.toString(), "parley.client_msg_id": item.clientMsgId },
+        lazyAttributes: () => ({ "parley.room": item.room, "parley.stream_seq": item.streamSeq.toString(), "parley.client_msg_id": item.clientMsgId }),
       },
       (span) => storeItem(item, caller, context, span),
       (error) => ParleyError.from(error),
