@@ -1,0 +1,109 @@
+import { create, type DescMessage, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import {
+  ChatMessageBatchSchema,
+  ChatMessageSchema,
+  ChatServiceSubscribeResponseSchema,
+  SendBatchesResponseSchema,
+  SendStreamResponseSchema,
+} from "../gen/parley/v1/chat_pb.js";
+import { ErrorCategory } from "../gen/parley/v1/errors_pb.js";
+import { encodeChatSubscribeResponse, encodedChatMessage, encodeSendBatchesResponse } from "../src/grpc/chat-response-encoding.js";
+import { serializer } from "../src/grpc/codec.js";
+
+/** Fields as [number, name] pairs, in number order. */
+function fieldsOf(schema: DescMessage): [number, string][] {
+  return schema.fields.map((field): [number, string] => [field.number, field.name]).sort((a, b) => a[0] - b[0]);
+}
+
+const int64 = fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n });
+const text = fc.string({ unit: "binary", maxLength: 40 });
+
+const chatMessage = fc
+  .record({
+    id: fc.oneof(fc.uuid(), fc.constant("")),
+    room: text,
+    seq: fc.oneof(fc.constant(0n), int64),
+    sender: text,
+    body: fc.string({ unit: "binary", maxLength: 300 }),
+    clientMsgId: text,
+    createdAt: fc.option(fc.record({ seconds: fc.oneof(fc.constant(0n), int64), nanos: fc.integer({ min: 0, max: 999_999_999 }) }), { nil: undefined }),
+  })
+  .map((init) => create(ChatMessageSchema, init));
+
+const answer = fc
+  .record({
+    streamSeq: fc.oneof(fc.constant(0n), int64),
+    result: fc.oneof(
+      chatMessage.map((value) => ({ case: "message" as const, value })),
+      fc.record({ category: fc.constantFrom(ErrorCategory.VALIDATION, ErrorCategory.UNAVAILABLE), message: text, field: text }).map((value) => ({ case: "error" as const, value })),
+      fc.constant({ case: undefined }),
+    ),
+    duplicate: fc.boolean(),
+  })
+  .map((init) => create(SendStreamResponseSchema, init as MessageInitShape<typeof SendStreamResponseSchema>));
+
+const subscribeEvent = fc.oneof(
+  chatMessage.map((value) => ({ case: "message" as const, value })),
+  fc.array(chatMessage, { maxLength: 8 }).map((messages) => ({ case: "messages" as const, value: create(ChatMessageBatchSchema, { messages }) })),
+  int64.map((headSeq) => ({ case: "caughtUp" as const, value: { headSeq } })),
+  fc.constant({ case: undefined }),
+);
+
+describe("core's hand-written response encoders", () => {
+  it("cover every field of the types they write (a new field must be added to them)", () => {
+    expect(fieldsOf(SendBatchesResponseSchema)).toEqual([[1, "answers"]]);
+    expect(fieldsOf(SendStreamResponseSchema)).toEqual([
+      [1, "stream_seq"],
+      [2, "message"],
+      [3, "error"],
+      [4, "duplicate"],
+    ]);
+    expect(fieldsOf(ChatServiceSubscribeResponseSchema)).toEqual([
+      [1, "message"],
+      [2, "caught_up"],
+      [3, "messages"],
+    ]);
+    expect(fieldsOf(ChatMessageBatchSchema)).toEqual([[1, "messages"]]);
+  });
+
+  it("write SendBatchesResponse byte for byte as toBinary does", () => {
+    fc.assert(
+      fc.property(fc.array(answer, { maxLength: 12 }), (answers) => {
+        const response = create(SendBatchesResponseSchema, { answers });
+        const bytes = encodeSendBatchesResponse(response);
+        expect(bytes).toEqual(toBinary(SendBatchesResponseSchema, response));
+        expect(fromBinary(SendBatchesResponseSchema, bytes)).toEqual(response);
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it("write ChatServiceSubscribeResponse byte for byte as toBinary does", () => {
+    fc.assert(
+      fc.property(subscribeEvent, (event) => {
+        const response = create(ChatServiceSubscribeResponseSchema, { event });
+        expect(encodeChatSubscribeResponse(response)).toEqual(toBinary(ChatServiceSubscribeResponseSchema, response));
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it("accept init objects as the gRPC serializer is handed them, with the same bytes", () => {
+    const message = { id: "m1", room: "lobby", seq: 7n, sender: "ada", body: "hi", clientMsgId: "c1", createdAt: { seconds: 5n, nanos: 6 } };
+    const serialize = serializer(ChatServiceSubscribeResponseSchema);
+    const init = { event: { case: "message" as const, value: message } };
+    expect(new Uint8Array(serialize(init))).toEqual(toBinary(ChatServiceSubscribeResponseSchema, create(ChatServiceSubscribeResponseSchema, init)));
+    const caughtUp = { event: { case: "caughtUp" as const, value: { headSeq: 9n } } };
+    expect(new Uint8Array(serialize(caughtUp))).toEqual(toBinary(ChatServiceSubscribeResponseSchema, create(ChatServiceSubscribeResponseSchema, caughtUp)));
+  });
+
+  it("encode a stored message once for its answer and its room event", () => {
+    const message = create(ChatMessageSchema, { id: "m1", room: "lobby", seq: 1n, sender: "ada", body: "hello" });
+    const first = encodedChatMessage(message);
+    encodeSendBatchesResponse(create(SendBatchesResponseSchema, { answers: [{ streamSeq: 1n, result: { case: "message", value: message } }] }));
+    encodeChatSubscribeResponse(create(ChatServiceSubscribeResponseSchema, { event: { case: "messages", value: { messages: [message] } } }));
+    expect(encodedChatMessage(message)).toBe(first);
+  });
+});
