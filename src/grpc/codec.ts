@@ -1,7 +1,7 @@
 import { create, type DescMessage, fromBinary, type MessageInitShape, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import { ErrorCategory } from "../../gen/parley/v1/errors_pb.js";
 import { ParleyError } from "../errors/parley-error.js";
-import { RESPONSE_ENCODERS } from "./chat-response-encoding.js";
+import { HOT_ENCODERS } from "./chat-encoding.js";
 
 /**
  * Stands in for a request that did not decode. grpc-js answers a throwing
@@ -12,9 +12,9 @@ export class UndecodableMessage {
   constructor(readonly error: ParleyError) {}
 }
 
-/** Binary encoding for `schema`: a hand-written encoder for core's hottest responses, toBinary for the rest. */
+/** Binary encoding for `schema`: a hand-written encoder for the chat traffic's hottest messages, toBinary for the rest. */
 export function serializer<D extends DescMessage>(schema: D): (message: MessageInitShape<D>) => Buffer {
-  const encode = (RESPONSE_ENCODERS.get(schema.typeName) as ((message: MessageInitShape<D>) => Uint8Array) | undefined) ?? ((message) => toBinary(schema, create(schema, message)));
+  const encode = (HOT_ENCODERS.get(schema.typeName) as ((message: MessageInitShape<D>) => Uint8Array) | undefined) ?? ((message) => toBinary(schema, create(schema, message)));
   return (message) => {
     const encoded = encode(message);
     return Buffer.from(encoded.buffer, encoded.byteOffset, encoded.byteLength);

@@ -5,11 +5,13 @@ import {
   ChatMessageBatchSchema,
   ChatMessageSchema,
   ChatServiceSubscribeResponseSchema,
+  SendBatchesRequestSchema,
   SendBatchesResponseSchema,
+  SendStreamRequestSchema,
   SendStreamResponseSchema,
 } from "../gen/parley/v1/chat_pb.js";
 import { ErrorCategory } from "../gen/parley/v1/errors_pb.js";
-import { encodeChatSubscribeResponse, encodedChatMessage, encodeSendBatchesResponse } from "../src/grpc/chat-response-encoding.js";
+import { encodeChatMessage, encodeChatSubscribeResponse, encodedChatMessage, encodeSendBatchesRequest, encodeSendBatchesResponse } from "../src/grpc/chat-encoding.js";
 import { serializer } from "../src/grpc/codec.js";
 
 /** Fields as [number, name] pairs, in number order. */
@@ -28,7 +30,7 @@ const chatMessage = fc
     sender: text,
     body: fc.string({ unit: "binary", maxLength: 300 }),
     clientMsgId: text,
-    createdAt: fc.option(fc.record({ seconds: fc.oneof(fc.constant(0n), int64), nanos: fc.integer({ min: 0, max: 999_999_999 }) }), { nil: undefined }),
+    createdAt: fc.option(fc.record({ seconds: fc.oneof(fc.constant(0n), int64), nanos: fc.oneof(fc.integer({ min: 0, max: 999_999_999 }), fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 })) }), { nil: undefined }),
   })
   .map((init) => create(ChatMessageSchema, init));
 
@@ -51,7 +53,7 @@ const subscribeEvent = fc.oneof(
   fc.constant({ case: undefined }),
 );
 
-describe("core's hand-written response encoders", () => {
+describe("the hand-written chat encoders", () => {
   it("cover every field of the types they write (a new field must be added to them)", () => {
     expect(fieldsOf(SendBatchesResponseSchema)).toEqual([[1, "answers"]]);
     expect(fieldsOf(SendStreamResponseSchema)).toEqual([
@@ -66,6 +68,52 @@ describe("core's hand-written response encoders", () => {
       [3, "messages"],
     ]);
     expect(fieldsOf(ChatMessageBatchSchema)).toEqual([[1, "messages"]]);
+    expect(fieldsOf(ChatMessageSchema)).toEqual([
+      [1, "id"],
+      [2, "room"],
+      [3, "seq"],
+      [4, "sender"],
+      [5, "body"],
+      [6, "client_msg_id"],
+      [7, "created_at"],
+    ]);
+    expect(fieldsOf(SendBatchesRequestSchema)).toEqual([[1, "items"]]);
+    expect(fieldsOf(SendStreamRequestSchema)).toEqual([
+      [1, "stream_seq"],
+      [2, "room"],
+      [3, "body"],
+      [4, "client_msg_id"],
+      [5, "acting_token"],
+      [6, "traceparent"],
+    ]);
+  });
+
+  it("write SendBatchesRequest byte for byte as toBinary does, from plain objects as the bridge builds them", () => {
+    const item = fc.record({
+      streamSeq: fc.oneof(fc.constant(0n), int64),
+      room: text,
+      body: fc.string({ unit: "binary", maxLength: 300 }),
+      clientMsgId: text,
+      actingToken: fc.oneof(fc.constant(""), fc.string({ maxLength: 300 })),
+      traceparent: fc.oneof(fc.constant(""), text),
+    });
+    fc.assert(
+      fc.property(fc.array(item, { maxLength: 12 }), (items) => {
+        const bytes = new Uint8Array(encodeSendBatchesRequest({ items }));
+        expect(bytes).toEqual(toBinary(SendBatchesRequestSchema, create(SendBatchesRequestSchema, { items })));
+        expect(fromBinary(SendBatchesRequestSchema, bytes)).toEqual(create(SendBatchesRequestSchema, { items }));
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it("write ChatMessage byte for byte as toBinary does", () => {
+    fc.assert(
+      fc.property(chatMessage, (message) => {
+        expect(new Uint8Array(encodeChatMessage(message))).toEqual(toBinary(ChatMessageSchema, message));
+      }),
+      { numRuns: 1000 },
+    );
   });
 
   it("write SendBatchesResponse byte for byte as toBinary does", () => {
