@@ -114,8 +114,13 @@ export class GroupCommitter<C, R> {
     // The batch span is a child of the first caller's span and links every
     // other caller's: one transaction serves many traces.
     const parent = batch[0]?.context ?? context.active();
-    const links = batch.slice(1).flatMap((pending) => linkTo(trace.getSpanContext(pending.context)));
-    const span = tracer().startSpan(`group-commit ${this.spec.label}`, { links, attributes: { "parley.batch.size": batch.length } }, parent);
+    const span = tracer().startSpan(`group-commit ${this.spec.label}`, {}, parent);
+    // A link per caller, only on a span that records them (added after
+    // sampling: the standard samplers do not look at links).
+    if (span.isRecording()) {
+      span.setAttribute("parley.batch.size", batch.length);
+      span.addLinks(batch.slice(1).flatMap((pending) => linkTo(trace.getSpanContext(pending.context))));
+    }
     try {
       await context.with(trace.setSpan(parent, span), () => this.#commitTraced(batch, span));
     } finally {
