@@ -114,6 +114,15 @@ describe("validation before any database work", () => {
 });
 
 describe("history and read positions", () => {
+  it("answers a send with the very message history returns, created_at to the microsecond", async () => {
+    const chat = await core.chat("archivist");
+    const answers = [];
+    for (let i = 1; i <= 3; i++) answers.push((await chat.sendMessage({ room: "archive", body: `a${i}`, clientMsgId: `a${i}` })).message);
+    const page = await chat.listMessages({ room: "archive" });
+    expect(page.messages).toEqual(answers);
+    expect(answers.every((message) => (message?.createdAt?.nanos ?? 0) % 1000 === 0 && message?.createdAt !== undefined)).toBe(true);
+  });
+
   it("pages through history in both directions with bounded page size", async () => {
     const chat = await core.chat("historian");
     const room = "history";

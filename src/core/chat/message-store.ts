@@ -1,6 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import { type ChatMessage, ChatMessageSchema } from "../../../gen/parley/v1/chat_pb.js";
+import { boundQuery } from "../db/bound-query.js";
 import { timestampFromPg } from "../db/pg-timestamp.js";
 
 /** The NOTIFY channel that tells other core instances a room moved (parley_store_chat_batch notifies on it). */
@@ -35,9 +36,10 @@ interface MessageRow {
 
 /**
  * Stores a batch of messages in one statement (one round trip, atomic by
- * itself): parley_store_chat_batch, defined in the migration
- * Migration20261128020000_chat_store_function, which explains its steps and
- * why it lives in the database (a plan made once per connection).
+ * itself, the batch bound as a parameter): parley_store_chat_batch, defined
+ * in the migration Migration20261128020000_chat_store_function, which
+ * explains its steps and why it lives in the database (a plan made once per
+ * connection).
  */
 const STORE_BATCH_SQL = "select * from parley_store_chat_batch(?::jsonb, ?)";
 
@@ -56,7 +58,7 @@ export class MessageStore {
    */
   async storeBatch(em: EntityManager, batch: readonly NewMessage[]): Promise<StoredOutcome[]> {
     const input = batch.map((m, ord) => ({ ord, id: m.id, room_id: m.room, sender: m.sender, body: m.body, client_msg_id: m.clientMsgId }));
-    const rows = await em.execute<MessageRow[]>(STORE_BATCH_SQL, [JSON.stringify(input), this.origin]);
+    const rows = await boundQuery<MessageRow>(em, STORE_BATCH_SQL, [JSON.stringify(input), this.origin]);
     const outcomes = new Array<StoredOutcome | undefined>(batch.length);
     for (const row of rows) {
       if (row.ord === undefined || row.kind === undefined) continue;

@@ -60,7 +60,7 @@ export class UnitOfWork {
   #traced<T>(kind: string, options: UnitOfWorkOptions, work: (em: EntityManager) => Promise<T>): Promise<T> {
     return inSpan(
       `${kind} ${options.label}`,
-      { attributes: { "parley.unit": options.label, ...spanAttributes(options.context) } },
+      { lazyAttributes: () => ({ "parley.unit": options.label, ...spanAttributes(options.context) }) },
       (span) => this.#attempt(options, work, span),
       (error) => ParleyError.from(error),
     );
