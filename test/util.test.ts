@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import { timestampFromPg } from "../src/core/db/pg-timestamp.js";
 import { backoffCap, backoffDelay, DEFAULT_BACKOFF } from "../src/util/backoff.js";
 import { OrderedQueue } from "../src/util/ordered-queue.js";
+import { mintToken, TokenVerifier } from "../src/auth/tokens.js";
 import { OrderedRelease } from "../src/util/ordered-release.js";
 import { atEndOfTurn } from "../src/util/end-of-turn.js";
 import { follow } from "../src/fanout/follow.js";
@@ -65,6 +66,38 @@ describe("OrderedQueue", () => {
     queue.close();
     await reading;
     expect(out).toEqual([1, 2, 3]);
+  });
+});
+
+describe("OrderedQueue.offer", () => {
+  it("queues at once while there is room, refuses when full or closed, and keeps push order with push", async () => {
+    const queue = new OrderedQueue<number>(2);
+    expect(queue.offer(Promise.resolve(1))).toBe(true);
+    expect(queue.offer(Promise.resolve(2))).toBe(true);
+    expect(queue.offer(Promise.resolve(3))).toBe(false); // full: the caller awaits push instead
+    const out: number[] = [];
+    const reading = (async () => {
+      for await (const value of queue) out.push(value);
+    })();
+    await queue.push(Promise.resolve(3));
+    queue.close();
+    expect(queue.offer(Promise.resolve(4))).toBe(false);
+    await reading;
+    expect(out).toEqual([1, 2, 3]);
+  });
+});
+
+describe("TokenVerifier.cachedIdentity", () => {
+  it("knows a token only once verified, and forgets it when it expires", async () => {
+    let now = Date.now();
+    const verifier = new TokenVerifier("unit-secret", { clockToleranceSeconds: 0, now: () => now });
+    const token = await mintToken("unit-secret", "ada", { expiresInSeconds: 60 });
+    expect(verifier.cachedIdentity(token)).toBeUndefined();
+    const identity = await verifier.verify(token);
+    expect(verifier.cachedIdentity(token)).toBe(identity);
+    now += 61_000;
+    expect(verifier.cachedIdentity(token)).toBeUndefined();
+    await expect(verifier.verify(token)).rejects.toThrow();
   });
 });
 

@@ -47,11 +47,8 @@ export class TokenVerifier {
 
   /** The identity in `token`, or an UNAUTHENTICATED ParleyError saying why not. */
   async verify(token: string): Promise<Identity> {
-    const cached = this.#cache.get(token);
-    if (cached !== undefined) {
-      if (cached.expiresAt === undefined || cached.expiresAt + this.#tolerance > this.#now() / 1000) return cached;
-      this.#cache.delete(token);
-    }
+    const cached = this.cachedIdentity(token);
+    if (cached !== undefined) return cached;
     const identity = await this.#verifyUncached(token);
     if (this.#cache.size >= this.#cacheSize) {
       // Maps iterate in insertion order: drop the oldest entry.
@@ -60,6 +57,15 @@ export class TokenVerifier {
     }
     this.#cache.set(token, identity);
     return identity;
+  }
+
+  /** The identity of a token verified before and not expired since; undefined otherwise (call verify). */
+  cachedIdentity(token: string): Identity | undefined {
+    const cached = this.#cache.get(token);
+    if (cached === undefined) return undefined;
+    if (cached.expiresAt === undefined || cached.expiresAt + this.#tolerance > this.#now() / 1000) return cached;
+    this.#cache.delete(token);
+    return undefined;
   }
 
   async #verifyUncached(token: string): Promise<Identity> {

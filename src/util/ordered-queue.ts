@@ -11,10 +11,25 @@ export class OrderedQueue<T> {
 
   constructor(private readonly capacity: number) {}
 
+  /**
+   * Queues `entry` at once if there is room (true); false when the queue is
+   * full or closed, and the caller awaits `push` instead. Saves a promise per
+   * entry on the common path.
+   */
+  offer(entry: Promise<T>): boolean {
+    if (this.#closed || this.#entries.length >= this.capacity) return false;
+    this.#append(entry);
+    return true;
+  }
+
   async push(entry: Promise<T>): Promise<void> {
     while (this.#entries.length >= this.capacity && !this.#closed) await this.#changed();
     // Closed while waiting (the reader is gone): drop the entry quietly.
     if (this.#closed) return;
+    this.#append(entry);
+  }
+
+  #append(entry: Promise<T>): void {
     const record: Entry<T> = { promise: entry, settled: false, value: undefined };
     // Remembered so that batches() can take what is already done behind the head.
     entry.then(

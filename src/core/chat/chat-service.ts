@@ -21,15 +21,15 @@ import type { ResponseSink, ServiceHandlers } from "../../grpc/server.js";
 import { type Logger, logError } from "../../logging/logger.js";
 import { atEndOfTurn } from "../../util/end-of-turn.js";
 import { OrderedQueue } from "../../util/ordered-queue.js";
-import type { Span } from "@opentelemetry/api";
+import { context, trace } from "@opentelemetry/api";
 import { originOf } from "../../telemetry/origins.js";
-import { contextFromTraceparent, failSpan, inSpan, traceDelivery } from "../../telemetry/tracing.js";
+import { contextFromTraceparent, failSpan, setAttributesIfRecording, traceDelivery, tracer } from "../../telemetry/tracing.js";
 import { roomAccess } from "../access/room-access.js";
 import type { UnitOfWork } from "../db/unit-of-work.js";
 import { follow } from "../../fanout/follow.js";
 import type { TopicFanout } from "../fanout/topic-fanout.js";
 import type { MessageStore } from "./message-store.js";
-import type { SendCommand, SendCommitter } from "./send-committer.js";
+import type { SendCommand, SendCommitter, SendResult } from "./send-committer.js";
 import { checkBody, checkIdempotencyKey, checkPageSize, checkRoom, checkSeq, MAX_BATCH_ITEMS } from "./validation.js";
 
 export interface ChatServiceDeps {
@@ -63,59 +63,66 @@ export function chatServiceHandlers(deps: ChatServiceDeps): ServiceHandlers<type
    * One SendStream item → its answer; never rejects (errors are answers).
    * The caller is resolved before this is called, in stream order, so that
    * submissions reach the group commit in stream_seq order.
+   *
+   * Items arrive thousands a second, so this is written without async
+   * functions: the item's span is the active context only while the send is
+   * submitted (the group commit records it there) and while a failure is
+   * logged, and the answer is one promise continuation away.
    */
-  const answerItem = (item: SendStreamRequest, caller: Identity | ParleyError, context: CallContext): Promise<SendStreamResponse> =>
+  const answerItem = (item: SendStreamRequest, caller: Identity | ParleyError, callContext: CallContext): Promise<SendStreamResponse> => {
     // Each item continues its own caller's trace (the stream is shared).
-    inSpan(
-      "chat.send",
-      {
-        parent: contextFromTraceparent(item.traceparent),
-        lazyAttributes: () => ({ "parley.room": item.room, "parley.stream_seq": item.streamSeq.toString(), "parley.client_msg_id": item.clientMsgId }),
-      },
-      (span) => storeItem(item, caller, context, span),
-      (error) => ParleyError.from(error),
-    );
-
-  const storeItem = async (item: SendStreamRequest, caller: Identity | ParleyError, context: CallContext, span: Span): Promise<SendStreamResponse> => {
+    const parent = contextFromTraceparent(item.traceparent);
+    const span = tracer().startSpan("chat.send", {}, parent);
+    setAttributesIfRecording(span, () => ({ "parley.room": item.room, "parley.stream_seq": item.streamSeq.toString(), "parley.client_msg_id": item.clientMsgId }));
+    const itemContext = trace.setSpan(parent, span);
+    const failed = (thrown: unknown): SendStreamResponse =>
+      context.with(itemContext, () => {
+        const error = ParleyError.from(thrown);
+        failSpan(span, error);
+        logError(logger, error, {
+          rpc: callContext.path,
+          stream_seq: item.streamSeq.toString(),
+          room: item.room,
+          client_msg_id: item.clientMsgId,
+          user: caller instanceof ParleyError ? undefined : caller.user,
+        });
+        span.end();
+        return create(SendStreamResponseSchema, { streamSeq: item.streamSeq, result: { case: "error", value: toErrorDetail(error) } });
+      });
+    let submitted: Promise<SendResult>;
     try {
       if (caller instanceof ParleyError) throw caller;
-      const result = await committer.submit(toCommand(caller, item.room, item.body, item.clientMsgId));
-      return create(SendStreamResponseSchema, {
-        streamSeq: item.streamSeq,
-        result: { case: "message", value: result.message },
-        duplicate: result.duplicate,
-      });
+      const command = toCommand(caller, item.room, item.body, item.clientMsgId);
+      submitted = context.with(itemContext, () => committer.submit(command));
     } catch (thrown) {
-      const error = ParleyError.from(thrown);
-      failSpan(span, error);
-      logError(logger, error, {
-        rpc: context.path,
-        stream_seq: item.streamSeq.toString(),
-        room: item.room,
-        client_msg_id: item.clientMsgId,
-        user: caller instanceof ParleyError ? undefined : caller.user,
-      });
-      return create(SendStreamResponseSchema, { streamSeq: item.streamSeq, result: { case: "error", value: toErrorDetail(error) } });
+      return Promise.resolve(failed(thrown));
     }
-  };
-
-  /** The identity an item acts for: its own token's subject, or the stream's. */
-  const actingCaller = async (item: SendStreamRequest, opener: Identity): Promise<Identity | ParleyError> => {
-    if (item.actingToken === "") return opener;
-    try {
-      return await verifier.verify(item.actingToken);
-    } catch (error) {
-      return ParleyError.from(error);
-    }
+    return submitted.then((result) => {
+      span.end();
+      return create(SendStreamResponseSchema, { streamSeq: item.streamSeq, result: { case: "message", value: result.message }, duplicate: result.duplicate });
+    }, failed);
   };
 
   /**
-   * A send stream (SendStream or SendBatches): items read in order, each
-   * submitted to the group commit as it arrives, answered in stream_seq order
-   * by `write`. Ends when the items end or the caller goes away.
+   * The identity an item acts for: its own token's subject, or the stream's.
+   * A token verified before is answered at once, without a promise.
+   */
+  const actingCaller = (item: SendStreamRequest, opener: Identity): Identity | ParleyError | Promise<Identity | ParleyError> => {
+    if (item.actingToken === "") return opener;
+    return (
+      verifier.cachedIdentity(item.actingToken) ??
+      verifier.verify(item.actingToken).catch((error: unknown) => ParleyError.from(error))
+    );
+  };
+
+  /**
+   * A send stream (SendStream or SendBatches): items read in order, a
+   * request's items at a time, each submitted to the group commit as it
+   * arrives, answered in stream_seq order by `write`. Ends when the items end
+   * or the caller goes away.
    */
   const serveSendStream = async (
-    items: AsyncIterable<SendStreamRequest>,
+    requests: AsyncIterable<readonly SendStreamRequest[]>,
     write: (answers: OrderedQueue<SendStreamResponse>) => Promise<void>,
     context: CallContext,
   ): Promise<void> => {
@@ -130,15 +137,19 @@ export function chatServiceHandlers(deps: ChatServiceDeps): ServiceHandlers<type
     });
     let last: bigint | undefined;
     try {
-      for await (const item of items) {
-        if (writeFailure !== undefined) break;
-        if (last !== undefined && item.streamSeq <= last) {
-          throw validationError("stream_seq", `must increase along the stream: got ${item.streamSeq} after ${last}`);
+      reading: for await (const items of requests) {
+        for (const item of items) {
+          if (writeFailure !== undefined) break reading;
+          if (last !== undefined && item.streamSeq <= last) {
+            throw validationError("stream_seq", `must increase along the stream: got ${item.streamSeq} after ${last}`);
+          }
+          last = item.streamSeq;
+          // Resolved here, in stream order (verifications are cached per token).
+          const acting = actingCaller(item, opener);
+          const caller = acting instanceof Promise ? await acting : acting;
+          const answer = answerItem(item, caller, context);
+          if (!answers.offer(answer)) await answers.push(answer);
         }
-        last = item.streamSeq;
-        // Awaited here, in stream order (verifications are cached per token).
-        const caller = await actingCaller(item, opener);
-        await answers.push(answerItem(item, caller, context));
       }
     } finally {
       // Answer everything accepted so far, then end (or fail) the stream.
@@ -156,7 +167,7 @@ export function chatServiceHandlers(deps: ChatServiceDeps): ServiceHandlers<type
     },
 
     sendStream(requests, responses, context) {
-      return serveSendStream(requests, (answers) => writeEach(answers, responses), context);
+      return serveSendStream(oneAtATime(requests), (answers) => writeEach(answers, responses), context);
     },
 
     sendBatches(requests, responses, context) {
@@ -239,14 +250,19 @@ async function writeBatches(answers: OrderedQueue<SendStreamResponse>, responses
   for await (const batch of answers.batches(MAX_BATCH_ITEMS)) await responses.send(create(SendBatchesResponseSchema, { answers: batch }));
 }
 
-/** The items of a SendBatches stream, one by one; a request with no items or too many ends the stream. */
-async function* itemsOfBatches(requests: AsyncIterable<SendBatchesRequest>): AsyncGenerator<SendStreamRequest> {
+/** The items of a SendBatches stream, a request's at a time; a request with no items or too many ends the stream. */
+async function* itemsOfBatches(requests: AsyncIterable<SendBatchesRequest>): AsyncGenerator<readonly SendStreamRequest[]> {
   for await (const request of requests) {
     if (request.items.length === 0 || request.items.length > MAX_BATCH_ITEMS) {
       throw validationError("items", `must hold 1 to ${MAX_BATCH_ITEMS} items, got ${request.items.length}`);
     }
-    yield* request.items;
+    yield request.items;
   }
+}
+
+/** The items of a SendStream stream: each request is one. */
+async function* oneAtATime(requests: AsyncIterable<SendStreamRequest>): AsyncGenerator<readonly SendStreamRequest[]> {
+  for await (const request of requests) yield [request];
 }
 
 /**
