@@ -217,6 +217,42 @@ describe("subscriptions", () => {
     expect(events.length).toBeLessThan(40); // 95 messages, grouped
   });
 
+  it("batched: a follower that stops reading while 6 MB are stored then gets every message once, in order", async () => {
+    const chat = await core.chat("batched-laggard");
+    const room = "batched-laggard";
+    const total = 3_000;
+    const controller = new AbortController();
+    const iterator = chat.subscribe({ room, batched: true }, { signal: controller.signal })[Symbol.asyncIterator]();
+    const first = await iterator.next();
+    expect(first.done !== true && first.value.event.case).toBe("caughtUp");
+    // The follower reads nothing while 3,000 messages of 2 KB are stored by
+    // 30 concurrent senders: about a hundred commits, so a hundred events,
+    // more than the client buffers and HTTP/2 flow control lets through.
+    const senders = 30;
+    await Promise.all(
+      range(1, senders).map(async (sender) => {
+        for (let n = Number(sender); n <= total; n += senders) {
+          await chat.sendMessage({ room, body: `${n} `.padEnd(2_000, "x"), clientMsgId: `l${n}` });
+        }
+      }),
+    );
+    const bodies = new Map<bigint, string>();
+    const seqs: bigint[] = [];
+    while (seqs.length < total) {
+      const next = await iterator.next();
+      if (next.done === true) break;
+      const { event } = next.value;
+      const messages = event.case === "messages" ? event.value.messages : event.case === "message" ? [event.value] : [];
+      for (const message of messages) {
+        seqs.push(message.seq);
+        bodies.set(message.seq, message.body);
+      }
+    }
+    controller.abort();
+    expect(seqs).toEqual(range(1, total));
+    expect(new Set([...bodies.values()].map((body) => body.split(" ")[0])).size).toBe(total);
+  });
+
   it("refuses to resume from beyond the room's head instead of skipping", async () => {
     const chat = await core.chat("ahead");
     const room = "ahead";

@@ -126,18 +126,37 @@ export async function inSpan<T>(
 
 /**
  * A subscriber delivery: a span linked to the span that committed the item
- * (another trace), counted in the fan-out deliveries metric.
+ * (another trace), counted in the fan-out deliveries metric. A `send` that
+ * completes at once (returns nothing) is traced without a promise, and so
+ * is its delivery: the follower passes the next item on in the same turn.
  */
-export async function traceDelivery(kind: string, topic: string, item: { readonly seq: bigint }, origin: SpanContext | undefined, send: () => Promise<void>): Promise<void> {
+export function traceDelivery(
+  kind: string,
+  topic: string,
+  item: { readonly seq: bigint },
+  origin: SpanContext | undefined,
+  send: () => void | Promise<void>,
+): void | Promise<void> {
   const span = tracer().startSpan(`fanout.deliver ${kind}`, { kind: SpanKind.PRODUCER, links: linkTo(origin) });
   setAttributesIfRecording(span, () => ({ "parley.topic": topic, "parley.seq": item.seq.toString() }));
-  try {
-    await send();
-    parleyMetrics().fanoutDeliveries.add(kind);
-  } catch (error) {
+  const failed = (error: unknown): never => {
     failSpan(span, ParleyError.from(error));
-    throw error;
-  } finally {
     span.end();
+    throw error;
+  };
+  const delivered = (): void => {
+    parleyMetrics().fanoutDeliveries.add(kind);
+    span.end();
+  };
+  let sent: void | Promise<void>;
+  try {
+    sent = send();
+  } catch (error) {
+    return failed(error);
   }
+  if (sent === undefined) {
+    delivered();
+    return;
+  }
+  return sent.then(delivered, failed);
 }

@@ -267,24 +267,27 @@ async function* oneAtATime(requests: AsyncIterable<SendStreamRequest>): AsyncGen
 
 /**
  * A batched subscription's writer: messages passed on in one turn of the
- * event loop leave as one `messages` event when the turn ends. `add` answers
- * with the previous write, so a follower whose stream is backed up (or gone)
- * is held (or stopped) as with one event per message.
+ * event loop leave as one `messages` event when the turn ends. `add`
+ * answers at once while the stream takes what it is given; once a write has
+ * to wait for the stream to drain (or has failed), it answers with that
+ * write, so a follower whose stream is backed up (or gone) is held (or
+ * stopped) as with one event per message.
  */
 class EventBatcher {
   #pending: ChatMessage[] = [];
   #scheduled = false;
-  #lastWrite: Promise<void> = Promise.resolve();
+  /** The last write, while it waits for a drain, or after it failed. */
+  #blocking: Promise<void> | undefined;
 
   constructor(private readonly responses: ResponseSink<ChatServiceSubscribeResponse>) {}
 
-  add(message: ChatMessage): Promise<void> {
+  add(message: ChatMessage): Promise<void> | undefined {
     this.#pending.push(message);
     if (!this.#scheduled) {
       this.#scheduled = true;
       atEndOfTurn(this.#flushAtEndOfTurn);
     }
-    return this.#lastWrite;
+    return this.#blocking;
   }
 
   readonly #flushAtEndOfTurn = (): void => {
@@ -294,13 +297,18 @@ class EventBatcher {
   /** Writes what is pending now (before a caught_up, say). */
   flush(): Promise<void> {
     this.#scheduled = false;
-    if (this.#pending.length === 0) return this.#lastWrite;
+    if (this.#pending.length === 0) return this.#blocking ?? Promise.resolve();
     const messages = this.#pending;
     this.#pending = [];
     const write = this.responses.send(create(ChatServiceSubscribeResponseSchema, { event: { case: "messages", value: { messages } } }));
-    // A failed write is seen by the next add or flush; never unhandled here.
-    write.catch(() => undefined);
-    this.#lastWrite = write;
+    this.#blocking = write;
+    write.then(
+      () => {
+        if (this.#blocking === write) this.#blocking = undefined;
+      },
+      // A failed write stays blocking: the next add or flush answers with it.
+      () => undefined,
+    );
     return write;
   }
 }
