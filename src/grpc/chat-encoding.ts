@@ -135,8 +135,13 @@ export function encodeSendBatchesRequest(request: MessageInitShape<typeof SendBa
   const sizes = new Array<number>(items.length);
   let total = 0;
   items.forEach((item, index) => {
-    let size = int64FieldSize(item.streamSeq ?? 0n);
-    for (const value of [item.room, item.body, item.clientMsgId, item.actingToken, item.traceparent]) size += stringFieldSize(value);
+    const size =
+      int64FieldSize(item.streamSeq ?? 0n) +
+      stringFieldSize(item.room) +
+      stringFieldSize(item.body) +
+      stringFieldSize(item.clientMsgId) +
+      stringFieldSize(item.actingToken) +
+      stringFieldSize(item.traceparent);
     sizes[index] = size;
     total += 1 + varint32Size(size) + size;
   });

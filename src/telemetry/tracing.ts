@@ -137,26 +137,39 @@ export function traceDelivery(
   origin: SpanContext | undefined,
   send: () => void | Promise<void>,
 ): void | Promise<void> {
-  const span = tracer().startSpan(`fanout.deliver ${kind}`, { kind: SpanKind.PRODUCER, links: linkTo(origin) });
-  setAttributesIfRecording(span, () => ({ "parley.topic": topic, "parley.seq": item.seq.toString() }));
-  const failed = (error: unknown): never => {
-    failSpan(span, ParleyError.from(error));
-    span.end();
-    throw error;
-  };
-  const delivered = (): void => {
-    parleyMetrics().fanoutDeliveries.add(kind);
-    span.end();
-  };
+  const span = tracer().startSpan(`fanout.deliver ${kind}`, { kind: SpanKind.PRODUCER });
+  if (span.isRecording()) {
+    span.setAttributes({ "parley.topic": topic, "parley.seq": item.seq.toString() });
+    span.addLinks(linkTo(origin));
+  }
   let sent: void | Promise<void>;
   try {
     sent = send();
   } catch (error) {
-    return failed(error);
+    endFailedDelivery(span, error);
+    throw error;
   }
   if (sent === undefined) {
-    delivered();
+    endDelivery(kind, span);
     return;
   }
-  return sent.then(delivered, failed);
+  return sent.then(
+    () => {
+      endDelivery(kind, span);
+    },
+    (error: unknown) => {
+      endFailedDelivery(span, error);
+      throw error;
+    },
+  );
+}
+
+function endDelivery(kind: string, span: Span): void {
+  parleyMetrics().fanoutDeliveries.add(kind);
+  span.end();
+}
+
+function endFailedDelivery(span: Span, error: unknown): void {
+  failSpan(span, ParleyError.from(error));
+  span.end();
 }

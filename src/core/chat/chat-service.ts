@@ -124,9 +124,9 @@ export function chatServiceHandlers(deps: ChatServiceDeps): ServiceHandlers<type
   const serveSendStream = async (
     requests: AsyncIterable<readonly SendStreamRequest[]>,
     write: (answers: OrderedQueue<SendStreamResponse>) => Promise<void>,
-    context: CallContext,
+    callContext: CallContext,
   ): Promise<void> => {
-    const opener = context.values.get(CALLER);
+    const opener = callContext.values.get(CALLER);
     const answers = new OrderedQueue<SendStreamResponse>(deps.streamWindow ?? 4096);
     let writeFailure: unknown;
     const writer = write(answers).catch((error: unknown) => {
@@ -147,7 +147,7 @@ export function chatServiceHandlers(deps: ChatServiceDeps): ServiceHandlers<type
           // Resolved here, in stream order (verifications are cached per token).
           const acting = actingCaller(item, opener);
           const caller = acting instanceof Promise ? await acting : acting;
-          const answer = answerItem(item, caller, context);
+          const answer = answerItem(item, caller, callContext);
           if (!answers.offer(answer)) await answers.push(answer);
         }
       }
