@@ -1,4 +1,4 @@
-import { create, type DescMessage, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import {
@@ -13,26 +13,7 @@ import {
 import { ErrorCategory } from "../gen/parley/v1/errors_pb.js";
 import { encodeChatMessage, encodeChatSubscribeResponse, encodedChatMessage, encodeSendBatchesRequest, encodeSendBatchesResponse } from "../src/grpc/chat-encoding.js";
 import { serializer } from "../src/grpc/codec.js";
-
-/** Fields as [number, name] pairs, in number order. */
-function fieldsOf(schema: DescMessage): [number, string][] {
-  return schema.fields.map((field): [number, string] => [field.number, field.name]).sort((a, b) => a[0] - b[0]);
-}
-
-const int64 = fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n });
-const text = fc.string({ unit: "binary", maxLength: 40 });
-
-const chatMessage = fc
-  .record({
-    id: fc.oneof(fc.uuid(), fc.constant("")),
-    room: text,
-    seq: fc.oneof(fc.constant(0n), int64),
-    sender: text,
-    body: fc.string({ unit: "binary", maxLength: 300 }),
-    clientMsgId: text,
-    createdAt: fc.option(fc.record({ seconds: fc.oneof(fc.constant(0n), int64), nanos: fc.oneof(fc.integer({ min: 0, max: 999_999_999 }), fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 })) }), { nil: undefined }),
-  })
-  .map((init) => create(ChatMessageSchema, init));
+import { chatMessage, fieldsOf, int64, text } from "./support/chat-arbitraries.js";
 
 const answer = fc
   .record({

@@ -1,6 +1,7 @@
 import { create, type DescMessage, fromBinary, type MessageInitShape, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import { ErrorCategory } from "../../gen/parley/v1/errors_pb.js";
 import { ParleyError } from "../errors/parley-error.js";
+import { HOT_DECODERS } from "./chat-decoding.js";
 import { HOT_ENCODERS } from "./chat-encoding.js";
 
 /**
@@ -21,10 +22,16 @@ export function serializer<D extends DescMessage>(schema: D): (message: MessageI
   };
 }
 
+/** Binary decoding for `schema`: a hand-written decoder for the chat traffic's hottest messages, fromBinary for the rest. */
+function binaryDecoder<D extends DescMessage>(schema: D): (bytes: Uint8Array) => MessageShape<D> {
+  return (HOT_DECODERS.get(schema.typeName) as ((bytes: Uint8Array) => MessageShape<D>) | undefined) ?? ((bytes) => fromBinary(schema, bytes));
+}
+
 export function lenientDeserializer<D extends DescMessage>(schema: D): (bytes: Buffer) => MessageShape<D> | UndecodableMessage {
+  const decode = binaryDecoder(schema);
   return (bytes) => {
     try {
-      return fromBinary(schema, bytes);
+      return decode(bytes);
     } catch (error) {
       const reason = error instanceof Error ? error.message : String(error);
       return new UndecodableMessage(
@@ -35,5 +42,5 @@ export function lenientDeserializer<D extends DescMessage>(schema: D): (bytes: B
 }
 
 export function strictDeserializer<D extends DescMessage>(schema: D): (bytes: Buffer) => MessageShape<D> {
-  return (bytes) => fromBinary(schema, bytes);
+  return binaryDecoder(schema);
 }

@@ -11,6 +11,8 @@ import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
 import { type ClientFrame, ClientFrameSchema, type ServerFrame, ServerFrameSchema } from "../../gen/parley/v1/frames_pb.js";
 import { ErrorCategory } from "../../gen/parley/v1/errors_pb.js";
 import { ParleyError } from "../errors/parley-error.js";
+import { plainSendFrame } from "./client-frame-json.js";
+import { hotServerFrameJson } from "./server-frame-json.js";
 
 /** How a frame travelled: a text frame (proto3 JSON) or a binary one (protobuf). */
 export type FrameFormat = "json" | "binary";
@@ -35,7 +37,7 @@ const REQUEST_ID = /^[\x21-\x7e]{1,64}$/;
  * VALIDATION errors naming the field (proto field names, dotted).
  */
 export function decodeClientFrame(data: string | Uint8Array, format: FrameFormat): ClientFrame {
-  const frame = format === "json" ? decodeJson(typeof data === "string" ? data : new TextDecoder().decode(data)) : decodeBinary(toBytes(data));
+  const frame = format === "json" ? decodeJson(textOf(data)) : decodeBinary(toBytes(data));
   if (!REQUEST_ID.test(frame.requestId)) {
     throw new FrameDecodeError("", "request_id", "is required: 1 to 64 printable ASCII characters without spaces");
   }
@@ -48,7 +50,8 @@ export function decodeClientFrame(data: string | Uint8Array, format: FrameFormat
 /** Encodes a server frame in the format the client used. Throws SERIALIZATION. */
 export function encodeServerFrame(frame: ServerFrame, format: FrameFormat): string | Uint8Array {
   try {
-    return format === "json" ? toJsonString(ServerFrameSchema, frame) : toBinary(ServerFrameSchema, frame);
+    if (format === "binary") return toBinary(ServerFrameSchema, frame);
+    return hotServerFrameJson(frame) ?? toJsonString(ServerFrameSchema, frame);
   } catch (error) {
     const reason = error instanceof Error ? error.message : String(error);
     throw new ParleyError(ErrorCategory.SERIALIZATION, `cannot encode server frame: ${reason}`, { cause: error });
@@ -56,6 +59,8 @@ export function encodeServerFrame(frame: ServerFrame, format: FrameFormat): stri
 }
 
 function decodeJson(text: string): ClientFrame {
+  const plain = plainSendFrame(text);
+  if (plain !== undefined) return plain;
   try {
     // protobuf-es parses and checks in one pass (it also refuses duplicate keys).
     return fromJsonString(ClientFrameSchema, text, { ignoreUnknownFields: false });
@@ -190,6 +195,17 @@ function nestedMessage(value: unknown): { message: object; name?: string } | und
 
 function snakeCase(name: string): string {
   return name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+}
+
+/**
+ * A text frame's text. ws has checked that it is UTF-8; Buffer decodes it
+ * faster than TextDecoder, which also drops a leading byte order mark (kept
+ * for that case, so a frame means the same either way).
+ */
+function textOf(data: string | Uint8Array): string {
+  if (typeof data === "string") return data;
+  if (Buffer.isBuffer(data) && !(data[0] === 0xef && data[1] === 0xbb && data[2] === 0xbf)) return data.toString("utf8");
+  return new TextDecoder().decode(data);
 }
 
 function toBytes(data: string | Uint8Array): Uint8Array {

@@ -1,0 +1,35 @@
+/** fast-check arbitraries for the chat types, shared by the hand-written codec tests. */
+import { create, type DescMessage } from "@bufbuild/protobuf";
+import fc from "fast-check";
+import { ChatMessageSchema } from "../../gen/parley/v1/chat_pb.js";
+
+export const int64 = fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n });
+export const text = fc.string({ unit: "binary", maxLength: 40 });
+
+/** Seconds from 0001-01-01 to 9999-12-31: the range a Timestamp has in JSON. */
+export const timestampSeconds = fc.bigInt({ min: -62_135_596_800n, max: 253_402_300_799n });
+
+/** Any nanos an int32 holds, valid or not, and the round ones JSON shortens. */
+export const nanos = fc.oneof(
+  fc.integer({ min: 0, max: 999_999_999 }),
+  fc.integer({ min: 0, max: 999 }).map((n) => n * 1_000_000),
+  fc.integer({ min: 0, max: 999_999 }).map((n) => n * 1_000),
+  fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }),
+);
+
+export const chatMessage = fc
+  .record({
+    id: fc.oneof(fc.uuid(), fc.constant("")),
+    room: text,
+    seq: fc.oneof(fc.constant(0n), int64),
+    sender: text,
+    body: fc.string({ unit: "binary", maxLength: 300 }),
+    clientMsgId: text,
+    createdAt: fc.option(fc.record({ seconds: fc.oneof(fc.constant(0n), timestampSeconds, int64), nanos }), { nil: undefined }),
+  })
+  .map((init) => create(ChatMessageSchema, init));
+
+/** Fields as [number, name] pairs, in number order. */
+export function fieldsOf(schema: DescMessage): [number, string][] {
+  return schema.fields.map((field): [number, string] => [field.number, field.name]).sort((a, b) => a[0] - b[0]);
+}
