@@ -519,6 +519,49 @@ describe("SendBatches", () => {
     expect(responses.length).toBeLessThan(150);
   });
 
+  it("answers each item of a 500-item request over three rooms with its own stored row, repeats with their originals", async () => {
+    const chat = await core.chat("big-batcher");
+    const rooms = ["big-a", "big-b", "big-c"];
+    // Seed: items 1..20 stored first, then repeated (same keys) inside the big request.
+    const seed = chat.sendBatches();
+    const seeded = responsesOf(seed);
+    seed.write({ items: range(1, 20).map((i) => item(Number(i), rooms[Number(i) % 3] ?? "big-a")) });
+    seed.end();
+    expect(await seeded.ended).toBeUndefined();
+
+    const stream = chat.sendBatches();
+    const { responses, ended } = responsesOf(stream);
+    const items = range(1, 500).map((i) => item(Number(i), rooms[Number(i) % 3] ?? "big-a"));
+    stream.write({ items });
+    stream.end();
+    expect(await ended).toBeUndefined();
+    const answers = responses.flatMap((response) => response.answers);
+    expect(answers.map((a) => a.streamSeq)).toEqual(range(1, 500));
+
+    const rows = await db.sql<{ id: string; room_id: string; seq: string; body: string; client_msg_id: string; micros: string }>(
+      "select id, room_id, seq, body, client_msg_id, (extract(epoch from created_at) * 1000000)::bigint::text as micros from chat_messages where room_id = any($1)",
+      [rooms],
+    );
+    const byKey = new Map(rows.map((row) => [row.client_msg_id, row]));
+    expect(rows).toHaveLength(500);
+    answers.forEach((answer, index) => {
+      const sent = items[index];
+      expect(answer.result.case).toBe("message");
+      const message = answer.result.value as ChatMessage;
+      const row = byKey.get(sent?.clientMsgId ?? "");
+      expect(answer.duplicate).toBe(index < 20);
+      expect({ id: message.id, room: message.room, seq: message.seq, body: message.body }).toEqual({ id: row?.id, room: sent?.room, seq: BigInt(row?.seq ?? -1), body: sent?.body });
+      const micros = (message.createdAt?.seconds ?? 0n) * 1_000_000n + BigInt((message.createdAt?.nanos ?? 0) / 1000);
+      expect(micros.toString()).toBe(row?.micros);
+    });
+    // Each room's fresh messages are numbered in item order, after its seeded ones.
+    for (const room of rooms) {
+      const seqs = answers.filter((a, index) => index >= 20 && items[index]?.room === room).map((a) => (a.result.value as ChatMessage).seq);
+      const seeded = BigInt(range(1, 20).filter((i) => rooms[Number(i) % 3] === room).length);
+      expect(seqs).toEqual(range(Number(seeded) + 1, Number(seeded) + seqs.length));
+    }
+  });
+
   it("ends the stream with VALIDATION for a request with no items or more than 512, after answering what came before", async () => {
     const chat = await core.chat("batcher");
     for (const size of [0, 513]) {
