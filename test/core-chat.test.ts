@@ -556,7 +556,7 @@ describe("SendBatches", () => {
     });
     // Each room's fresh messages are numbered in item order, after its seeded ones.
     for (const room of rooms) {
-      const seqs = answers.filter((a, index) => index >= 20 && items[index]?.room === room).map((a) => (a.result.value as ChatMessage).seq);
+      const seqs = answers.filter((_, index) => index >= 20 && items[index]?.room === room).map((a) => (a.result.value as ChatMessage).seq);
       const seeded = BigInt(range(1, 20).filter((i) => rooms[Number(i) % 3] === room).length);
       expect(seqs).toEqual(range(Number(seeded) + 1, Number(seeded) + seqs.length));
     }
