@@ -708,7 +708,24 @@ export class Connection {
     this.#deps.observe?.frameOut?.(kind);
     this.#cork();
     socket.send(data, { binary: format === "binary" });
+    if (kind === "sendAck") this.#flushAfterThisTask();
   }
+
+  /**
+   * A send's ack is what its client waits for: it leaves when the task that
+   * produced it (a batch of core's answers) ends, not with the rest of the
+   * turn's frames at its end.
+   */
+  #flushAfterThisTask(): void {
+    if (this.#flushQueued) return;
+    this.#flushQueued = true;
+    queueMicrotask(this.#flushNow);
+  }
+
+  readonly #flushNow = (): void => {
+    this.#flushQueued = false;
+    if (this.#corked) this.#uncork();
+  };
 
   /**
    * Frames written in one turn of the event loop leave in one writev syscall
@@ -731,6 +748,8 @@ export class Connection {
     raw.cork();
     atEndOfTurn(this.#uncork);
   }
+
+  #flushQueued = false;
 
   readonly #uncork = (): void => {
     this.#corked = false;
