@@ -115,6 +115,8 @@ export class Connection {
   #pushFormat: FrameFormat;
   #alive = true;
   #corked = false;
+  /** An ack was written: the socket is flushed when the current task ends. */
+  #flushQueued = false;
   #closed = false;
   /** close() is under way (it writes a last frame before #closed is set). */
   #closing = false;
@@ -748,8 +750,6 @@ export class Connection {
     raw.cork();
     atEndOfTurn(this.#uncork);
   }
-
-  #flushQueued = false;
 
   readonly #uncork = (): void => {
     this.#corked = false;
