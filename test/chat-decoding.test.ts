@@ -12,7 +12,7 @@ import {
 import { ErrorCategory } from "../gen/parley/v1/errors_pb.js";
 import { decodeFast, HOT_DECODERS } from "../src/grpc/chat-decoding.js";
 import { lenientDeserializer, UndecodableMessage } from "../src/grpc/codec.js";
-import { chatMessage, fieldsOf, int64, text } from "./support/chat-arbitraries.js";
+import { chatMessage, fieldsOf, int64, sendStreamRequestItem, text } from "./support/chat-arbitraries.js";
 
 const storedAnswer = fc
   .record({ streamSeq: fc.oneof(fc.constant(0n), int64), message: chatMessage, duplicate: fc.boolean() })
@@ -25,15 +25,6 @@ const anyAnswer = fc.oneof(
     .map(({ streamSeq, ...error }) => create(SendStreamResponseSchema, { streamSeq, result: { case: "error", value: error } })),
   fc.constant(create(SendStreamResponseSchema, {})),
 );
-
-const requestItem = fc.record({
-  streamSeq: fc.oneof(fc.constant(0n), int64),
-  room: text,
-  body: fc.string({ unit: "binary", maxLength: 300 }),
-  clientMsgId: text,
-  actingToken: fc.oneof(fc.constant(""), fc.string({ maxLength: 300 })),
-  traceparent: fc.oneof(fc.constant(""), text),
-});
 
 /** Valid encodings of each hot type: the traffic the fast path must decode itself, and others it may leave to fromBinary. */
 const encodings: { schema: DescMessage; usual: fc.Arbitrary<Uint8Array>; any: fc.Arbitrary<Uint8Array> }[] = [
@@ -60,8 +51,8 @@ const encodings: { schema: DescMessage; usual: fc.Arbitrary<Uint8Array>; any: fc
   },
   {
     schema: SendBatchesRequestSchema,
-    usual: fc.array(requestItem, { maxLength: 10 }).map((items) => toBinary(SendBatchesRequestSchema, create(SendBatchesRequestSchema, { items }))),
-    any: fc.array(requestItem, { maxLength: 10 }).map((items) => toBinary(SendBatchesRequestSchema, create(SendBatchesRequestSchema, { items }))),
+    usual: fc.array(sendStreamRequestItem, { maxLength: 10 }).map((items) => toBinary(SendBatchesRequestSchema, create(SendBatchesRequestSchema, { items }))),
+    any: fc.array(sendStreamRequestItem, { maxLength: 10 }).map((items) => toBinary(SendBatchesRequestSchema, create(SendBatchesRequestSchema, { items }))),
   },
 ];
 

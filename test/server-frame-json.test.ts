@@ -5,7 +5,7 @@ import { ChatMessageSchema } from "../gen/parley/v1/chat_pb.js";
 import { SendAckSchema, type ServerFrame, ServerFrameSchema } from "../gen/parley/v1/frames_pb.js";
 import { encodeServerFrame } from "../src/protocol/frames.js";
 import { hotServerFrameJson } from "../src/protocol/server-frame-json.js";
-import { chatMessage, fieldsOf, int64, text } from "./support/chat-arbitraries.js";
+import { CHAT_MESSAGE_FIELDS, chatMessage, fieldsOf, int64, text } from "./support/chat-arbitraries.js";
 
 const requestId = fc.oneof(fc.constant(""), text);
 
@@ -32,15 +32,7 @@ describe("the hand-written server frame JSON", () => {
       [2, "message"],
       [3, "duplicate"],
     ]);
-    expect(fieldsOf(ChatMessageSchema)).toEqual([
-      [1, "id"],
-      [2, "room"],
-      [3, "seq"],
-      [4, "sender"],
-      [5, "body"],
-      [6, "client_msg_id"],
-      [7, "created_at"],
-    ]);
+    expect(fieldsOf(ChatMessageSchema)).toEqual(CHAT_MESSAGE_FIELDS);
     expect(fieldsOf(ServerFrameSchema).slice(0, 1)).toEqual([[1, "request_id"]]);
   });
 

@@ -478,6 +478,7 @@ export class Connection {
         this.#deps.observe?.sendAnswered?.(performance.now() - startedAt, ok);
         if (response.result.case === "message") {
           this.#answer(requestId, { case: "sendAck", value: { seq: send.seq, message: response.result.value, duplicate: response.duplicate } }, format);
+          this.#flushAfterThisTask();
         } else {
           const detail = response.result.value;
           const error = detail ? fromErrorDetail(detail) : new ParleyError(ErrorCategory.INTERNAL, "core gave no answer");
@@ -710,7 +711,6 @@ export class Connection {
     this.#deps.observe?.frameOut?.(kind);
     this.#cork();
     socket.send(data, { binary: format === "binary" });
-    if (kind === "sendAck") this.#flushAfterThisTask();
   }
 
   /**

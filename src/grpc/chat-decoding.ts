@@ -1,4 +1,4 @@
-import { fromBinary, type MessageShape } from "@bufbuild/protobuf";
+import { fromBinary } from "@bufbuild/protobuf";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import {
   type ChatMessage,
@@ -306,18 +306,14 @@ export function decodeFast(typeName: string, bytes: Uint8Array): unknown {
   }
 }
 
-/** Decodes with the fast path, or with fromBinary when it gives up (fromBinary's errors are the ones thrown). */
-function withFallback<D extends typeof SendBatchesResponseSchema | typeof ChatServiceSubscribeResponseSchema | typeof SendBatchesRequestSchema>(schema: D): (bytes: Uint8Array) => MessageShape<D> {
-  return (bytes) => (decodeFast(schema.typeName, bytes) as MessageShape<D> | undefined) ?? fromBinary(schema, bytes);
-}
-
-export const decodeSendBatchesResponse = withFallback(SendBatchesResponseSchema);
-export const decodeChatSubscribeResponse = withFallback(ChatServiceSubscribeResponseSchema);
-export const decodeSendBatchesRequest = withFallback(SendBatchesRequestSchema);
-
-/** The decoders above, by the type they read (the gRPC deserializers look here first). */
-export const HOT_DECODERS: ReadonlyMap<string, (bytes: Uint8Array) => unknown> = new Map<string, (bytes: Uint8Array) => unknown>([
-  [SendBatchesResponseSchema.typeName, decodeSendBatchesResponse],
-  [ChatServiceSubscribeResponseSchema.typeName, decodeChatSubscribeResponse],
-  [SendBatchesRequestSchema.typeName, decodeSendBatchesRequest],
-]);
+/**
+ * The decoders, by the type they read (the gRPC deserializers look here
+ * first): the fast path, or fromBinary when it gives up (fromBinary's errors
+ * are the ones thrown).
+ */
+export const HOT_DECODERS: ReadonlyMap<string, (bytes: Uint8Array) => unknown> = new Map(
+  [SendBatchesResponseSchema, ChatServiceSubscribeResponseSchema, SendBatchesRequestSchema].map((schema): [string, (bytes: Uint8Array) => unknown] => [
+    schema.typeName,
+    (bytes) => decodeFast(schema.typeName, bytes) ?? fromBinary(schema, bytes),
+  ]),
+);

@@ -17,6 +17,31 @@ export const nanos = fc.oneof(
   fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }),
 );
 
+/**
+ * ChatMessage's fields as the hand-written codecs know them (chat-encoding,
+ * chat-decoding, server-frame-json): their tests compare the schema with this,
+ * so a new field fails them until every codec writes and reads it.
+ */
+export const CHAT_MESSAGE_FIELDS: [number, string][] = [
+  [1, "id"],
+  [2, "room"],
+  [3, "seq"],
+  [4, "sender"],
+  [5, "body"],
+  [6, "client_msg_id"],
+  [7, "created_at"],
+];
+
+/** A SendBatches request item as the bridge builds it (a plain object). */
+export const sendStreamRequestItem = fc.record({
+  streamSeq: fc.oneof(fc.constant(0n), int64),
+  room: text,
+  body: fc.string({ unit: "binary", maxLength: 300 }),
+  clientMsgId: text,
+  actingToken: fc.oneof(fc.constant(""), fc.string({ maxLength: 300 })),
+  traceparent: fc.oneof(fc.constant(""), text),
+});
+
 export const chatMessage = fc
   .record({
     id: fc.oneof(fc.uuid(), fc.constant("")),

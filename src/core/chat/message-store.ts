@@ -39,7 +39,8 @@ interface MessageRow {
  * itself, the batch bound as a parameter): parley_store_chat_batch, defined
  * in the migration Migration20261128020000_chat_store_function, which
  * explains its steps and why it lives in the database (a plan made once per
- * connection).
+ * connection), and redefined in Migration20261129000000_chat_store_answers
+ * (answers taken from the numbered batch, not joined back from the rows).
  */
 const STORE_BATCH_SQL = "select * from parley_store_chat_batch(?::jsonb, ?)";
 

@@ -1,40 +1,7 @@
 import { Migration } from "@mikro-orm/migrations";
 
-/**
- * `parley_store_chat_batch(messages, notify_origin)`: the statement that stores
- * a batch of chat messages (see MessageStore.storeBatch), kept in the database
- * so that PostgreSQL parses and plans it once per connection instead of once
- * per commit. Planning the seven-part statement cost more than running it
- * (about 0.5 ms of 1 ms for a batch of five); with the plan cached a commit
- * costs PostgreSQL half as much CPU.
- *
- * A cached (generic) plan is made once, from the statistics of the moment —
- * possibly an empty table, for which a sequential scan looks cheapest and then
- * grows with every stored message. Two things keep the plan right at any size:
- *  - the idempotency lookup is a LATERAL probe per input row (LIMIT 1), which
- *    only an index scan on (sender, client_msg_id) or a scan can serve;
- *  - `enable_seqscan = off` for the function's own statements rules the scan out.
- *
- * Steps, in one statement (one atomic unit, no BEGIN/COMMIT round trips):
- *  - input:    the batch, with its order (`ord`);
- *  - existing: sends whose (sender, client_msg_id) is already stored — their
- *              original rows are returned, nothing is written for them;
- *  - fresh:    the rest, numbered per room in batch order;
- *  - heads:    each room's head_seq moves up by its count of fresh messages
- *              (upsert: rooms come into being on first use). Rooms are locked
- *              in id order, so concurrent batches cannot deadlock, and the row
- *              lock serializes writers per room, which keeps seq gapless: a
- *              transaction that fails rolls its increment back;
- *  - inserted: the messages, seq = new head - count + position;
- *  - members:  each sender's read position moves to their own last message;
- *  - notified: one NOTIFY per room (a TopicAdvanced), delivered at commit.
- * A concurrent batch (another core instance) storing the same (sender,
- * client_msg_id) makes the statement fail with a unique violation; the caller
- * retries, and the retry finds the original.
- */
-export class Migration20261128020000_chat_store_function extends Migration {
-  override up(): void {
-    this.addSql(`
+/** The function as this migration creates it (the next migration that redefines it restores this on the way down). */
+export const CHAT_STORE_FUNCTION_SQL = `
 create function parley_store_chat_batch(messages jsonb, notify_origin text)
 returns table (ord int, kind text, id uuid, room_id text, seq bigint, sender text, body text, client_msg_id text, created_at timestamptz)
 language plpgsql
@@ -102,7 +69,43 @@ begin
   select null::int, null::text, null::uuid, null::text, null::bigint, null::text, null::text, null::text, null::timestamptz
     from (select count(*) as n from notified) c where c.n < 0;
 end
-$body$;`);
+$body$;`;
+
+/**
+ * `parley_store_chat_batch(messages, notify_origin)`: the statement that stores
+ * a batch of chat messages (see MessageStore.storeBatch), kept in the database
+ * so that PostgreSQL parses and plans it once per connection instead of once
+ * per commit. Planning the seven-part statement cost more than running it
+ * (about 0.5 ms of 1 ms for a batch of five); with the plan cached a commit
+ * costs PostgreSQL half as much CPU.
+ *
+ * A cached (generic) plan is made once, from the statistics of the moment —
+ * possibly an empty table, for which a sequential scan looks cheapest and then
+ * grows with every stored message. Two things keep the plan right at any size:
+ *  - the idempotency lookup is a LATERAL probe per input row (LIMIT 1), which
+ *    only an index scan on (sender, client_msg_id) or a scan can serve;
+ *  - `enable_seqscan = off` for the function's own statements rules the scan out.
+ *
+ * Steps, in one statement (one atomic unit, no BEGIN/COMMIT round trips):
+ *  - input:    the batch, with its order (`ord`);
+ *  - existing: sends whose (sender, client_msg_id) is already stored — their
+ *              original rows are returned, nothing is written for them;
+ *  - fresh:    the rest, numbered per room in batch order;
+ *  - heads:    each room's head_seq moves up by its count of fresh messages
+ *              (upsert: rooms come into being on first use). Rooms are locked
+ *              in id order, so concurrent batches cannot deadlock, and the row
+ *              lock serializes writers per room, which keeps seq gapless: a
+ *              transaction that fails rolls its increment back;
+ *  - inserted: the messages, seq = new head - count + position;
+ *  - members:  each sender's read position moves to their own last message;
+ *  - notified: one NOTIFY per room (a TopicAdvanced), delivered at commit.
+ * A concurrent batch (another core instance) storing the same (sender,
+ * client_msg_id) makes the statement fail with a unique violation; the caller
+ * retries, and the retry finds the original.
+ */
+export class Migration20261128020000_chat_store_function extends Migration {
+  override up(): void {
+    this.addSql(CHAT_STORE_FUNCTION_SQL);
   }
 
   override down(): void {

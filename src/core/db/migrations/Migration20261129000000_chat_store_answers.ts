@@ -1,4 +1,5 @@
 import { Migration } from "@mikro-orm/migrations";
+import { CHAT_STORE_FUNCTION_SQL } from "./Migration20261128020000_chat_store_function.js";
 
 /**
  * parley_store_chat_batch answers from what it inserts, not by joining the
@@ -95,74 +96,7 @@ $body$;`);
   }
 
   override down(): void {
-    this.addSql(`
-create or replace function parley_store_chat_batch(messages jsonb, notify_origin text)
-returns table (ord int, kind text, id uuid, room_id text, seq bigint, sender text, body text, client_msg_id text, created_at timestamptz)
-language plpgsql
-set enable_seqscan = off
-set plan_cache_mode = force_generic_plan
-as $body$
-#variable_conflict use_column
-begin
-  return query
-  with input as (
-    select * from jsonb_to_recordset(messages)
-      as t(ord int, id uuid, room_id text, sender text, body text, client_msg_id text)
-  ),
-  existing as (
-    select i.ord, m.id, m.room_id, m.seq, m.sender, m.body, m.client_msg_id, m.created_at
-    from input i
-    cross join lateral (
-      select * from chat_messages c
-      where c.sender = i.sender and c.client_msg_id = i.client_msg_id
-      limit 1
-    ) m
-  ),
-  fresh as (
-    select i.*,
-           row_number() over (partition by i.room_id order by i.ord) as position,
-           count(*) over (partition by i.room_id) as room_count
-    from input i
-    where not exists (select 1 from existing e where e.ord = i.ord)
-  ),
-  heads as (
-    insert into rooms as r (id, head_seq)
-    select f.room_id, max(f.room_count) from fresh f group by f.room_id order by f.room_id
-    on conflict (id) do update set head_seq = r.head_seq + excluded.head_seq
-    returning r.id, r.head_seq
-  ),
-  inserted as (
-    insert into chat_messages as cm (id, room_id, seq, sender, body, client_msg_id)
-    select f.id, f.room_id, h.head_seq - f.room_count + f.position, f.sender, f.body, f.client_msg_id
-    from fresh f join heads h on h.id = f.room_id
-    returning cm.id, cm.room_id, cm.seq, cm.sender, cm.body, cm.client_msg_id, cm.created_at
-  ),
-  members as (
-    insert into room_members as rm (room_id, user_id, read_seq)
-    select n.room_id, n.sender, max(n.seq) from inserted n group by n.room_id, n.sender order by n.room_id, n.sender
-    on conflict (room_id, user_id) do update
-      set read_seq = greatest(rm.read_seq, excluded.read_seq), updated_at = now()
-  ),
-  notified as (
-    select pg_notify('parley_chat', json_build_object(
-             'topic', h.id,
-             'from', (h.head_seq - max(f.room_count) + 1)::text,
-             'to', h.head_seq::text,
-             'origin', notify_origin)::text)
-    from heads h join fresh f on f.room_id = h.id
-    group by h.id, h.head_seq
-  )
-  select f.ord, 'stored'::text, m.id, m.room_id, m.seq, m.sender, m.body, m.client_msg_id, m.created_at
-    from inserted m join fresh f on f.id = m.id
-  union all
-  select e.ord, 'duplicate'::text, e.id, e.room_id, e.seq, e.sender, e.body, e.client_msg_id, e.created_at
-    from existing e
-  union all
-  -- Never a row, but it makes PostgreSQL evaluate "notified" (a plain SELECT
-  -- part runs only when read, and a count cannot be folded away).
-  select null::int, null::text, null::uuid, null::text, null::bigint, null::text, null::text, null::text, null::timestamptz
-    from (select count(*) as n from notified) c where c.n < 0;
-end
-$body$;`);
+    this.addSql("drop function if exists parley_store_chat_batch(jsonb, text);");
+    this.addSql(CHAT_STORE_FUNCTION_SQL);
   }
 }
