@@ -26,6 +26,7 @@ import { runPhase } from "./e2e/load.js";
 import { type ServerChild, startParley, startSplit } from "./e2e/servers.js";
 import { numberFromEnv } from "./env.js";
 import { percentile } from "./latency.js";
+import { STALL_MS, WalFlushWatch } from "./e2e/wal-flush-watch.js";
 
 const fmt = (value: number, digits = 0) => value.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits });
 
@@ -63,6 +64,7 @@ async function main(): Promise<void> {
   );
   const db = await createTestDatabase();
   const servers: ServerChild[] = [];
+  let walWatch: WalFlushWatch | undefined;
   try {
     let port: number;
     let labels: string[];
@@ -77,6 +79,8 @@ async function main(): Promise<void> {
       port = split.bridge.port;
       labels = ["bridge", "core"];
     }
+    const watch = await WalFlushWatch.start(db);
+    walWatch = watch;
     const pids = servers.map((server) => server.child.pid).filter((pid): pid is number => pid !== undefined);
     let samples: ProcessSample[] = [];
     const cpu = async () => {
@@ -85,9 +89,9 @@ async function main(): Promise<void> {
       return cpuSnapshot(pids, db);
     };
     process.stdout.write(
-      `| window | stored msgs/s | ack p50 ms | p90 ms | p99 ms | max ms | ${labels.map((label) => `${label} CPU %`).join(" | ")} | PostgreSQL CPU % | load gen CPU % | machine CPU % |\n`,
+      `| window | stored msgs/s | ack p50 ms | p90 ms | p99 ms | max ms | ${labels.map((label) => `${label} CPU %`).join(" | ")} | PostgreSQL CPU % | load gen CPU % | machine CPU % | longest WAL flush wait ms | WAL stalls ≥ ${STALL_MS} ms |\n`,
     );
-    process.stdout.write(`|---:|---:|---:|---:|---:|---:|${labels.map(() => "---:|").join("")}---:|---:|---:|\n`);
+    process.stdout.write(`|---:|---:|---:|---:|---:|---:|${labels.map(() => "---:|").join("")}---:|---:|---:|---:|---:|\n`);
     const p99s: number[] = [];
     for (let index = 1; index <= windows; index++) {
       samples = [];
@@ -108,8 +112,9 @@ async function main(): Promise<void> {
       const latencies = result.latenciesMs;
       const p99 = percentile(latencies, 99);
       p99s.push(p99);
+      const wal = watch.summary(result.measuredFrom, result.measuredTo);
       process.stdout.write(
-        `| ${index} | ${fmt(result.stored / result.seconds)} | ${fmt(percentile(latencies, 50), 1)} | ${fmt(percentile(latencies, 90), 1)} | ${fmt(p99, 1)} | ${fmt(latencies.at(-1) ?? 0, 1)} | ${perProcess.map((share) => fmt(share)).join(" | ")} | ${fmt(result.cpu.postgres)} | ${fmt(result.cpu.load)} | ${fmt(result.cpu.machine)} |\n`,
+        `| ${index} | ${fmt(result.stored / result.seconds)} | ${fmt(percentile(latencies, 50), 1)} | ${fmt(percentile(latencies, 90), 1)} | ${fmt(p99, 1)} | ${fmt(latencies.at(-1) ?? 0, 1)} | ${perProcess.map((share) => fmt(share)).join(" | ")} | ${fmt(result.cpu.postgres)} | ${fmt(result.cpu.load)} | ${fmt(result.cpu.machine)} | ${fmt(wal.longestMs)} | ${wal.stalls} |\n`,
       );
       for (const [category, count] of result.errors) process.stdout.write(`  window ${index}: ${count} × ${category}\n`);
     }
@@ -118,7 +123,11 @@ async function main(): Promise<void> {
       `\np99 over the windows: lowest ${fmt(sorted[0] ?? 0, 1)} ms, median ${fmt(sorted[Math.floor((sorted.length - 1) / 2)] ?? 0, 1)} ms, highest ${fmt(sorted.at(-1) ?? 0, 1)} ms (target at 2,500 msgs/s: ≤ 25 ms)\n`,
     );
     process.stdout.write("CPU % is of one core over the measured window (200% is this whole machine).\n");
+    process.stdout.write(
+      `WAL flush waits: the benchmark database's backends waiting on a WAL write or fsync, sampled every 5 ms; a send is acked after its commit is durable, so a stall holds every send behind it.${watch.failure === undefined ? "" : ` Sampling stopped early: ${watch.failure}`}\n`,
+    );
   } finally {
+    await walWatch?.stop();
     for (const server of servers) await server.stop();
     await db.drop();
   }

@@ -1,0 +1,111 @@
+/**
+ * How long PostgreSQL waits on its disk to make a commit durable, as the
+ * benchmarks' tail depends on it: a send is acknowledged only once its
+ * commit's WAL is flushed, so a flush the disk holds for 100 ms holds every
+ * send of those 100 ms, and then the backlog behind them.
+ *
+ * A separate connection (to the server's maintenance database, so that its
+ * own work is not counted as the benchmark database's) samples
+ * pg_stat_activity every few milliseconds and follows each backend of the
+ * benchmark database while it waits on a WAL write or flush (its own
+ * fdatasync, or another backend's it queues behind). A wait is reported from
+ * the sample that first saw it to the first that no longer did, so to within
+ * one sampling interval; waits shorter than one go unseen, which is fine for
+ * what this is for — the stalls of tens of milliseconds that decide a p99.
+ */
+import pg from "pg";
+import { TEST_SERVER_URL, type TestDatabase } from "../../test/support/database.js";
+
+/** One WAL wait seen: when it started (process.hrtime.bigint()) and how long it lasted. */
+export interface WalWait {
+  readonly from: bigint;
+  readonly ms: number;
+}
+
+export interface WalWaitSummary {
+  /** The longest wait that overlapped the window, in ms (0 when none was seen). */
+  readonly longestMs: number;
+  /** Waits of at least STALL_MS that overlapped the window. */
+  readonly stalls: number;
+}
+
+/** A wait this long is a stall: on its own it costs more than the 25 ms p99 target allows. */
+export const STALL_MS = 25;
+
+const WAL_WAIT_EVENTS = ["WALSync", "WALWrite", "WALInitSync", "WALInitWrite"];
+
+export class WalFlushWatch {
+  readonly #waits: WalWait[] = [];
+  /** Backends waiting at the last sample, since when. */
+  readonly #open = new Map<number, bigint>();
+  #stopped = false;
+  #failure: string | undefined;
+  readonly #loop: Promise<void>;
+
+  private constructor(
+    private readonly client: pg.Client,
+    private readonly database: string,
+    private readonly intervalMs: number,
+  ) {
+    this.#loop = this.#run();
+  }
+
+  static async start(db: TestDatabase, intervalMs = 5): Promise<WalFlushWatch> {
+    const client = new pg.Client({ connectionString: TEST_SERVER_URL });
+    await client.connect();
+    return new WalFlushWatch(client, db.name, intervalMs);
+  }
+
+  /** Why sampling stopped early, if it did (the report says so instead of showing zeros). */
+  get failure(): string | undefined {
+    return this.#failure;
+  }
+
+  /** The waits that overlapped [from, to] (process.hrtime.bigint() times). */
+  summary(from: bigint, to: bigint): WalWaitSummary {
+    let longestMs = 0;
+    let stalls = 0;
+    const now = process.hrtime.bigint();
+    const stillWaiting = [...this.#open.values()].map((since) => ({ from: since, ms: Number(now - since) / 1e6 }));
+    for (const wait of [...this.#waits, ...stillWaiting]) {
+      const end = wait.from + BigInt(Math.round(wait.ms * 1e6));
+      if (end < from || wait.from > to) continue;
+      longestMs = Math.max(longestMs, wait.ms);
+      if (wait.ms >= STALL_MS) stalls++;
+    }
+    return { longestMs, stalls };
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    await this.#loop;
+    await this.client.end().catch(() => undefined);
+  }
+
+  async #run(): Promise<void> {
+    while (!this.#stopped) {
+      try {
+        await this.#sample();
+      } catch (error) {
+        this.#failure = error instanceof Error ? error.message : String(error);
+        return;
+      }
+      await new Promise((resolve) => setTimeout(resolve, this.intervalMs));
+    }
+  }
+
+  async #sample(): Promise<void> {
+    const { rows } = await this.client.query<{ pid: number }>(
+      "select pid from pg_stat_activity where datname = $1 and wait_event = any($2::text[])",
+      [this.database, WAL_WAIT_EVENTS],
+    );
+    const now = process.hrtime.bigint();
+    const waiting = new Set(rows.map((row) => row.pid));
+    for (const pid of waiting) if (!this.#open.has(pid)) this.#open.set(pid, now);
+    for (const [pid, since] of this.#open) {
+      if (waiting.has(pid)) continue;
+      this.#open.delete(pid);
+      this.#waits.push({ from: since, ms: Number(now - since) / 1e6 });
+    }
+  }
+}
