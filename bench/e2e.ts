@@ -44,6 +44,7 @@ import { numberFromEnv } from "./env.js";
 import { percentile } from "./latency.js";
 import { type ProfileSummary, summarizeProfile } from "./e2e/profile.js";
 import { startParley, startRaw, startSplit } from "./e2e/servers.js";
+import { STALL_MS, WalFlushWatch, type WalWaitSummary } from "./e2e/wal-flush-watch.js";
 
 /** Targets from the design notes, for this 2-core machine. */
 const TARGET = { storedPerSecond: 5_000, deliveriesPerSecond: 50_000, p99AtHalfRateMs: 25 } as const;
@@ -52,12 +53,12 @@ const TARGET = { storedPerSecond: 5_000, deliveriesPerSecond: 50_000, p99AtHalfR
 
 const fmt = (value: number, digits = 0) => (Number.isFinite(value) ? value.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits }) : "–");
 
-function row(result: PhaseResult): string {
+function row(result: PhaseResult, wal: WalWaitSummary | undefined): string {
   const stored = result.stored / result.seconds;
   const deliveries = result.deliveries / result.seconds;
   const cpu = result.cpu;
   const other = cpu.machine - (cpu.server ?? 0) - cpu.postgres - cpu.load;
-  return `| ${result.label} | ${fmt(stored)} | ${fmt(deliveries)} | ${fmt(result.stored === 0 ? Number.NaN : result.deliveries / result.stored, 1)} | ${fmt(percentile(result.latenciesMs, 50), 1)} | ${fmt(percentile(result.latenciesMs, 99), 1)} | ${cpu.server === undefined ? "–" : fmt(cpu.server)} | ${fmt(cpu.postgres)} | ${fmt(cpu.load)} | ${fmt(Math.max(0, other))} | ${fmt(cpu.machine)} |`;
+  return `| ${result.label} | ${fmt(stored)} | ${fmt(deliveries)} | ${fmt(result.stored === 0 ? Number.NaN : result.deliveries / result.stored, 1)} | ${fmt(percentile(result.latenciesMs, 50), 1)} | ${fmt(percentile(result.latenciesMs, 99), 1)} | ${cpu.server === undefined ? "–" : fmt(cpu.server)} | ${fmt(cpu.postgres)} | ${fmt(cpu.load)} | ${fmt(Math.max(0, other))} | ${fmt(cpu.machine)} | ${wal === undefined ? "–" : `${fmt(wal.longestMs)} (${wal.stalls})`} |`;
 }
 
 function anomalies(result: PhaseResult): string[] {
@@ -88,18 +89,24 @@ function rate(result: PhaseResult, what: "stored" | "deliveries"): number {
   return result[what] / result.seconds;
 }
 
-/** "stored ≥ 5,000/s: 6,045 met; …" for a full-speed run and its half-rate run. */
-function targetLine(fullSpeed: PhaseResult, halfRate: PhaseResult, pacedAtTargetRate = true): string {
+/**
+ * "stored ≥ 5,000/s: 6,045 met; …" for a full-speed run and its paced run.
+ * The latency target's condition is half the target rate (2,500 msgs/s): a
+ * paced run at another rate (one process at half the rate it reached, or
+ * BENCH_PACED_RATE) is reported without a verdict.
+ */
+function targetLine(fullSpeed: PhaseResult, paced: PhaseResult, pacedRate: number): string {
   const verdict = (met: boolean) => (met ? "met" : "MISSED");
   const stored = rate(fullSpeed, "stored");
   const deliveries = rate(fullSpeed, "deliveries");
-  const p99 = percentile(halfRate.latenciesMs, 99);
+  const p99 = percentile(paced.latenciesMs, 99);
+  const targetCondition = Math.round(pacedRate) === TARGET.storedPerSecond / 2;
   return [
     `stored ≥ ${fmt(TARGET.storedPerSecond)}/s: ${fmt(stored)} ${verdict(stored >= TARGET.storedPerSecond)}`,
     `deliveries ≥ ${fmt(TARGET.deliveriesPerSecond)}/s: ${fmt(deliveries)} ${verdict(deliveries >= TARGET.deliveriesPerSecond)}`,
-    pacedAtTargetRate
-      ? `p99 at half rate ≤ ${TARGET.p99AtHalfRateMs} ms: ${fmt(p99, 1)} ms ${verdict(p99 <= TARGET.p99AtHalfRateMs)}`
-      : `p99 ${fmt(p99, 1)} ms at BENCH_PACED_RATE (not the target's rate: no verdict)`,
+    targetCondition
+      ? `p99 at half the target rate ≤ ${TARGET.p99AtHalfRateMs} ms: ${fmt(p99, 1)} ms ${verdict(p99 <= TARGET.p99AtHalfRateMs)}`
+      : `p99 ${fmt(p99, 1)} ms at ${fmt(pacedRate)} msgs/s offered (the latency target is for ${fmt(TARGET.storedPerSecond / 2)} msgs/s: no verdict)`,
   ].join("; ");
 }
 
@@ -142,6 +149,7 @@ async function main(): Promise<void> {
   );
 
   const db = await createTestDatabase();
+  const walWatch = await WalFlushWatch.start(db);
   const results: PhaseResult[] = [];
   const notes: string[] = [];
   let profile: ProfileSummary | undefined;
@@ -268,9 +276,9 @@ async function main(): Promise<void> {
 
     // ---- report
     const out: string[] = [];
-    out.push("| run | stored msgs/s | deliveries/s | deliveries/msg | ack p50 ms | ack p99 ms | server CPU % | PostgreSQL CPU % | load gen CPU % | other CPU % | machine CPU % |");
-    out.push("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (const result of results) out.push(row(result));
+    out.push(`| run | stored msgs/s | deliveries/s | deliveries/msg | ack p50 ms | ack p99 ms | server CPU % | PostgreSQL CPU % | load gen CPU % | other CPU % | machine CPU % | longest WAL flush wait ms (stalls ≥ ${STALL_MS} ms) |`);
+    out.push("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (const result of results) out.push(row(result, result.label.startsWith("raw ws") ? undefined : walWatch.summary(result.measuredFrom, result.measuredTo)));
     const ratio = (a: number, b: number) => (b === 0 ? "–" : `${fmt((100 * a) / b, 1)}%`);
     out.push("");
     if (full !== undefined && rawResult !== undefined) {
@@ -285,13 +293,14 @@ async function main(): Promise<void> {
       ].filter((part) => part !== "");
       if (parts.length > 0) out.push(`two processes: ${parts.join("; ")}`);
     }
-    if (separate !== undefined && separateHalf !== undefined) out.push(`targets, two processes: ${targetLine(separate, separateHalf, pacedRate === TARGET.storedPerSecond / 2)}`);
+    if (separate !== undefined && separateHalf !== undefined) out.push(`targets, two processes: ${targetLine(separate, separateHalf, pacedRate)}`);
     if (traced !== undefined && full !== undefined) {
       out.push(`tracing: with every span recorded parley stores ${ratio(rate(traced, "stored"), rate(full, "stored"))} of the untraced rate (deliveries ${ratio(rate(traced, "deliveries"), rate(full, "deliveries"))})`);
     }
-    if (full !== undefined && half !== undefined) out.push(`targets, one process: ${targetLine(full, half)}`);
+    if (full !== undefined && half !== undefined) out.push(`targets, one process: ${targetLine(full, half, rate(full, "stored") / 2)}`);
     out.push(
       `CPU % is of one core over the measured window (${os.cpus().length} cores: ${100 * os.cpus().length}% is everything); "other" is what the rest of the machine used meanwhile (kernel softirq, other processes).`,
+      `WAL flush waits: the benchmark database's backends waiting on a WAL write or fsync, sampled every 5 ms; a send is acked after its commit is durable, so a stall holds every send behind it.${walWatch.failure === undefined ? "" : ` Sampling stopped early: ${walWatch.failure}`}`,
     );
     for (const result of results) {
       if (result.warmupLatenciesMs.length > 0 && (result.label.includes("half") || result.label.includes("paced"))) {
@@ -333,6 +342,7 @@ async function main(): Promise<void> {
     }
     process.stdout.write(`${out.join("\n")}\n`);
   } finally {
+    await walWatch.stop();
     for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
     await db.drop();
     clearTimeout(hardStop);

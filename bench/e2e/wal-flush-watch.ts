@@ -46,14 +46,21 @@ export class WalFlushWatch {
     private readonly client: pg.Client,
     private readonly database: string,
     private readonly intervalMs: number,
+    refusal: string | undefined,
   ) {
-    this.#loop = this.#run();
+    this.#failure = refusal;
+    this.#loop = refusal === undefined ? this.#run() : Promise.resolve();
   }
 
   static async start(db: TestDatabase, intervalMs = 5): Promise<WalFlushWatch> {
     const client = new pg.Client({ connectionString: TEST_SERVER_URL });
     await client.connect();
-    return new WalFlushWatch(client, db.name, intervalMs);
+    // Other sessions' wait events are visible only to superusers and pg_read_all_stats.
+    const { rows } = await client.query<{ allowed: boolean }>(
+      "select rolsuper or pg_has_role(current_user, 'pg_read_all_stats', 'member') as allowed from pg_roles where rolname = current_user",
+    );
+    const refusal = rows[0]?.allowed === true ? undefined : "this role cannot see other sessions' wait events (needs pg_read_all_stats)";
+    return new WalFlushWatch(client, db.name, intervalMs, refusal);
   }
 
   /** Why sampling stopped early, if it did (the report says so instead of showing zeros). */
