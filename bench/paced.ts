@@ -27,16 +27,19 @@ import { type ServerChild, startParley, startSplit } from "./e2e/servers.js";
 import { numberFromEnv } from "./env.js";
 import { percentile } from "./latency.js";
 import { STALL_MS, WalFlushWatch } from "./e2e/wal-flush-watch.js";
+import { type RuntimeSample, runtimeWindow, sampleRuntime } from "./e2e/runtime-metrics.js";
 
 /** A WAL flush held this long (four times the p99 target) decides a window's p99 on its own: every send of those 100 ms waits behind it. */
 const LONG_STALL_MS = 100;
 
 const fmt = (value: number, digits = 0) => value.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits });
 
-/** Per-process CPU samples taken with each of runPhase's two CPU snapshots (the window's start and end). */
+/** Per-process samples taken with each of runPhase's two CPU snapshots (the window's start and end). */
 interface ProcessSample {
   readonly at: number;
   readonly micros: readonly (number | undefined)[];
+  /** Each server's /metrics: its event-loop delay and scavenges. */
+  readonly runtime: readonly (RuntimeSample | undefined)[];
 }
 
 /** Each process's CPU between two samples, in % of one core. */
@@ -87,14 +90,17 @@ async function main(): Promise<void> {
     const pids = servers.map((server) => server.child.pid).filter((pid): pid is number => pid !== undefined);
     let samples: ProcessSample[] = [];
     const cpu = async () => {
-      const micros = await Promise.all(pids.map((pid) => processCpuMicros(pid)));
-      samples.push({ at: performance.now(), micros });
+      const [micros, runtime] = await Promise.all([
+        Promise.all(pids.map((pid) => processCpuMicros(pid))),
+        Promise.all(servers.map((server) => sampleRuntime(server.metricsUrl))),
+      ]);
+      samples.push({ at: performance.now(), micros, runtime });
       return cpuSnapshot(pids, db);
     };
     process.stdout.write(
-      `| window | stored msgs/s | ack p50 ms | p90 ms | p99 ms | max ms | ${labels.map((label) => `${label} CPU %`).join(" | ")} | PostgreSQL CPU % | load gen CPU % | machine CPU % | longest WAL flush wait ms | WAL stalls ≥ ${STALL_MS} ms |\n`,
+      `| window | stored msgs/s | ack p50 ms | p90 ms | p99 ms | max ms | ${labels.map((label) => `${label} CPU %`).join(" | ")} | PostgreSQL CPU % | load gen CPU % | machine CPU % | longest WAL flush wait ms | WAL stalls ≥ ${STALL_MS} ms | ${labels.map((label) => `${label} longest event-loop delay ms | ${label} scavenges (over 10 ms)`).join(" | ")} |\n`,
     );
-    process.stdout.write(`|---:|---:|---:|---:|---:|---:|${labels.map(() => "---:|").join("")}---:|---:|---:|---:|---:|\n`);
+    process.stdout.write(`|---:|---:|---:|---:|---:|---:|${labels.map(() => "---:|").join("")}---:|---:|---:|---:|---:|${labels.map(() => "---:|---:|").join("")}\n`);
     const p99s: number[] = [];
     /** Each window's p99, by whether the disk held a WAL flush for LONG_STALL_MS or more in it. */
     const byDisk = { calm: [] as number[], stalled: [] as number[] };
@@ -114,13 +120,17 @@ async function main(): Promise<void> {
       });
       const [first, last] = samples;
       const perProcess = first !== undefined && last !== undefined ? shares(first, last) : [];
+      const pauses = servers.map((_, i) => {
+        const during = runtimeWindow(first?.runtime[i], last?.runtime[i]);
+        return during === undefined ? "– | –" : `${fmt(during.loopDelayMaxMs)} | ${during.scavenges} (${during.scavengesOver10Ms})`;
+      });
       const latencies = result.latenciesMs;
       const p99 = percentile(latencies, 99);
       p99s.push(p99);
       const wal = watch.summary(result.measuredFrom, result.measuredTo);
       (wal.longestMs >= LONG_STALL_MS ? byDisk.stalled : byDisk.calm).push(p99);
       process.stdout.write(
-        `| ${index} | ${fmt(result.stored / result.seconds)} | ${fmt(percentile(latencies, 50), 1)} | ${fmt(percentile(latencies, 90), 1)} | ${fmt(p99, 1)} | ${fmt(latencies.at(-1) ?? 0, 1)} | ${perProcess.map((share) => fmt(share)).join(" | ")} | ${fmt(result.cpu.postgres)} | ${fmt(result.cpu.load)} | ${fmt(result.cpu.machine)} | ${fmt(wal.longestMs)} | ${wal.stalls} |\n`,
+        `| ${index} | ${fmt(result.stored / result.seconds)} | ${fmt(percentile(latencies, 50), 1)} | ${fmt(percentile(latencies, 90), 1)} | ${fmt(p99, 1)} | ${fmt(latencies.at(-1) ?? 0, 1)} | ${perProcess.map((share) => fmt(share)).join(" | ")} | ${fmt(result.cpu.postgres)} | ${fmt(result.cpu.load)} | ${fmt(result.cpu.machine)} | ${fmt(wal.longestMs)} | ${wal.stalls} | ${pauses.join(" | ")} |\n`,
       );
       for (const [category, count] of result.errors) process.stdout.write(`  window ${index}: ${count} × ${category}\n`);
     }
@@ -132,6 +142,7 @@ async function main(): Promise<void> {
       values.length === 0 ? "none" : `${values.length}, p99 ${fmt(Math.min(...values), 1)}–${fmt(Math.max(...values), 1)} ms`;
     process.stdout.write(`windows whose longest WAL flush wait was under ${LONG_STALL_MS} ms: ${range(byDisk.calm)}; the others: ${range(byDisk.stalled)}\n`);
     process.stdout.write("CPU % is of one core over the measured window (200% is this whole machine).\n");
+    process.stdout.write("Event-loop delay and scavenges: each server's own /metrics (OpenTelemetry's Node runtime metrics), scraped at the window's start and end.\n");
     process.stdout.write(
       `WAL flush waits: the benchmark database's backends waiting on a WAL write or fsync, sampled every 5 ms; a send is acked after its commit is durable, so a stall holds every send behind it.${watch.failure === undefined ? "" : ` Sampling stopped early: ${watch.failure}`}\n`,
     );

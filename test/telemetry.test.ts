@@ -307,6 +307,12 @@ describe("metrics", () => {
     expect(value(/^parley_fanout_deliveries_total\{[^}]*kind="message"[^}]*\} (\d+)/m)).toBeGreaterThanOrEqual(5);
     expect(value(/^parley_send_latency_seconds_count(?:\{[^}]*\})? (\d+)/m)).toBeGreaterThanOrEqual(5);
     expect(value(/^parley_errors_total\{[^}]*category="VALIDATION"[^}]*component="bridge"[^}]*\} (\d+)/m)).toBeGreaterThanOrEqual(1);
+    // The process's own pauses, from the Node runtime instrumentation: the
+    // event-loop delay since the previous scrape (in seconds) and how busy the loop is.
+    expect(value(/^nodejs_eventloop_delay_max(?:\{[^}]*\})? ([\d.e-]+)/m)).toBeGreaterThan(0);
+    const utilization = value(/^nodejs_eventloop_utilization(?:\{[^}]*\})? ([\d.e-]+)/m);
+    expect(utilization).toBeGreaterThan(0);
+    expect(utilization).toBeLessThanOrEqual(1);
     socket.close();
   });
 

@@ -11,6 +11,8 @@ const RAW_SERVER = fileURLToPath(new URL("raw-server.ts", import.meta.url));
 export interface ServerChild {
   readonly child: ChildProcess;
   readonly port: number;
+  /** Its Prometheus /metrics, when it serves one. */
+  readonly metricsUrl?: string;
   /** warn/error/fatal log lines seen, by message. */
   readonly problems: Map<string, number>;
   stop(): Promise<void>;
@@ -20,7 +22,12 @@ export interface ServerChild {
 const OTHER_OUTPUT = process.env.BENCH_SERVER_OUTPUT === "" ? undefined : process.env.BENCH_SERVER_OUTPUT;
 
 /** Spawns `args`, waits for the JSON log line `ready` picks the port from, keeps stdout drained. */
-export async function startChild(label: string, args: readonly string[], env: NodeJS.ProcessEnv, ready: (line: Record<string, unknown>) => number | undefined): Promise<ServerChild> {
+export async function startChild(
+  label: string,
+  args: readonly string[],
+  env: NodeJS.ProcessEnv,
+  ready: (line: Record<string, unknown>) => number | undefined,
+): Promise<ServerChild> {
   const child = spawn(process.execPath, args, { cwd: REPO, env, stdio: ["pipe", "pipe", "pipe"] });
   const problems = new Map<string, number>();
   let stderr = "";
@@ -85,8 +92,8 @@ const SERVER_V8_ARGS = ["--min-semi-space-size=64"];
 /** BENCH_SERVER_FLAGS: more node/V8 flags for the servers, as arguments (some, like --trace-gc, are refused in NODE_OPTIONS). */
 const SERVER_FLAGS = [...SERVER_V8_ARGS, ...(process.env.BENCH_SERVER_FLAGS ?? "").split(" ").filter((flag) => flag !== "")];
 
-export function startParley(db: TestDatabase, secret: string, nodeFlags: readonly string[] = [], extraEnv: NodeJS.ProcessEnv = {}): Promise<ServerChild> {
-  return startChild(
+export async function startParley(db: TestDatabase, secret: string, nodeFlags: readonly string[] = [], extraEnv: NodeJS.ProcessEnv = {}): Promise<ServerChild> {
+  const server = await startChild(
     "parley serve",
     [...SERVER_FLAGS, ...nodeFlags, "bin/parley.js", "serve"],
     {
@@ -102,6 +109,8 @@ export function startParley(db: TestDatabase, secret: string, nodeFlags: readonl
     },
     (line) => (line.msg === "bridge serving" && typeof line.http === "string" ? Number(line.http.slice(line.http.lastIndexOf(":") + 1)) : undefined),
   );
+  // The bridge serves /metrics beside its WebSockets (for the whole process).
+  return { ...server, metricsUrl: `http://127.0.0.1:${server.port}/metrics` };
 }
 
 /**
@@ -110,11 +119,18 @@ export function startParley(db: TestDatabase, secret: string, nodeFlags: readonl
  */
 export async function startSplit(db: TestDatabase, secret: string): Promise<{ core: ServerChild; bridge: ServerChild }> {
   const base = { ...process.env, PARLEY_JWT_SECRET: secret, PARLEY_LOG_LEVEL: "info", NODE_OPTIONS: SERVER_NODE_OPTIONS };
+  // Core serves /metrics on a port of its own, announced after its gRPC port.
+  let grpcPort: number | undefined;
+  let coreMetricsUrl: string | undefined;
   const core = await startChild(
     "parley core",
     [...SERVER_FLAGS, "bin/parley.js", "core"],
-    { ...base, DATABASE_URL: db.url, PARLEY_GRPC_ADDR: "127.0.0.1:0", PARLEY_MIGRATE: "1" },
-    (line) => (line.msg === "core serving" && typeof line.grpc === "string" ? Number(line.grpc.slice(line.grpc.lastIndexOf(":") + 1)) : undefined),
+    { ...base, DATABASE_URL: db.url, PARLEY_GRPC_ADDR: "127.0.0.1:0", PARLEY_METRICS_ADDR: "127.0.0.1:0", PARLEY_MIGRATE: "1" },
+    (line) => {
+      if (line.msg === "core serving" && typeof line.grpc === "string") grpcPort = Number(line.grpc.slice(line.grpc.lastIndexOf(":") + 1));
+      if (line.msg === "metrics serving" && typeof line.metrics === "string") coreMetricsUrl = line.metrics;
+      return coreMetricsUrl === undefined ? undefined : grpcPort;
+    },
   );
   const bridge = await startChild(
     "parley bridge",
@@ -122,7 +138,10 @@ export async function startSplit(db: TestDatabase, secret: string): Promise<{ co
     { ...base, PARLEY_CORE_ADDR: `127.0.0.1:${core.port}`, PARLEY_HTTP_ADDR: "127.0.0.1:0" },
     (line) => (line.msg === "bridge serving" && typeof line.http === "string" ? Number(line.http.slice(line.http.lastIndexOf(":") + 1)) : undefined),
   );
-  return { core, bridge };
+  return {
+    core: { ...core, metricsUrl: coreMetricsUrl },
+    bridge: { ...bridge, metricsUrl: `http://127.0.0.1:${bridge.port}/metrics` },
+  };
 }
 
 export function startRaw(): Promise<ServerChild> {

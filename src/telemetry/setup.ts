@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { PrometheusExporter } from "@opentelemetry/exporter-prometheus";
 import { PgInstrumentation } from "@opentelemetry/instrumentation-pg";
+import { RuntimeNodeInstrumentation } from "@opentelemetry/instrumentation-runtime-node";
 import { NodeSDK } from "@opentelemetry/sdk-node";
 import { AlwaysOffSampler, NoopSpanProcessor, type SpanProcessor } from "@opentelemetry/sdk-trace-base";
 import { OTLPMetricExporter } from "@opentelemetry/exporter-metrics-otlp-http";
@@ -52,7 +53,14 @@ export function startTelemetry(options: TelemetryOptions = {}): Telemetry {
     // (OTEL_TRACES_SAMPLER, when set, still decides: always_on records every span.)
     sampler: options.spanProcessors === undefined && !exportsTraces && env.OTEL_TRACES_SAMPLER === undefined ? new AlwaysOffSampler() : undefined,
     metricReaders: [prometheus, ...(options.metricReaders ?? []), ...(exportsMetrics ? envMetricReaders() : [])],
-    instrumentations: [new PgInstrumentation({ requireParentSpan: true, enhancedDatabaseReporting: false })],
+    instrumentations: [
+      new PgInstrumentation({ requireParentSpan: true, enhancedDatabaseReporting: false }),
+      // Event-loop delay and utilization, GC pauses, heap spaces: what a
+      // latency tail on the servers' side is made of. The delay gauges cover
+      // the time since the previous collection (a /metrics scrape, or an
+      // OTLP export when one is configured: each collection restarts them).
+      new RuntimeNodeInstrumentation({ monitoringPrecision: 5 }),
+    ],
     autoDetectResources: false,
   });
   sdk.start();
