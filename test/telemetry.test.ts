@@ -333,4 +333,16 @@ describe("metrics", () => {
     expect(queried.size).toBeGreaterThan(5);
     for (const name of queried) expect(defined, `dashboard queries ${name}`).toContain(name);
   });
+
+  it("the Grafana dashboard's runtime series are ones the Node runtime instrumentation serves", async () => {
+    const { readFileSync } = await import("node:fs");
+    const dashboard = readFileSync(new URL("../deploy/grafana/parley-dashboard.json", import.meta.url), "utf8");
+    // (GC series appear once a collection has been observed: long since, in this file.)
+    const text = await (await fetch(`http://${bridge.address}/metrics`)).text();
+    const served = new Set([...text.matchAll(/^([a-z0-9_]+)[{ ]/gm)].map((match) => match[1]));
+    // Series names are followed by their selector's "{" (labels such as v8js_gc_type are not).
+    const queried = new Set([...dashboard.matchAll(/\b((?:nodejs|v8js)_[a-z_]+)\{/g)].map((match) => match[1]));
+    expect(queried.size).toBeGreaterThanOrEqual(2);
+    for (const name of queried) expect(served, `dashboard queries ${name}`).toContain(name);
+  });
 });
