@@ -45,6 +45,7 @@ import { percentile } from "./latency.js";
 import { type ProfileSummary, summarizeProfile } from "./e2e/profile.js";
 import { startParley, startRaw, startSplit } from "./e2e/servers.js";
 import { STALL_MS, WalFlushWatch, type WalWaitSummary } from "./e2e/wal-flush-watch.js";
+import { type RuntimeSample, runtimeWindow, sampleRuntime } from "./e2e/runtime-metrics.js";
 
 /** Targets from the design notes, for this 2-core machine. */
 const TARGET = { storedPerSecond: 5_000, deliveriesPerSecond: 50_000, p99AtHalfRateMs: 25 } as const;
@@ -193,17 +194,31 @@ async function main(): Promise<void> {
       const cpu = () => cpuSnapshot([split.bridge.child.pid, split.core.child.pid], db);
       separate = await runPhase({ ...parleyPhase, port: split.bridge.port, cpu, label: "parley, bridge and core as two processes" });
       results.push(separate);
-      // Half the target rate (the target's own latency condition: p99 at half of 5,000/s).
+      // Half the target rate (the target's own latency condition: p99 at half of 5,000/s),
+      // with each server's pauses over the window (its /metrics at the start and the end).
       const separateHalfRate = pacedRate;
+      const pauses: (RuntimeSample | undefined)[][] = [];
+      const cpuAndPauses = async () => {
+        pauses.push(await Promise.all([split.bridge, split.core].map((server) => sampleRuntime(server.metricsUrl))));
+        return cpu();
+      };
       separateHalf = await runPhase({
         ...parleyPhase,
         port: split.bridge.port,
-        cpu,
+        cpu: cpuAndPauses,
         label: `parley as two processes at ${separateHalfRate === TARGET.storedPerSecond / 2 ? "half the target rate" : "a paced rate"} (${fmt(separateHalfRate)} msgs/s offered)`,
         ratePerClient: separateHalfRate / clients,
         warmupMs: pacedWarmupMs,
       });
       results.push(separateHalf);
+      const [atStart, atEnd] = pauses;
+      const described = ["bridge", "core"].map((label, i) => {
+        const during = runtimeWindow(atStart?.[i], atEnd?.[i]);
+        return during === undefined
+          ? `${label}: –`
+          : `${label}: longest event-loop delay ${fmt(during.loopDelayMaxMs)} ms, ${during.scavenges} scavenges (${during.scavengesOver10Ms} over 10 ms, ${fmt(during.scavengeMs)} ms in all)`;
+      });
+      notes.push(`${separateHalf.label}, the servers' own pauses in the window: ${described.join("; ")}`);
       await split.bridge.stop();
       await split.core.stop();
       for (const [problem, count] of [...split.core.problems, ...split.bridge.problems]) notes.push(`parley log (two processes): ${count} × ${problem}`);
