@@ -315,7 +315,7 @@ async function main(): Promise<void> {
     if (full !== undefined && half !== undefined) out.push(`targets, one process: ${targetLine(full, half, rate(full, "stored") / 2)}`);
     out.push(
       `CPU % is of one core over the measured window (${os.cpus().length} cores: ${100 * os.cpus().length}% is everything); "other" is what the rest of the machine used meanwhile (kernel softirq, other processes).`,
-      `WAL flush waits: the benchmark database's backends waiting on a WAL write or fsync, sampled every 5 ms; a send is acked after its commit is durable, so a stall holds every send behind it.${walWatch.failure === undefined ? "" : ` Sampling stopped early: ${walWatch.failure}`}`,
+      walWatch.legend(),
     );
     for (const result of results) {
       if (result.warmupLatenciesMs.length > 0 && (result.label.includes("half") || result.label.includes("paced"))) {

@@ -143,9 +143,7 @@ async function main(): Promise<void> {
     process.stdout.write(`windows whose longest WAL flush wait was under ${LONG_STALL_MS} ms: ${range(byDisk.calm)}; the others: ${range(byDisk.stalled)}\n`);
     process.stdout.write("CPU % is of one core over the measured window (200% is this whole machine).\n");
     process.stdout.write("Event-loop delay and scavenges: each server's own /metrics (OpenTelemetry's Node runtime metrics), scraped at the window's start and end.\n");
-    process.stdout.write(
-      `WAL flush waits: the benchmark database's backends waiting on a WAL write or fsync, sampled every 5 ms; a send is acked after its commit is durable, so a stall holds every send behind it.${watch.failure === undefined ? "" : ` Sampling stopped early: ${watch.failure}`}\n`,
-    );
+    process.stdout.write(`${watch.legend()}\n`);
   } finally {
     await walWatch?.stop();
     for (const server of servers) await server.stop();
