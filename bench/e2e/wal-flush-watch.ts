@@ -8,9 +8,12 @@
  * own work is not counted as the benchmark database's) samples
  * pg_stat_activity every 20 ms and follows each backend of the benchmark
  * database while it waits on a WAL write or flush (its own fdatasync, or
- * another backend's it queues behind). A wait is reported from the sample
- * that first saw it to the first that no longer did, so to within one
- * sampling interval; most waits shorter than one go unseen. That is enough
+ * another backend's it queues behind). A wait belongs to one statement (the
+ * backend's pid and its query_start): two samples that see the same backend
+ * waiting for two different commits are two waits, not one long one. A wait
+ * is reported from the sample that first saw it to the first that no longer
+ * did, so to within one sampling interval; most waits shorter than one go
+ * unseen. That is enough
  * for what this is for: the stalls of 100 ms and more that decide a p99.
  * Sampling more often costs more than it tells: every 5 ms, the sampling
  * took about a tenth of a core in each of PostgreSQL and the load generator.
@@ -42,8 +45,8 @@ const WAL_WAIT_EVENTS = ["WALSync", "WALWrite", "WALInitSync", "WALInitWrite"];
 
 export class WalFlushWatch {
   readonly #waits: WalWait[] = [];
-  /** Backends waiting at the last sample, since when. */
-  readonly #open = new Map<number, bigint>();
+  /** Statements ("pid query_start") waiting at the last sample, since when. */
+  readonly #open = new Map<string, bigint>();
   readonly #stop = new AbortController();
   #failure: string | undefined;
   readonly #loop: Promise<void>;
@@ -115,17 +118,17 @@ export class WalFlushWatch {
 
   async #sample(): Promise<void> {
     // A named (prepared) statement: planned once, not at every sample.
-    const { rows } = await this.client.query<{ pid: number }>({
+    const { rows } = await this.client.query<{ statement: string }>({
       name: "parley-bench-wal-waits",
-      text: "select pid from pg_stat_activity where datname = $1 and wait_event = any($2::text[])",
+      text: "select pid || ' ' || query_start as statement from pg_stat_activity where datname = $1 and wait_event = any($2::text[])",
       values: [this.database, WAL_WAIT_EVENTS],
     });
     const now = process.hrtime.bigint();
-    const waiting = new Set(rows.map((row) => row.pid));
-    for (const pid of waiting) if (!this.#open.has(pid)) this.#open.set(pid, now);
-    for (const [pid, since] of this.#open) {
-      if (waiting.has(pid)) continue;
-      this.#open.delete(pid);
+    const waiting = new Set(rows.map((row) => row.statement));
+    for (const statement of waiting) if (!this.#open.has(statement)) this.#open.set(statement, now);
+    for (const [statement, since] of this.#open) {
+      if (waiting.has(statement)) continue;
+      this.#open.delete(statement);
       this.#waits.push({ from: since, ms: Number(now - since) / 1e6 });
     }
   }
