@@ -36,6 +36,7 @@ import type { RouteMatch } from "./routes.js";
 interface CorkableSocket {
   cork(): void;
   uncork(): void;
+  write(data: Uint8Array): boolean;
   readonly writableLength: number;
 }
 
@@ -664,14 +665,18 @@ export class Connection {
   }
 
   #pushEvent(event: EncodedEvent, kind: string): void {
+    // Without extensions (permessage-deflate is off) ws would write exactly
+    // the event's shared frame: write it straight to the socket.
+    const raw = this.#deps.socket.extensions === "" ? this.#rawSocket() : undefined;
     let data: Uint8Array;
     try {
-      data = event.encoded(this.#pushFormat);
+      data = raw === undefined ? event.encoded(this.#pushFormat) : event.framed(this.#pushFormat);
     } catch (error) {
       this.#serializationFailed("", event.frame, ParleyError.from(error));
       return;
     }
-    this.#write(data, kind, this.#pushFormat);
+    if (raw === undefined) this.#write(data, kind, this.#pushFormat);
+    else this.#writeFramed(raw, data, kind);
   }
 
   /** Encodes and writes one frame; an encoding failure becomes a fallback error frame. */
@@ -711,6 +716,15 @@ export class Connection {
     this.#deps.observe?.frameOut?.(kind);
     this.#cork();
     socket.send(data, { binary: format === "binary" });
+  }
+
+  /** Writes a whole WebSocket frame (see ws-frame.ts) to the socket under the WebSocket. */
+  #writeFramed(raw: CorkableSocket, frame: Uint8Array, kind: string): void {
+    const { socket } = this.#deps;
+    if (this.#closed || socket.readyState !== socket.OPEN) return;
+    this.#deps.observe?.frameOut?.(kind);
+    this.#cork();
+    raw.write(frame);
   }
 
   /**
