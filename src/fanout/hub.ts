@@ -17,7 +17,12 @@ export type TopicEvent<T> = { readonly kind: "items"; readonly items: readonly T
  * writing to sockets) costs no promise per event.
  */
 export class Subscription<T extends Sequenced> {
-  #queue: T[] = [];
+  /**
+   * What waits to be taken. Never mutated: a delivery to an empty queue
+   * becomes the queue (the same array for every subscriber of the topic),
+   * a later one a new array.
+   */
+  #queue: readonly T[] = [];
   #resync = false;
   #closed = false;
   #closeReason: Error | undefined;
@@ -35,7 +40,7 @@ export class Subscription<T extends Sequenced> {
       this.#queue = [];
       this.#resync = true;
     } else {
-      for (const item of items) this.#queue.push(item);
+      this.#queue = this.#queue.length === 0 ? items : [...this.#queue, ...items];
     }
     this.#listener?.();
   }
@@ -113,6 +118,7 @@ export class FanoutHub<T extends Sequenced> {
     return subscription;
   }
 
+  /** Hands `items` to every subscriber of `topic`; they keep the array itself, so it must not change afterwards. */
   publish(topic: string, items: readonly T[]): void {
     const subscribers = this.#topics.get(topic);
     if (!subscribers || items.length === 0) return;
