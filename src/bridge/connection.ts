@@ -114,6 +114,13 @@ export class Connection {
   /** Set when the frame being dispatched passes the bridge's own checks (see #accepted). */
   #frameAccepted = false;
   #pushFormat: FrameFormat;
+  /**
+   * No extension was negotiated (the bridge turns permessage-deflate off), so
+   * ws would write a frame exactly as ws-frame.ts builds it: events can go
+   * straight to the socket. Settled at the handshake; ws's getter builds a
+   * string each time it is read.
+   */
+  readonly #plainFrames: boolean;
   #alive = true;
   #corked = false;
   /** An ack was written: the socket is flushed when the current task ends. */
@@ -127,6 +134,7 @@ export class Connection {
   constructor(deps: ConnectionDeps) {
     this.#deps = deps;
     this.#pushFormat = deps.initialFormat;
+    this.#plainFrames = deps.socket.extensions === "";
     this.#frameTokens = deps.limits.frameBurst;
     this.#log = deps.logger.child({ connection: deps.id, user: deps.identity.user, route: deps.route.route.pattern });
   }
@@ -665,9 +673,8 @@ export class Connection {
   }
 
   #pushEvent(event: EncodedEvent, kind: string): void {
-    // Without extensions (permessage-deflate is off) ws would write exactly
-    // the event's shared frame: write it straight to the socket.
-    const raw = this.#deps.socket.extensions === "" ? this.#rawSocket() : undefined;
+    // The event's shared frame, straight to the socket, where ws would write exactly that.
+    const raw = this.#plainFrames ? this.#rawSocket() : undefined;
     let data: Uint8Array;
     try {
       data = raw === undefined ? event.encoded(this.#pushFormat) : event.framed(this.#pushFormat);
@@ -676,7 +683,7 @@ export class Connection {
       return;
     }
     if (raw === undefined) this.#write(data, kind, this.#pushFormat);
-    else this.#writeFramed(raw, data, kind);
+    else if (this.#startWrite(kind)) raw.write(data);
   }
 
   /** Encodes and writes one frame; an encoding failure becomes a fallback error frame. */
@@ -710,21 +717,16 @@ export class Connection {
 
   /** Writes one frame: a text frame for "json" (`data` may be its UTF-8 bytes), a binary one otherwise. */
   #write(data: string | Uint8Array, kind: string, format: FrameFormat, force = false): void {
-    const { socket } = this.#deps;
-    if (this.#closed && !force) return;
-    if (socket.readyState !== socket.OPEN) return;
-    this.#deps.observe?.frameOut?.(kind);
-    this.#cork();
-    socket.send(data, { binary: format === "binary" });
+    if (this.#startWrite(kind, force)) this.#deps.socket.send(data, { binary: format === "binary" });
   }
 
-  /** Writes a whole WebSocket frame (see ws-frame.ts) to the socket under the WebSocket. */
-  #writeFramed(raw: CorkableSocket, frame: Uint8Array, kind: string): void {
+  /** Whether a frame may be written now; if so, counts it and corks the socket for it. */
+  #startWrite(kind: string, force = false): boolean {
     const { socket } = this.#deps;
-    if (this.#closed || socket.readyState !== socket.OPEN) return;
+    if ((this.#closed && !force) || socket.readyState !== socket.OPEN) return false;
     this.#deps.observe?.frameOut?.(kind);
     this.#cork();
-    raw.write(frame);
+    return true;
   }
 
   /**
