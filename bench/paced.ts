@@ -85,8 +85,7 @@ async function main(): Promise<void> {
       port = split.bridge.port;
       labels = ["bridge", "core"];
     }
-    const watch = await WalFlushWatch.start(db);
-    walWatch = watch;
+    walWatch = await WalFlushWatch.start(db);
     const pids = servers.map((server) => server.child.pid).filter((pid): pid is number => pid !== undefined);
     let samples: ProcessSample[] = [];
     const cpu = async () => {
@@ -127,7 +126,7 @@ async function main(): Promise<void> {
       const latencies = result.latenciesMs;
       const p99 = percentile(latencies, 99);
       p99s.push(p99);
-      const wal = watch.summary(result.measuredFrom, result.measuredTo);
+      const wal = walWatch.summary(result.measuredFrom, result.measuredTo);
       (wal.longestMs >= LONG_STALL_MS ? byDisk.stalled : byDisk.calm).push(p99);
       process.stdout.write(
         `| ${index} | ${fmt(result.stored / result.seconds)} | ${fmt(percentile(latencies, 50), 1)} | ${fmt(percentile(latencies, 90), 1)} | ${fmt(p99, 1)} | ${fmt(latencies.at(-1) ?? 0, 1)} | ${perProcess.map((share) => fmt(share)).join(" | ")} | ${fmt(result.cpu.postgres)} | ${fmt(result.cpu.load)} | ${fmt(result.cpu.machine)} | ${fmt(wal.longestMs)} | ${wal.stalls} | ${pauses.join(" | ")} |\n`,
@@ -143,7 +142,7 @@ async function main(): Promise<void> {
     process.stdout.write(`windows whose longest WAL flush wait was under ${LONG_STALL_MS} ms: ${range(byDisk.calm)}; the others: ${range(byDisk.stalled)}\n`);
     process.stdout.write("CPU % is of one core over the measured window (200% is this whole machine).\n");
     process.stdout.write("Event-loop delay and scavenges: each server's own /metrics (OpenTelemetry's Node runtime metrics), scraped at the window's start and end.\n");
-    process.stdout.write(`${watch.legend()}\n`);
+    process.stdout.write(`${walWatch.legend()}\n`);
   } finally {
     await walWatch?.stop();
     for (const server of servers) await server.stop();

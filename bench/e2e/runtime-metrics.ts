@@ -6,17 +6,12 @@
  * that process.
  */
 
+/**
+ * One scrape of a process, or (from runtimeWindow) what happened between two:
+ * the longest event-loop delay since the previous scrape, in ms, and the
+ * scavenges (minor GCs) — how many, how many took over 10 ms, their total ms.
+ */
 export interface RuntimeSample {
-  /** Longest event-loop delay since the previous scrape of this process, in ms. */
-  readonly loopDelayMaxMs: number;
-  /** Scavenges (minor GCs) so far: how many, how many took over 10 ms, their total ms. */
-  readonly scavenges: number;
-  readonly scavengesOver10Ms: number;
-  readonly scavengeMs: number;
-}
-
-/** What happened in a process between two samples. */
-export interface RuntimeWindow {
   readonly loopDelayMaxMs: number;
   readonly scavenges: number;
   readonly scavengesOver10Ms: number;
@@ -55,7 +50,7 @@ export async function sampleRuntime(metricsUrl: string | undefined): Promise<Run
 }
 
 /** The window between two samples of one process (the second's delay covers it: the first scrape restarted it). */
-export function runtimeWindow(from: RuntimeSample | undefined, to: RuntimeSample | undefined): RuntimeWindow | undefined {
+export function runtimeWindow(from: RuntimeSample | undefined, to: RuntimeSample | undefined): RuntimeSample | undefined {
   if (from === undefined || to === undefined) return undefined;
   return {
     loopDelayMaxMs: to.loopDelayMaxMs,

@@ -13,8 +13,8 @@
  * waiting for two different commits are two waits, not one long one. A wait
  * is reported from the sample that first saw it to the first that no longer
  * did, so to within one sampling interval; most waits shorter than one go
- * unseen. That is enough
- * for what this is for: the stalls of 100 ms and more that decide a p99.
+ * unseen. That is enough for what this is for: the stalls of 100 ms and more
+ * that decide a p99.
  * Sampling more often costs more than it tells: every 5 ms, the sampling
  * took about a tenth of a core in each of PostgreSQL and the load generator.
  */
@@ -72,12 +72,7 @@ export class WalFlushWatch {
     return new WalFlushWatch(client, db.name, intervalMs, refusal);
   }
 
-  /** Why sampling stopped early, if it did (the report says so instead of showing zeros). */
-  get failure(): string | undefined {
-    return this.#failure;
-  }
-
-  /** The report's line on what the WAL columns mean, and whether sampling stopped early. */
+  /** The report's line on what the WAL columns mean, and why sampling stopped early if it did (rather than showing zeros). */
   legend(): string {
     const failed = this.#failure === undefined ? "" : ` Sampling stopped early: ${this.#failure}`;
     return `WAL flush waits: the benchmark database's backends waiting on a WAL write or fsync, sampled every ${this.intervalMs} ms; a send is acked after its commit is durable, so a stall holds every send behind it.${failed}`;
