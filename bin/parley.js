@@ -5,6 +5,6 @@
 import { register } from "tsx/esm/api";
 
 register();
-const { startTelemetry } = await import("../src/telemetry/setup.ts");
+const { startTelemetry } = await import("../src/runtime/telemetry/setup.ts");
 startTelemetry({ serviceName: "parley" });
 await import("../src/cli.ts");

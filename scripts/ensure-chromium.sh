@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes sure Debian's Chromium is at /usr/bin/chromium for the browser tests
-# (test/browser/). Idempotent: does nothing when it is already there. Installs
+# (test/dev/demo.test.ts). Idempotent: does nothing when it is already there. Installs
 # it with apt-get when running as root; otherwise exits non-zero and says why.
 set -euo pipefail
 

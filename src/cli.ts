@@ -1,13 +1,13 @@
 import { parseArgs } from "node:util";
-import { ConfigError, type Config, loadConfig, requireJwtSecret } from "./config/config.js";
+import { ConfigError, type Config, loadConfig, requireJwtSecret } from "./runtime/config.js";
 import { startBridge } from "./bridge/bridge-server.js";
 import { startCore } from "./core/core-server.js";
-import { startEmbeddedDatabase } from "./embedded/embedded-database.js";
-import { developmentHttp, developmentSecret } from "./embedded/dev-mode.js";
-import { migrate, openOrm } from "./core/db/orm.js";
-import { createLogger, type Logger } from "./logging/logger.js";
-import { serveMetrics } from "./telemetry/metrics-server.js";
-import { telemetry } from "./telemetry/setup.js";
+import { startEmbeddedDatabase } from "./dev/embedded-database.js";
+import { developmentHttp, developmentSecret } from "./dev/dev-mode.js";
+import { migrate, openOrm } from "./core/store/orm.js";
+import { createLogger, type Logger } from "./runtime/logger.js";
+import { serveMetrics } from "./runtime/telemetry/metrics-server.js";
+import { telemetry } from "./runtime/telemetry/setup.js";
 
 const HELP = `parley — durable, ordered chat and notifications over gRPC and WebSocket
 

@@ -12,23 +12,23 @@ import {
   ServerFrameSchema,
 } from "../../gen/parley/v1/frames_pb.js";
 import type { NotificationService } from "../../gen/parley/v1/notifications_pb.js";
-import type { Identity } from "../auth/tokens.js";
-import { checkRoom } from "../core/chat/validation.js";
-import { fromErrorDetail } from "../errors/detail.js";
-import { ParleyError, validationError } from "../errors/parley-error.js";
-import { errorFrame } from "../errors/websocket.js";
-import { follow as followTopic } from "../fanout/follow.js";
-import type { CallOptions, ServiceClient } from "../grpc/client.js";
-import { type Logger, logError } from "../logging/logger.js";
-import { decodeClientFrame, encodeServerFrame, FrameDecodeError, type FrameFormat } from "../protocol/frames.js";
-import { backoffDelay, type BackoffPolicy, sleep } from "../util/backoff.js";
-import { OrderedRelease } from "../util/ordered-release.js";
+import type { Identity } from "../runtime/auth/tokens.js";
+import { checkRoom } from "../wire/limits.js";
+import { fromErrorDetail } from "../wire/errors/detail.js";
+import { ParleyError, validationError } from "../wire/errors/parley-error.js";
+import { errorFrame } from "../wire/errors/websocket.js";
+import { follow as followTopic } from "../runtime/streams/follow.js";
+import type { CallOptions, ServiceClient } from "../runtime/grpc/client.js";
+import { type Logger, logError } from "../runtime/logger.js";
+import { decodeClientFrame, encodeServerFrame, FrameDecodeError, type FrameFormat } from "../wire/frames/frames.js";
+import { backoffDelay, type BackoffPolicy, sleep } from "../wire/backoff.js";
+import { OrderedRelease } from "../runtime/streams/ordered-release.js";
 import { type Attributes, type Context, context, ROOT_CONTEXT, type Span, SpanKind, trace } from "@opentelemetry/api";
-import { contextFromTraceparent, currentTraceId, failSpan, traceparentOfSpan, tracer } from "../telemetry/tracing.js";
+import { contextFromTraceparent, currentTraceId, failSpan, traceparentOfSpan, tracer } from "../runtime/telemetry/tracing.js";
 import type { SendLink } from "./core-link/send-link.js";
 import type { RoomFeeds } from "./core-link/room-feeds.js";
-import { EncodedEvent } from "./encoded-frame.js";
-import { atEndOfTurn } from "../util/end-of-turn.js";
+import { EncodedEvent } from "./encoded-event.js";
+import { atEndOfTurn } from "../runtime/streams/end-of-turn.js";
 import type { ConnectionLimits } from "./limits.js";
 import type { RouteMatch } from "./routes.js";
 

@@ -17,6 +17,6 @@ export { ParleyClientError } from "./client-error.js";
 export type { RoomHandle, JoinOptions } from "./rooms.js";
 export type { NotificationsHandle } from "./notifications.js";
 export type { SocketFactory, SocketLike } from "./socket.js";
-export type { BackoffPolicy } from "../util/backoff.js";
+export type { BackoffPolicy } from "../wire/backoff.js";
 export type { ChatMessage } from "../../gen/parley/v1/chat_pb.js";
 export type { Notification } from "../../gen/parley/v1/notifications_pb.js";

@@ -1,8 +1,8 @@
 import { create, fromBinary, fromJsonString, type MessageInitShape, toBinary, toJsonString } from "@bufbuild/protobuf";
 import type { ChatMessage } from "../../gen/parley/v1/chat_pb.js";
 import { type ClientFrame, ClientFrameSchema, type ServerFrame, ServerFrameSchema } from "../../gen/parley/v1/frames_pb.js";
-import { shouldReconnect } from "../errors/websocket.js";
-import { backoffDelay, type BackoffPolicy } from "../util/backoff.js";
+import { shouldReconnect } from "../wire/errors/websocket.js";
+import { backoffDelay, type BackoffPolicy } from "../wire/backoff.js";
 import { ParleyClientError } from "./client-error.js";
 import { NotificationsHandle } from "./notifications.js";
 import { type JoinOptions, RoomHandle } from "./rooms.js";

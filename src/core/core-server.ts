@@ -1,16 +1,16 @@
 import { randomUUID } from "node:crypto";
 import { ErrorCategory } from "../../gen/parley/v1/errors_pb.js";
-import { authInterceptor } from "../auth/interceptor.js";
-import { TokenVerifier } from "../auth/tokens.js";
-import { ParleyError } from "../errors/parley-error.js";
-import { startGrpcServer } from "../grpc/grpc-server.js";
-import { loggingInterceptor } from "../grpc/logging-interceptor.js";
-import { tracingInterceptor } from "../telemetry/grpc-tracing.js";
-import type { Logger } from "../logging/logger.js";
+import { authInterceptor } from "../runtime/interceptors/auth.js";
+import { TokenVerifier } from "../runtime/auth/tokens.js";
+import { ParleyError } from "../wire/errors/parley-error.js";
+import { startGrpcServer } from "../runtime/grpc/grpc-server.js";
+import { loggingInterceptor } from "../runtime/interceptors/logging.js";
+import { tracingInterceptor } from "../runtime/interceptors/tracing.js";
+import type { Logger } from "../runtime/logger.js";
 import { createChatModule } from "./chat/chat-module.js";
-import { migrate, openOrm, type Orm } from "./db/orm.js";
-import { UnitOfWork } from "./db/unit-of-work.js";
-import { PgListener } from "./fanout/pg-listener.js";
+import { migrate, openOrm, type Orm } from "./store/orm.js";
+import { UnitOfWork } from "./store/unit-of-work.js";
+import { PgListener } from "./store/pg-listener.js";
 import { createNotificationModule } from "./notifications/notification-module.js";
 import { WebhookDispatcher, type WebhookDispatcherOptions } from "./notifications/webhook-dispatcher.js";
 

@@ -1,5 +1,5 @@
 import { expect } from "vitest";
-import { ParleyError } from "../../src/errors/parley-error.js";
+import { ParleyError } from "../../src/wire/errors/parley-error.js";
 
 /** The ParleyError a promise rejects with (failing the test if it resolves or rejects otherwise). */
 export async function rejection(promise: Promise<unknown>): Promise<ParleyError> {

@@ -1,8 +1,8 @@
 import { ChatService } from "../../gen/parley/v1/chat_pb.js";
 import { NotificationService } from "../../gen/parley/v1/notifications_pb.js";
-import { mintToken, NOTIFICATIONS_SEND_SCOPE } from "../../src/auth/tokens.js";
+import { mintToken, NOTIFICATIONS_SEND_SCOPE } from "../../src/runtime/auth/tokens.js";
 import { type CoreOptions, type RunningCore, startCore } from "../../src/core/core-server.js";
-import { createClient, type ServiceClient } from "../../src/grpc/client.js";
+import { createClient, type ServiceClient } from "../../src/runtime/grpc/client.js";
 import type { TestDatabase } from "./database.js";
 import { LogCapture } from "./logs.js";
 

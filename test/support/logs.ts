@@ -1,5 +1,5 @@
 import { Writable } from "node:stream";
-import { createLogger, type Logger } from "../../src/logging/logger.js";
+import { createLogger, type Logger } from "../../src/runtime/logger.js";
 
 /** A real pino logger whose JSON lines the test can read back. */
 export class LogCapture {

@@ -1,10 +1,10 @@
 import type { ChatService } from "../../../gen/parley/v1/chat_pb.js";
-import type { ParleyError } from "../../errors/parley-error.js";
-import { FanoutHub } from "../../fanout/hub.js";
-import type { ServiceClient } from "../../grpc/client.js";
-import type { Logger } from "../../logging/logger.js";
-import { backoffDelay, type BackoffPolicy } from "../../util/backoff.js";
-import { EncodedEvent } from "../encoded-frame.js";
+import type { ParleyError } from "../../wire/errors/parley-error.js";
+import { FanoutHub } from "../../runtime/streams/hub.js";
+import type { ServiceClient } from "../../runtime/grpc/client.js";
+import type { Logger } from "../../runtime/logger.js";
+import { backoffDelay, type BackoffPolicy } from "../../wire/backoff.js";
+import { EncodedEvent } from "../encoded-event.js";
 
 const RESUBSCRIBE_BACKOFF: BackoffPolicy = { initialMs: 50, maxMs: 2_000, multiplier: 1.6 };
 

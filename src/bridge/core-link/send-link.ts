@@ -8,18 +8,18 @@ import {
   type SendStreamResponse,
   SendStreamResponseSchema,
 } from "../../../gen/parley/v1/chat_pb.js";
-import { MAX_BATCH_ITEMS } from "../../core/chat/validation.js";
+import { MAX_BATCH_ITEMS } from "../../wire/limits.js";
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
-import { toErrorDetail } from "../../errors/detail.js";
-import { fromGrpcError } from "../../errors/grpc-status.js";
-import { ParleyError } from "../../errors/parley-error.js";
-import type { ServiceClient } from "../../grpc/client.js";
-import type { Logger } from "../../logging/logger.js";
-import { parleyMetrics } from "../../telemetry/metrics.js";
+import { toErrorDetail } from "../../wire/errors/detail.js";
+import { fromGrpcError } from "../../runtime/grpc/status.js";
+import { ParleyError } from "../../wire/errors/parley-error.js";
+import type { ServiceClient } from "../../runtime/grpc/client.js";
+import type { Logger } from "../../runtime/logger.js";
+import { parleyMetrics } from "../../runtime/telemetry/metrics.js";
 import { context, trace } from "@opentelemetry/api";
-import { failSpan, recordRetry, tracer } from "../../telemetry/tracing.js";
-import { backoffDelay, type BackoffPolicy } from "../../util/backoff.js";
-import { atEndOfTurn } from "../../util/end-of-turn.js";
+import { failSpan, recordRetry, tracer } from "../../runtime/telemetry/tracing.js";
+import { backoffDelay, type BackoffPolicy } from "../../wire/backoff.js";
+import { atEndOfTurn } from "../../runtime/streams/end-of-turn.js";
 
 /** One send, as the bridge hands it to core. */
 export interface LinkSend {

@@ -1,9 +1,9 @@
 import { type ChatMessage, ChatService } from "../../../gen/parley/v1/chat_pb.js";
-import type { TokenVerifier } from "../../auth/tokens.js";
-import { bindService, type ServiceBinding } from "../../grpc/grpc-server.js";
-import type { Logger } from "../../logging/logger.js";
-import type { UnitOfWork } from "../db/unit-of-work.js";
-import { TopicFanout } from "../fanout/topic-fanout.js";
+import type { TokenVerifier } from "../../runtime/auth/tokens.js";
+import { bindService, type ServiceBinding } from "../../runtime/grpc/grpc-server.js";
+import type { Logger } from "../../runtime/logger.js";
+import type { UnitOfWork } from "../store/unit-of-work.js";
+import { TopicFanout } from "../store/topic-fanout.js";
 import { chatServiceHandlers } from "./chat-service.js";
 import { CHAT_CHANNEL, MessageStore } from "./message-store.js";
 import { createSendCommitter } from "./send-committer.js";

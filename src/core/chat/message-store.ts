@@ -1,8 +1,8 @@
 import { create } from "@bufbuild/protobuf";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import { type ChatMessage, ChatMessageSchema } from "../../../gen/parley/v1/chat_pb.js";
-import { boundQuery } from "../db/bound-query.js";
-import { timestampFromPg } from "../db/pg-timestamp.js";
+import { boundQuery } from "../store/bound-query.js";
+import { timestampFromPg } from "../store/pg-timestamp.js";
 
 /** The NOTIFY channel that tells other core instances a room moved (parley_store_chat_batch notifies on it). */
 export const CHAT_CHANNEL = "parley_chat";

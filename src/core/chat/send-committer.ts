@@ -1,10 +1,10 @@
 import type { SpanContext } from "@opentelemetry/api";
 import type { ChatMessage } from "../../../gen/parley/v1/chat_pb.js";
-import { parleyMetrics } from "../../telemetry/metrics.js";
-import { classifyDatabaseError } from "../../errors/database.js";
-import { type ParleyError, validationError } from "../../errors/parley-error.js";
-import { GroupCommitter, type ItemResult } from "../db/group-commit.js";
-import type { UnitOfWork } from "../db/unit-of-work.js";
+import { parleyMetrics } from "../../runtime/telemetry/metrics.js";
+import { classifyDatabaseError } from "../store/database-errors.js";
+import { type ParleyError, validationError } from "../../wire/errors/parley-error.js";
+import { GroupCommitter, type ItemResult } from "../store/group-commit.js";
+import type { UnitOfWork } from "../store/unit-of-work.js";
 import type { MessageStore } from "./message-store.js";
 
 /** A validated, authenticated send. */

@@ -1,10 +1,10 @@
 import type { SpanContext } from "@opentelemetry/api";
 import type { Notification } from "../../../gen/parley/v1/notifications_pb.js";
-import { parleyMetrics } from "../../telemetry/metrics.js";
+import { parleyMetrics } from "../../runtime/telemetry/metrics.js";
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
-import { ParleyError, validationError } from "../../errors/parley-error.js";
-import { GroupCommitter, type ItemResult } from "../db/group-commit.js";
-import type { UnitOfWork } from "../db/unit-of-work.js";
+import { ParleyError, validationError } from "../../wire/errors/parley-error.js";
+import { GroupCommitter, type ItemResult } from "../store/group-commit.js";
+import type { UnitOfWork } from "../store/unit-of-work.js";
 import type { NotificationSend, NotificationStore } from "./notification-store.js";
 
 export interface NotificationSendResult {

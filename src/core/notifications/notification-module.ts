@@ -1,9 +1,9 @@
 import { type Notification, NotificationService } from "../../../gen/parley/v1/notifications_pb.js";
-import { bindService, type ServiceBinding } from "../../grpc/grpc-server.js";
-import type { Logger } from "../../logging/logger.js";
-import { GroupCommitter } from "../db/group-commit.js";
-import type { UnitOfWork } from "../db/unit-of-work.js";
-import { TopicFanout } from "../fanout/topic-fanout.js";
+import { bindService, type ServiceBinding } from "../../runtime/grpc/grpc-server.js";
+import type { Logger } from "../../runtime/logger.js";
+import { GroupCommitter } from "../store/group-commit.js";
+import type { UnitOfWork } from "../store/unit-of-work.js";
+import { TopicFanout } from "../store/topic-fanout.js";
 import { createNotificationCommitter } from "./notification-committer.js";
 import { notificationServiceHandlers } from "./notification-service.js";
 import { INBOX_CHANNEL, NotificationStore } from "./notification-store.js";

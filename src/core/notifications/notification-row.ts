@@ -1,6 +1,6 @@
 import { create, type JsonObject } from "@bufbuild/protobuf";
 import { type Notification, NotificationSchema } from "../../../gen/parley/v1/notifications_pb.js";
-import { timestampFromPg } from "../db/pg-timestamp.js";
+import { timestampFromPg } from "../store/pg-timestamp.js";
 
 /** The columns of `notifications` as the pg driver returns them (timestamps as text). */
 export interface NotificationRow {

@@ -1,7 +1,7 @@
 import type { JsonObject } from "@bufbuild/protobuf";
-import { USER_ID } from "../../auth/tokens.js";
-import { validationError } from "../../errors/parley-error.js";
-import { checkIdempotencyKey, checkText } from "../chat/validation.js";
+import { USER_ID } from "../../runtime/auth/tokens.js";
+import { validationError } from "../../wire/errors/parley-error.js";
+import { checkIdempotencyKey, checkText } from "../../wire/limits.js";
 
 export const MAX_RECIPIENTS = 1000;
 export const MAX_ACK_IDS = 1000;

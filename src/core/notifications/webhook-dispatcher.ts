@@ -2,14 +2,14 @@ import { create, toJsonString } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import { WebhookDeliverySchema } from "../../../gen/parley/v1/notifications_pb.js";
-import { categoryName, ErrorCategory } from "../../errors/category.js";
-import { ParleyError } from "../../errors/parley-error.js";
-import { type Logger, logError } from "../../logging/logger.js";
+import { categoryName, ErrorCategory } from "../../wire/errors/category.js";
+import { ParleyError } from "../../wire/errors/parley-error.js";
+import { type Logger, logError } from "../../runtime/logger.js";
 import { context as otelContext, SpanKind, trace } from "@opentelemetry/api";
-import { parleyMetrics } from "../../telemetry/metrics.js";
-import { failSpan, tracer } from "../../telemetry/tracing.js";
-import { backoffDelay, type BackoffPolicy } from "../../util/backoff.js";
-import type { UnitOfWork } from "../db/unit-of-work.js";
+import { parleyMetrics } from "../../runtime/telemetry/metrics.js";
+import { failSpan, tracer } from "../../runtime/telemetry/tracing.js";
+import { backoffDelay, type BackoffPolicy } from "../../wire/backoff.js";
+import type { UnitOfWork } from "../store/unit-of-work.js";
 import { NOTIFICATION_COLUMNS, notificationFromRow, type NotificationRow } from "./notification-row.js";
 import {
   PARLEY_ATTEMPT_HEADER,

@@ -1,0 +1,89 @@
+import { context, type SpanContext, trace } from "@opentelemetry/api";
+import { ParleyError } from "../../wire/errors/parley-error.js";
+import { rememberOrigin } from "../../runtime/telemetry/origins.js";
+import { failSpan, tracer } from "../../runtime/telemetry/tracing.js";
+import { type Logger, logError } from "../../runtime/logger.js";
+import { FanoutHub, type Sequenced } from "../../runtime/streams/hub.js";
+
+/** The payload of a NOTIFY: which topic moved, by which seqs, from which instance. */
+export interface TopicAdvanced {
+  readonly topic: string;
+  /** First and last seq committed by the transaction (decimal strings). */
+  readonly from: string;
+  readonly to: string;
+  /** The core instance that committed it. */
+  readonly origin: string;
+}
+
+export interface TopicFanoutOptions<T extends Sequenced> {
+  /** This instance's id, as written in NOTIFY payloads. */
+  readonly origin: string;
+  /** The topic (room, inbox) an item belongs to. */
+  readonly topicOf: (item: T) => string;
+  /** Reads the stored items of `topic` with seq in [from, to]. */
+  readonly readRange: (topic: string, from: bigint, to: bigint) => Promise<readonly T[]>;
+  readonly logger: Logger;
+}
+
+/**
+ * Delivers committed items to this instance's subscribers: directly for its
+ * own commits, and through PostgreSQL NOTIFY for other instances' (the rows
+ * are read once per notification, then fanned out in memory).
+ */
+export class TopicFanout<T extends Sequenced> {
+  readonly hub = new FanoutHub<T>();
+  #chain: Promise<void> = Promise.resolve();
+
+  constructor(private readonly options: TopicFanoutOptions<T>) {}
+
+  /** This instance committed `items` (in seq order per topic) in the span `origin`. */
+  committed(items: readonly T[], origin?: SpanContext): void {
+    const byTopic = new Map<string, T[]>();
+    for (const item of items) {
+      if (origin) rememberOrigin(item, origin);
+      const topic = this.options.topicOf(item);
+      const list = byTopic.get(topic);
+      if (list) list.push(item);
+      else byTopic.set(topic, [item]);
+    }
+    for (const [topic, list] of byTopic) this.hub.publish(topic, list);
+  }
+
+  /** A NOTIFY payload. Processed one at a time, in arrival (= commit) order. */
+  notified(payload: string): void {
+    let advanced: TopicAdvanced;
+    try {
+      advanced = JSON.parse(payload) as TopicAdvanced;
+    } catch (error) {
+      this.options.logger.error({ category: "SERIALIZATION", payload, err: error }, "unreadable fan-out notification");
+      return;
+    }
+    if (advanced.origin === this.options.origin || !this.hub.hasSubscribers(advanced.topic)) return;
+    this.#chain = this.#chain.then(() => this.#deliverRemote(advanced));
+  }
+
+  /** Notifications may have been missed: every follower re-reads the database. */
+  resyncAll(): void {
+    this.hub.resyncAll();
+  }
+
+  async #deliverRemote(advanced: TopicAdvanced): Promise<void> {
+    const span = tracer().startSpan("fanout.notification", {
+      attributes: { "parley.topic": advanced.topic, "parley.seq.from": advanced.from, "parley.seq.to": advanced.to, "parley.origin": advanced.origin },
+    });
+    try {
+      const items = await context.with(trace.setSpan(context.active(), span), () =>
+        this.options.readRange(advanced.topic, BigInt(advanced.from), BigInt(advanced.to)),
+      );
+      for (const item of items) rememberOrigin(item, span.spanContext());
+      this.hub.publish(advanced.topic, items);
+    } catch (error) {
+      failSpan(span, ParleyError.from(error));
+      // The followers will find the rows themselves.
+      logError(this.options.logger, ParleyError.from(error), { topic: advanced.topic }, "fan-out read failed; followers resync");
+      this.hub.resync(advanced.topic);
+    } finally {
+      span.end();
+    }
+  }
+}

@@ -1,0 +1,154 @@
+import {
+  type CallOptions as GrpcCallOptions,
+  type ChannelCredentials,
+  type ChannelOptions,
+  Client,
+  type ClientDuplexStream,
+  credentials as grpcCredentials,
+  Metadata,
+} from "@grpc/grpc-js";
+import type { DescMethod } from "@bufbuild/protobuf";
+import { fromGrpcError } from "./status.js";
+import { SpanKind } from "@opentelemetry/api";
+import { injectHeaders, inSpan } from "../telemetry/tracing.js";
+import { serializer, strictDeserializer } from "./codec.js";
+import { methodPath } from "./server.js";
+import type { AnyService, InputInitOf, MethodsOf, OutputOf } from "./types.js";
+
+export interface CallOptions {
+  /** Extra request headers for this call (merged over the client's). */
+  readonly headers?: Readonly<Record<string, string>>;
+  /** Milliseconds from now until the call fails with TIMEOUT. */
+  readonly timeoutMs?: number;
+  /** Cancels the call. */
+  readonly signal?: AbortSignal;
+}
+
+type Method = MethodsOf<AnyService>[string];
+
+type ClientMethodFor<M extends Method> = M["methodKind"] extends "unary"
+  ? (request: InputInitOf<M>, options?: CallOptions) => Promise<OutputOf<M>>
+  : M["methodKind"] extends "server_streaming"
+    ? (request: InputInitOf<M>, options?: CallOptions) => AsyncIterable<OutputOf<M>>
+    : M["methodKind"] extends "bidi_streaming"
+      ? (options?: CallOptions) => ClientDuplexStream<InputInitOf<M>, OutputOf<M>>
+      : never;
+
+/**
+ * A typed client: unary RPCs return promises, server streams are async
+ * iterables, bidirectional streams are grpc-js duplex streams. Failures are
+ * always ParleyErrors with the category the server sent.
+ */
+export type ServiceClient<S extends AnyService> = {
+  readonly [K in keyof MethodsOf<S>]: ClientMethodFor<MethodsOf<S>[K]>;
+} & { close(): void };
+
+export interface ClientOptions {
+  /** Defaults to an insecure channel (loopback and private networks). */
+  readonly credentials?: ChannelCredentials;
+  readonly channelOptions?: ChannelOptions;
+  /** Headers added to every call, e.g. `authorization`; evaluated per call. */
+  readonly headers?: () => Readonly<Record<string, string>>;
+}
+
+export function createClient<S extends AnyService>(service: S, address: string, options: ClientOptions = {}): ServiceClient<S> {
+  const client = new Client(address, options.credentials ?? grpcCredentials.createInsecure(), {
+    "grpc.keepalive_time_ms": 30_000,
+    ...options.channelOptions,
+  });
+  const methods: Record<string, unknown> = {};
+  for (const method of service.methods) {
+    methods[method.localName] = bind(client, method, options);
+  }
+  methods.close = () => {
+    client.close();
+  };
+  return methods as ServiceClient<S>;
+}
+
+function bind(client: Client, method: DescMethod, options: ClientOptions): unknown {
+  const path = methodPath(method);
+  const serialize = serializer(method.input) as (value: unknown) => Buffer;
+  const deserialize = strictDeserializer(method.output) as (bytes: Buffer) => unknown;
+  const prepare = (callOptions: CallOptions | undefined) => {
+    const metadata = new Metadata();
+    // The caller's trace continues on the server (W3C traceparent).
+    const headers = injectHeaders({ ...options.headers?.(), ...callOptions?.headers });
+    for (const [key, value] of Object.entries(headers)) metadata.set(key, value);
+    const grpcOptions: GrpcCallOptions = {};
+    if (callOptions?.timeoutMs !== undefined) grpcOptions.deadline = Date.now() + callOptions.timeoutMs;
+    return { metadata, grpcOptions };
+  };
+
+  switch (method.methodKind) {
+    case "unary":
+      // A client span per call; the server continues it (traceparent metadata).
+      return (request: unknown, callOptions?: CallOptions) =>
+        inSpan(
+          path.slice(1),
+          { kind: SpanKind.CLIENT, attributes: { "rpc.system": "grpc", "rpc.service": method.parent.typeName, "rpc.method": method.name } },
+          () =>
+            new Promise((resolve, reject) => {
+              const { metadata, grpcOptions } = prepare(callOptions);
+              let release: () => void = () => undefined;
+              const call = client.makeUnaryRequest(path, serialize, deserialize, request, metadata, grpcOptions, (error, response) => {
+                release();
+                if (error) reject(fromGrpcError(error));
+                else resolve(response);
+              });
+              release = cancelOnAbort(callOptions?.signal, call);
+            }),
+          (error) => fromGrpcError(error),
+        );
+    case "server_streaming":
+      return (request: unknown, callOptions?: CallOptions) => {
+        const { metadata, grpcOptions } = prepare(callOptions);
+        const call = client.makeServerStreamRequest(path, serialize, deserialize, request, metadata, grpcOptions);
+        const release = cancelOnAbort(callOptions?.signal, call);
+        call.once("close", release);
+        return mapErrors(call, () => {
+          call.cancel();
+        });
+      };
+    case "bidi_streaming":
+      return (callOptions?: CallOptions) => {
+        const { metadata, grpcOptions } = prepare(callOptions);
+        const call = client.makeBidiStreamRequest(path, serialize, deserialize, metadata, grpcOptions);
+        call.once("close", cancelOnAbort(callOptions?.signal, call));
+        return call;
+      };
+    case "client_streaming":
+      throw new Error(`client-streaming RPCs are not used by parley: ${path}`);
+  }
+}
+
+/**
+ * Cancels `call` when `signal` aborts; returns the function that stops
+ * listening (called when the call ends, so a long-lived signal does not
+ * collect listeners of finished calls).
+ */
+function cancelOnAbort(signal: AbortSignal | undefined, call: { cancel(): void }): () => void {
+  if (!signal) return () => undefined;
+  const onAbort = () => {
+    call.cancel();
+  };
+  signal.addEventListener("abort", onAbort, { once: true });
+  return () => {
+    signal.removeEventListener("abort", onAbort);
+  };
+}
+
+/** An async iterable over a response stream whose errors are ParleyErrors. */
+async function* mapErrors(stream: AsyncIterable<unknown>, cancel: () => void): AsyncGenerator {
+  let finished = false;
+  try {
+    for await (const item of stream) yield item;
+    finished = true;
+  } catch (error) {
+    finished = true;
+    throw fromGrpcError(error);
+  } finally {
+    // The consumer stopped early (break/return): stop the server stream too.
+    if (!finished) cancel();
+  }
+}

@@ -1,0 +1,46 @@
+import { create, type DescMessage, fromBinary, type MessageInitShape, type MessageShape, toBinary } from "@bufbuild/protobuf";
+import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
+import { ParleyError } from "../../wire/errors/parley-error.js";
+import { HOT_DECODERS } from "../../wire/codecs/chat-decoding.js";
+import { HOT_ENCODERS } from "../../wire/codecs/chat-encoding.js";
+
+/**
+ * Stands in for a request that did not decode. grpc-js answers a throwing
+ * deserializer with a bare INTERNAL; passing this marker on lets the
+ * handler wrapper answer VALIDATION instead, with the reason.
+ */
+export class UndecodableMessage {
+  constructor(readonly error: ParleyError) {}
+}
+
+/** Binary encoding for `schema`: a hand-written encoder for the chat traffic's hottest messages, toBinary for the rest. */
+export function serializer<D extends DescMessage>(schema: D): (message: MessageInitShape<D>) => Buffer {
+  const encode = (HOT_ENCODERS.get(schema.typeName) as ((message: MessageInitShape<D>) => Uint8Array) | undefined) ?? ((message) => toBinary(schema, create(schema, message)));
+  return (message) => {
+    const encoded = encode(message);
+    return Buffer.from(encoded.buffer, encoded.byteOffset, encoded.byteLength);
+  };
+}
+
+/** Binary decoding for `schema`: a hand-written decoder for the chat traffic's hottest messages, fromBinary for the rest. */
+function binaryDecoder<D extends DescMessage>(schema: D): (bytes: Uint8Array) => MessageShape<D> {
+  return (HOT_DECODERS.get(schema.typeName) as ((bytes: Uint8Array) => MessageShape<D>) | undefined) ?? ((bytes) => fromBinary(schema, bytes));
+}
+
+export function lenientDeserializer<D extends DescMessage>(schema: D): (bytes: Buffer) => MessageShape<D> | UndecodableMessage {
+  const decode = binaryDecoder(schema);
+  return (bytes) => {
+    try {
+      return decode(bytes);
+    } catch (error) {
+      const reason = error instanceof Error ? error.message : String(error);
+      return new UndecodableMessage(
+        new ParleyError(ErrorCategory.VALIDATION, `cannot decode ${schema.typeName}: ${reason}`, { cause: error }),
+      );
+    }
+  };
+}
+
+export function strictDeserializer<D extends DescMessage>(schema: D): (bytes: Buffer) => MessageShape<D> {
+  return binaryDecoder(schema);
+}

@@ -1,0 +1,150 @@
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { anyPack, anyUnpack } from "@bufbuild/protobuf/wkt";
+import { Metadata, status as Status, type StatusObject } from "@grpc/grpc-js";
+import { StatusSchema } from "../../../gen/google/rpc/status_pb.js";
+import { ErrorDetailSchema } from "../../../gen/parley/v1/errors_pb.js";
+import { ErrorCategory } from "../../wire/errors/category.js";
+import { fromErrorDetail, toErrorDetail } from "../../wire/errors/detail.js";
+import { ParleyError } from "../../wire/errors/parley-error.js";
+
+/** The standard trailer that carries a binary google.rpc.Status. */
+export const STATUS_DETAILS_KEY = "grpc-status-details-bin";
+
+/** category → gRPC status code. The one place this decision is made. */
+export function grpcCodeForCategory(category: ErrorCategory): Status {
+  switch (category) {
+    case ErrorCategory.VALIDATION:
+      return Status.INVALID_ARGUMENT;
+    case ErrorCategory.SERIALIZATION:
+      return Status.INTERNAL;
+    case ErrorCategory.ROUTING:
+      return Status.UNIMPLEMENTED;
+    case ErrorCategory.PERSISTENCE:
+      return Status.ABORTED;
+    case ErrorCategory.UNAVAILABLE:
+      return Status.UNAVAILABLE;
+    case ErrorCategory.TIMEOUT:
+      return Status.DEADLINE_EXCEEDED;
+    case ErrorCategory.UNAUTHENTICATED:
+      return Status.UNAUTHENTICATED;
+    case ErrorCategory.PERMISSION_DENIED:
+      return Status.PERMISSION_DENIED;
+    case ErrorCategory.RATE_LIMITED:
+      return Status.RESOURCE_EXHAUSTED;
+    case ErrorCategory.DELIVERY:
+      return Status.UNKNOWN;
+    case ErrorCategory.INTERNAL:
+    case ErrorCategory.UNSPECIFIED:
+      return Status.INTERNAL;
+  }
+}
+
+/**
+ * gRPC status code → category, for statuses that arrive without a parley
+ * ErrorDetail (raised by grpc-js itself, a proxy, or another server).
+ */
+export function categoryForGrpcCode(code: Status): ErrorCategory {
+  switch (code) {
+    case Status.INVALID_ARGUMENT:
+    case Status.FAILED_PRECONDITION:
+    case Status.OUT_OF_RANGE:
+    case Status.ALREADY_EXISTS:
+      return ErrorCategory.VALIDATION;
+    case Status.NOT_FOUND:
+    case Status.UNIMPLEMENTED:
+      return ErrorCategory.ROUTING;
+    case Status.ABORTED:
+    case Status.DATA_LOSS:
+      return ErrorCategory.PERSISTENCE;
+    // A call cut off by the server going away looks like CANCELLED to the
+    // client: as for UNAVAILABLE, resending with the same key is the answer.
+    case Status.UNAVAILABLE:
+    case Status.CANCELLED:
+      return ErrorCategory.UNAVAILABLE;
+    case Status.DEADLINE_EXCEEDED:
+      return ErrorCategory.TIMEOUT;
+    case Status.UNAUTHENTICATED:
+      return ErrorCategory.UNAUTHENTICATED;
+    case Status.PERMISSION_DENIED:
+      return ErrorCategory.PERMISSION_DENIED;
+    case Status.RESOURCE_EXHAUSTED:
+      return ErrorCategory.RATE_LIMITED;
+    case Status.OK:
+    case Status.UNKNOWN:
+    case Status.INTERNAL:
+      return ErrorCategory.INTERNAL;
+  }
+}
+
+/**
+ * A ParleyError as a grpc-js status: the code from the table above, the
+ * message, and the ErrorDetail packed into google.rpc.Status details.
+ */
+export function toGrpcStatus(error: ParleyError, traceId = ""): StatusObject {
+  const code = grpcCodeForCategory(error.category);
+  const rpcStatus = create(StatusSchema, {
+    code,
+    message: error.message,
+    details: [anyPack(ErrorDetailSchema, toErrorDetail(error, traceId))],
+  });
+  const metadata = new Metadata();
+  metadata.set(STATUS_DETAILS_KEY, Buffer.from(toBinary(StatusSchema, rpcStatus)));
+  return { code, details: error.message, metadata };
+}
+
+/** The shape grpc-js gives a failed call (ServiceError), loosely typed. */
+interface GrpcErrorLike {
+  code?: unknown;
+  details?: unknown;
+  message?: unknown;
+  metadata?: unknown;
+}
+
+/**
+ * Reads a failed call's status back into a ParleyError: the ErrorDetail from
+ * the status details when present, the code table otherwise.
+ */
+export function fromGrpcError(error: unknown): ParleyError {
+  if (error instanceof ParleyError) return error;
+  const like = (typeof error === "object" && error !== null ? error : {}) as GrpcErrorLike;
+  if (typeof like.code !== "number") return ParleyError.from(error);
+  const detailed = like.metadata instanceof Metadata ? detailFromMetadata(like.metadata, error) : undefined;
+  if (detailed) return detailed;
+  const message = typeof like.details === "string" && like.details !== "" ? like.details : String(like.message);
+  return new ParleyError(categoryForGrpcCode(asStatus(like.code)), message, { cause: error });
+}
+
+const STATUS_BY_NUMBER = new Map<number, Status>(
+  Object.values(Status)
+    .filter((value): value is Status => typeof value === "number")
+    .map((value) => [value, value]),
+);
+
+/** A numeric code as a Status; codes outside the gRPC set count as UNKNOWN. */
+function asStatus(code: number): Status {
+  return STATUS_BY_NUMBER.get(code) ?? Status.UNKNOWN;
+}
+
+function detailFromMetadata(metadata: Metadata, cause: unknown): ParleyError | undefined {
+  const raw = metadata.get(STATUS_DETAILS_KEY)[0];
+  if (!(raw instanceof Buffer)) return undefined;
+  try {
+    const rpcStatus = fromBinary(StatusSchema, raw);
+    for (const any of rpcStatus.details) {
+      const detail = anyUnpack(any, ErrorDetailSchema);
+      if (detail) {
+        const parsed = fromErrorDetail(detail);
+        return new ParleyError(parsed.category, parsed.message, {
+          field: parsed.field,
+          retryable: parsed.retryable,
+          retryAfterMs: parsed.retryAfterMs,
+          context: parsed.context,
+          cause,
+        });
+      }
+    }
+  } catch {
+    // A corrupt details trailer is not worth failing over: fall back to the code.
+  }
+  return undefined;
+}

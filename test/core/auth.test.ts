@@ -1,0 +1,211 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ChatService, type SendStreamRequest, type SendStreamResponse } from "../../gen/parley/v1/chat_pb.js";
+import { ErrorCategory } from "../../gen/parley/v1/errors_pb.js";
+import { mintToken } from "../../src/runtime/auth/tokens.js";
+import { fromGrpcError } from "../../src/runtime/grpc/status.js";
+import { ParleyError } from "../../src/wire/errors/parley-error.js";
+import { createClient, type ServiceClient } from "../../src/runtime/grpc/client.js";
+import { startTestCore, TEST_JWT_SECRET, type TestCore } from "../support/core.js";
+import { createTestDatabase, type TestDatabase } from "../support/database.js";
+import { rejection as failureOf } from "../support/assertions.js";
+
+type ChatClient = ServiceClient<typeof ChatService>;
+type StreamItem = Pick<SendStreamRequest, "streamSeq" | "room" | "body" | "clientMsgId"> & { actingToken?: string };
+
+const OTHER_SECRET = "another-secret-that-is-also-long-enough-for-hs256";
+/** Every wait in this file is bounded well under the test timeout. */
+const CALL_TIMEOUT_MS = 5_000;
+
+let db: TestDatabase;
+let core: TestCore;
+const clients: ChatClient[] = [];
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  core = await startTestCore(db);
+});
+
+afterAll(async () => {
+  for (const client of clients) client.close();
+  await core.stop();
+  await db.drop();
+});
+
+/** A client sending exactly these headers (none at all when empty). */
+function clientWith(headers: Record<string, string>): ChatClient {
+  const client = createClient(ChatService, core.core.address, { headers: () => headers });
+  clients.push(client);
+  return client;
+}
+
+
+/** Drains a server stream; resolves with the error that ended it. */
+async function subscribeFailure(client: ChatClient, room: string): Promise<ParleyError> {
+  return failureOf(
+    (async () => {
+      for await (const event of client.subscribe({ room, afterSeq: 0n }, { timeoutMs: CALL_TIMEOUT_MS })) {
+        throw new Error(`unexpected subscription event ${String(event.event.case)}`);
+      }
+    })(),
+  );
+}
+
+/** Sends `items` on one SendStream, then reads every answer until the stream ends. */
+async function sendStream(client: ChatClient, items: readonly StreamItem[]): Promise<{ answers: SendStreamResponse[]; error: ParleyError | undefined }> {
+  const stream = client.sendStream({ timeoutMs: CALL_TIMEOUT_MS });
+  const answers: SendStreamResponse[] = [];
+  for (const item of items) stream.write(item);
+  stream.end();
+  try {
+    for await (const answer of stream as AsyncIterable<SendStreamResponse>) answers.push(answer);
+    return { answers, error: undefined };
+  } catch (error) {
+    return { answers, error: fromGrpcError(error) };
+  }
+}
+
+async function tableCounts(): Promise<Record<string, number>> {
+  const [row] = await db.sql<{ rooms: string; chat_messages: string; room_members: string }>(
+    `select (select count(*) from rooms) as rooms,
+            (select count(*) from chat_messages) as chat_messages,
+            (select count(*) from room_members) as room_members`,
+  );
+  return { rooms: Number(row?.rooms), chat_messages: Number(row?.chat_messages), room_members: Number(row?.room_members) };
+}
+
+const BAD_CREDENTIALS: readonly { readonly name: string; readonly headers: () => Promise<Record<string, string>> }[] = [
+  { name: "no token", headers: () => Promise.resolve({}) },
+  {
+    name: "an expired token",
+    headers: async () => ({ authorization: `Bearer ${await mintToken(TEST_JWT_SECRET, "mallory", { expiresInSeconds: -60 })}` }),
+  },
+  {
+    name: "a token signed with another secret",
+    headers: async () => ({ authorization: `Bearer ${await mintToken(OTHER_SECRET, "mallory")}` }),
+  },
+  { name: "a Basic authorization header", headers: () => Promise.resolve({ authorization: "Basic bWFsbG9yeTpwYXNzd29yZA==" }) },
+  { name: "a Bearer header without a token", headers: () => Promise.resolve({ authorization: "Bearer" }) },
+  { name: "a Bearer header whose token is not a JWT", headers: () => Promise.resolve({ authorization: "Bearer not-a-jwt" }) },
+];
+
+describe("calls that fail authentication", () => {
+  it.each(BAD_CREDENTIALS)("with $name: every RPC is UNAUTHENTICATED and nothing is written", async ({ headers }) => {
+    const client = clientWith(await headers());
+    const room = "guarded";
+    const linesBefore = core.logs.lines.length;
+
+    const failures = {
+      SendMessage: await failureOf(client.sendMessage({ room, body: "intruder", clientMsgId: "intruder-1" }, { timeoutMs: CALL_TIMEOUT_MS })),
+      ListMessages: await failureOf(client.listMessages({ room }, { timeoutMs: CALL_TIMEOUT_MS })),
+      MarkRead: await failureOf(client.markRead({ room, seq: 0n }, { timeoutMs: CALL_TIMEOUT_MS })),
+      Subscribe: await subscribeFailure(client, room),
+      SendStream: (await sendStream(client, [{ streamSeq: 1n, room, body: "intruder", clientMsgId: "intruder-2" }])).error,
+    };
+    for (const [rpc, failure] of Object.entries(failures)) {
+      expect(failure, rpc).toBeInstanceOf(ParleyError);
+      expect(failure?.category, `${rpc}: ${failure?.message ?? ""}`).toBe(ErrorCategory.UNAUTHENTICATED);
+      expect(failure?.message, rpc).toMatch(/^unauthenticated: /);
+      expect(failure?.retryable, rpc).toBe(false);
+    }
+
+    // Each refusal is logged once, as a client mistake, with the rpc.
+    const lines = core.logs.lines.slice(linesBefore);
+    for (const rpc of Object.keys(failures)) {
+      const logged = lines.filter((line) => line.rpc === `/parley.v1.ChatService/${rpc}`);
+      expect(logged, rpc).toHaveLength(1);
+      expect(logged[0], rpc).toMatchObject({ level: "warn", category: "UNAUTHENTICATED" });
+      expect(logged[0]?.user, rpc).toBeUndefined();
+    }
+
+    expect(await tableCounts()).toEqual({ rooms: 0, chat_messages: 0, room_members: 0 });
+  });
+});
+
+describe("who the sender is", () => {
+  it("a SendStream item with a bad acting token alone is refused (UNAUTHENTICATED); a valid acting token makes its subject the sender", async () => {
+    const room = "acting";
+    const opener = await core.chat("stream-opener");
+    const bob = await mintToken(TEST_JWT_SECRET, "bob");
+    const expired = await mintToken(TEST_JWT_SECRET, "carol", { expiresInSeconds: -60 });
+    const forged = await mintToken(OTHER_SECRET, "carol");
+
+    const { answers, error } = await sendStream(opener, [
+      { streamSeq: 1n, room, body: "from the opener", clientMsgId: "act-1" },
+      { streamSeq: 2n, room, body: "from bob", clientMsgId: "act-2", actingToken: bob },
+      { streamSeq: 3n, room, body: "expired", clientMsgId: "act-3", actingToken: expired },
+      { streamSeq: 4n, room, body: "forged", clientMsgId: "act-4", actingToken: forged },
+      { streamSeq: 5n, room, body: "garbage", clientMsgId: "act-5", actingToken: "garbage" },
+      { streamSeq: 6n, room, body: "opener again", clientMsgId: "act-6" },
+    ]);
+    expect(error).toBeUndefined();
+    expect(answers.map((answer) => answer.streamSeq)).toEqual([1n, 2n, 3n, 4n, 5n, 6n]);
+
+    // Seqs across different senders follow commit order, not stream order:
+    // compare by client_msg_id.
+    const stored = answers.flatMap((answer) => (answer.result.case === "message" ? [answer.result.value] : []));
+    expect(stored.map((message) => [message.clientMsgId, message.sender])).toEqual([
+      ["act-1", "stream-opener"],
+      ["act-2", "bob"],
+      ["act-6", "stream-opener"],
+    ]);
+    expect(stored.map((message) => message.seq).sort((a, b) => (a < b ? -1 : 1))).toEqual([1n, 2n, 3n]);
+    const refused = answers.flatMap((answer) => (answer.result.case === "error" ? [{ streamSeq: answer.streamSeq, detail: answer.result.value }] : []));
+    expect(refused.map((answer) => answer.streamSeq)).toEqual([3n, 4n, 5n]);
+    for (const { streamSeq, detail } of refused) {
+      expect(detail, `stream_seq ${streamSeq}`).toMatchObject({ category: ErrorCategory.UNAUTHENTICATED, retryable: false });
+      expect(detail.message, `stream_seq ${streamSeq}`).toMatch(/^unauthenticated: /);
+    }
+
+    const rows = await db.sql<{ id: string; client_msg_id: string; sender: string; seq: string }>(
+      "select id, client_msg_id, sender, seq from chat_messages where room_id = $1 order by client_msg_id",
+      [room],
+    );
+    expect(rows.map((row) => ({ client_msg_id: row.client_msg_id, sender: row.sender }))).toEqual([
+      { client_msg_id: "act-1", sender: "stream-opener" },
+      { client_msg_id: "act-2", sender: "bob" },
+      { client_msg_id: "act-6", sender: "stream-opener" },
+    ]);
+    for (const row of rows) {
+      expect(stored.find((message) => message.clientMsgId === row.client_msg_id), row.client_msg_id).toMatchObject({ id: row.id, seq: BigInt(row.seq) });
+    }
+
+    // Each refused item is logged with its category and stream context, and
+    // no user: the item's token named none that could be trusted.
+    for (const [seq, id] of [["3", "act-3"], ["4", "act-4"], ["5", "act-5"]] as const) {
+      const logged = core.logs.find({ category: "UNAUTHENTICATED", stream_seq: seq });
+      expect(logged, id).toHaveLength(1);
+      expect(logged[0], id).toMatchObject({ level: "warn", client_msg_id: id, room, rpc: "/parley.v1.ChatService/SendStream" });
+      expect(logged[0]?.user, id).toBeUndefined();
+    }
+  });
+
+  it("the sender of record is always the token's sub", async () => {
+    const room = "two-users";
+    const alice = await core.chat("alice");
+    const dave = await core.chat("dave@example.com");
+    const answers = await Promise.all([
+      alice.sendMessage({ room, body: "hi from alice", clientMsgId: "same-key" }),
+      dave.sendMessage({ room, body: "hi from dave", clientMsgId: "same-key" }),
+      alice.sendMessage({ room, body: "again from alice", clientMsgId: "alice-2" }),
+    ]);
+    expect(answers.map((answer) => answer.message?.sender)).toEqual(["alice", "dave@example.com", "alice"]);
+
+    const rows = await db.sql<{ id: string; sender: string; body: string }>(
+      "select id, sender, body from chat_messages where room_id = $1 order by seq",
+      [room],
+    );
+    expect(new Map(rows.map((row) => [row.body, row.sender]))).toEqual(
+      new Map([
+        ["hi from alice", "alice"],
+        ["hi from dave", "dave@example.com"],
+        ["again from alice", "alice"],
+      ]),
+    );
+    for (const answer of answers) {
+      expect(rows.find((row) => row.id === answer.message?.id)?.sender).toBe(answer.message?.sender);
+    }
+    // Read positions are kept per token subject too.
+    const members = await db.sql<{ user_id: string }>("select user_id from room_members where room_id = $1 order by user_id", [room]);
+    expect(members.map((member) => member.user_id)).toEqual(["alice", "dave@example.com"]);
+  });
+});

@@ -1,0 +1,106 @@
+import { Writable } from "node:stream";
+import { describe, expect, it } from "vitest";
+import { ErrorCategory } from "../../gen/parley/v1/errors_pb.js";
+import { ConfigError, loadConfig, requireJwtSecret } from "../../src/runtime/config.js";
+import { ParleyError } from "../../src/wire/errors/parley-error.js";
+import { createLogger, logError } from "../../src/runtime/logger.js";
+
+function problems(env: Record<string, string>): readonly string[] {
+  try {
+    loadConfig(env);
+  } catch (error) {
+    expect(error).toBeInstanceOf(ConfigError);
+    return (error as ConfigError).problems;
+  }
+  throw new Error("expected a ConfigError");
+}
+
+describe("config", () => {
+  it("has defaults for everything optional", () => {
+    const config = loadConfig({});
+    expect(config).toMatchObject({
+      databaseUrl: undefined,
+      grpcAddress: "127.0.0.1:50051",
+      httpAddress: "127.0.0.1:8080",
+      coreAddress: "127.0.0.1:50051",
+      jwtSecret: undefined,
+      webhook: undefined,
+      logLevel: "info",
+      migrateOnStart: false,
+    });
+  });
+
+  it("reads every variable", () => {
+    const config = loadConfig({
+      DATABASE_URL: "postgres://postgres@127.0.0.1:5432/test",
+      PARLEY_GRPC_ADDR: "0.0.0.0:0",
+      PARLEY_HTTP_ADDR: "[::1]:9000",
+      PARLEY_CORE_ADDR: "core.internal:50051",
+      PARLEY_JWT_SECRET: "x".repeat(32),
+      PARLEY_WEBHOOK_URL: "https://hooks.example.com/p",
+      PARLEY_WEBHOOK_SECRET: "s".repeat(16),
+      PARLEY_LOG_LEVEL: "debug",
+      PARLEY_MIGRATE: "1",
+    });
+    expect(config.coreAddress).toBe("core.internal:50051");
+    expect(config.webhook).toEqual({ url: "https://hooks.example.com/p", secret: "s".repeat(16), graceMs: 5000 });
+    expect(config.migrateOnStart).toBe(true);
+    expect(requireJwtSecret(config)).toBe("x".repeat(32));
+  });
+
+  it("names each bad variable and says what is expected", () => {
+    const found = problems({
+      DATABASE_URL: "mysql://nope",
+      PARLEY_GRPC_ADDR: "localhost",
+      PARLEY_HTTP_ADDR: "127.0.0.1:99999",
+      PARLEY_JWT_SECRET: "short",
+      PARLEY_LOG_LEVEL: "loud",
+      PARLEY_WEBHOOK_URL: "ftp://x",
+    });
+    const text = found.join("\n");
+    for (const name of ["DATABASE_URL", "PARLEY_GRPC_ADDR", "PARLEY_HTTP_ADDR", "PARLEY_JWT_SECRET", "PARLEY_LOG_LEVEL", "PARLEY_WEBHOOK_URL", "PARLEY_WEBHOOK_SECRET"]) {
+      expect(text).toContain(name);
+    }
+    expect(text).toMatch(/PARLEY_GRPC_ADDR must be host:port/);
+    expect(text).toMatch(/PARLEY_WEBHOOK_SECRET is required when PARLEY_WEBHOOK_URL is set/);
+  });
+
+  it("treats empty variables as unset", () => {
+    expect(loadConfig({ DATABASE_URL: "", PARLEY_JWT_SECRET: "" }).databaseUrl).toBeUndefined();
+  });
+
+  it("asks for the JWT secret by name when a command needs it", () => {
+    expect(() => requireJwtSecret(loadConfig({}))).toThrow(/PARLEY_JWT_SECRET is required/);
+  });
+});
+
+describe("logging", () => {
+  it("writes one JSON line per error with its category, context and cause", () => {
+    const lines: string[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _encoding, callback) {
+        lines.push(chunk.toString());
+        callback();
+      },
+    });
+    const logger = createLogger({ destination: sink }).child({ rpc: "/parley.v1.ChatService/SendMessage" });
+    const error = new ParleyError(ErrorCategory.PERSISTENCE, "database: deadlock", {
+      cause: new Error("deadlock detected"),
+      context: { room: "lobby", seq: 5n },
+    });
+    logError(logger, error, { user: "alice", attempt: 2 });
+    expect(lines).toHaveLength(1);
+    const line = JSON.parse(lines[0] ?? "") as Record<string, unknown>;
+    expect(line).toMatchObject({
+      level: "error",
+      category: "PERSISTENCE",
+      rpc: "/parley.v1.ChatService/SendMessage",
+      room: "lobby",
+      seq: "5",
+      user: "alice",
+      attempt: 2,
+      msg: "database: deadlock",
+    });
+    expect((line.err as { message: string }).message).toBe("deadlock detected");
+  });
+});

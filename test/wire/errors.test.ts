@@ -1,0 +1,172 @@
+import { Metadata, status as Status } from "@grpc/grpc-js";
+import { describe, expect, it } from "vitest";
+import { CloseCode } from "../../gen/parley/v1/frames_pb.js";
+import { ALL_CATEGORIES, categoryFromName, categoryName, ErrorCategory, isRetryableCategory } from "../../src/wire/errors/category.js";
+import { classifyDatabaseError, fromDatabaseError } from "../../src/core/store/database-errors.js";
+import { categoryForGrpcCode, fromGrpcError, grpcCodeForCategory, toGrpcStatus } from "../../src/runtime/grpc/status.js";
+import { ParleyError, validationError } from "../../src/wire/errors/parley-error.js";
+import { closeCodeForCategory, errorFrame, httpStatusForCategory, shouldReconnect } from "../../src/wire/errors/websocket.js";
+
+const ALL_GRPC_CODES = Object.values(Status).filter((v): v is Status => typeof v === "number");
+
+describe("category → gRPC status → category", () => {
+  it.each(ALL_CATEGORIES.map((c) => [categoryName(c), c] as const))("%s survives the trip through status details", (_name, category) => {
+    const original = new ParleyError(category, `failure of kind ${categoryName(category)}`, {
+      field: category === ErrorCategory.VALIDATION ? "send.body" : undefined,
+      retryAfterMs: category === ErrorCategory.RATE_LIMITED ? 1500 : undefined,
+    });
+    const status = toGrpcStatus(original, "4bf92f3577b34da6a3ce929d0e0e4736");
+    expect(status.code).toBe(grpcCodeForCategory(category));
+    expect(status.code).not.toBe(Status.OK);
+
+    // What a grpc-js client sees: a ServiceError with code, details and trailers.
+    const received = fromGrpcError({ code: status.code, details: status.details, metadata: status.metadata });
+    expect(received.category).toBe(category);
+    expect(received.message).toBe(original.message);
+    expect(received.field).toBe(original.field);
+    expect(received.retryable).toBe(isRetryableCategory(category));
+    expect(received.retryAfterMs).toBe(original.retryAfterMs);
+    expect(received.context.remote_trace_id).toBe("4bf92f3577b34da6a3ce929d0e0e4736");
+  });
+
+  it("maps a bare status code of every kind to a category (statuses without parley details)", () => {
+    for (const code of ALL_GRPC_CODES) {
+      const category = categoryForGrpcCode(code);
+      expect(ALL_CATEGORIES).toContain(category);
+      const error = fromGrpcError({ code, details: "from elsewhere", metadata: new Metadata() });
+      expect(error.category).toBe(category);
+      expect(error.message).toBe("from elsewhere");
+    }
+  });
+
+  it("maps each category's own status code back to the category when details are lost", () => {
+    const distinctCodes = new Set(ALL_CATEGORIES.map(grpcCodeForCategory));
+    for (const category of ALL_CATEGORIES) {
+      const code = grpcCodeForCategory(category);
+      // Categories sharing a code (SERIALIZATION and INTERNAL, DELIVERY's UNKNOWN)
+      // need the detail; every other code maps straight back.
+      if ([ErrorCategory.SERIALIZATION, ErrorCategory.DELIVERY].includes(category)) continue;
+      expect(categoryForGrpcCode(code)).toBe(category);
+    }
+    expect(distinctCodes.size).toBeGreaterThanOrEqual(ALL_CATEGORIES.length - 2);
+  });
+
+  it("falls back to the code when the details trailer is corrupt", () => {
+    const metadata = new Metadata();
+    metadata.set("grpc-status-details-bin", Buffer.from([0xff, 0xff, 0xff]));
+    expect(fromGrpcError({ code: Status.UNAVAILABLE, details: "down", metadata }).category).toBe(ErrorCategory.UNAVAILABLE);
+  });
+
+  it("wraps anything that is not a gRPC error as INTERNAL, keeping the cause", () => {
+    const cause = new TypeError("x is undefined");
+    const error = fromGrpcError(cause);
+    expect(error.category).toBe(ErrorCategory.INTERNAL);
+    expect(error.cause).toBe(cause);
+  });
+});
+
+describe("ParleyError", () => {
+  it("never carries UNSPECIFIED", () => {
+    expect(new ParleyError(ErrorCategory.UNSPECIFIED, "?").category).toBe(ErrorCategory.INTERNAL);
+  });
+
+  it("from() passes ParleyErrors through and wraps the rest", () => {
+    const original = validationError("room", "is required");
+    expect(ParleyError.from(original)).toBe(original);
+    expect(ParleyError.from("boom").category).toBe(ErrorCategory.INTERNAL);
+    expect(ParleyError.from(new Error("x"), ErrorCategory.UNAVAILABLE).category).toBe(ErrorCategory.UNAVAILABLE);
+  });
+
+  it("retryability is data: the table decides, one error may override", () => {
+    expect(ALL_CATEGORIES.filter(isRetryableCategory).map(categoryName).sort()).toEqual(
+      ["DELIVERY", "PERSISTENCE", "RATE_LIMITED", "TIMEOUT", "UNAVAILABLE"].sort(),
+    );
+    expect(new ParleyError(ErrorCategory.PERSISTENCE, "constraint", { retryable: false }).retryable).toBe(false);
+  });
+
+  it("names round-trip", () => {
+    for (const category of ALL_CATEGORIES) {
+      expect(categoryFromName(categoryName(category))).toBe(category);
+      expect(categoryFromName(`ERROR_CATEGORY_${categoryName(category)}`)).toBe(category);
+    }
+    expect(categoryFromName("NOPE")).toBeUndefined();
+    expect(categoryFromName("UNSPECIFIED")).toBeUndefined();
+  });
+});
+
+describe("database error → category", () => {
+  const pgError = (code: string, message = "pg failure") => Object.assign(new Error(message), { code });
+
+  it.each([
+    ["40001", ErrorCategory.PERSISTENCE, true],
+    ["40P01", ErrorCategory.PERSISTENCE, true],
+    ["08006", ErrorCategory.UNAVAILABLE, true],
+    ["57P01", ErrorCategory.UNAVAILABLE, true],
+    ["53300", ErrorCategory.UNAVAILABLE, true],
+    ["57014", ErrorCategory.TIMEOUT, false],
+    ["23505", ErrorCategory.PERSISTENCE, false],
+    ["22001", ErrorCategory.VALIDATION, false],
+    ["42P01", ErrorCategory.PERSISTENCE, false],
+    ["ECONNREFUSED", ErrorCategory.UNAVAILABLE, true],
+    ["ECONNRESET", ErrorCategory.UNAVAILABLE, true],
+  ] as const)("SQLSTATE/code %s → %s (transient %s)", (code, category, transient) => {
+    expect(classifyDatabaseError(pgError(code))).toMatchObject({ category, transient, code });
+  });
+
+  it("reads the code through wrapping layers (MikroORM wraps pg errors)", () => {
+    const wrapped = new Error("outer", { cause: new Error("middle", { cause: pgError("40P01") }) });
+    expect(classifyDatabaseError(wrapped)).toMatchObject({ category: ErrorCategory.PERSISTENCE, transient: true });
+    const sqlState = Object.assign(new Error("driver"), { sqlState: "08003", code: "whatever" });
+    expect(classifyDatabaseError(sqlState).category).toBe(ErrorCategory.UNAVAILABLE);
+  });
+
+  it("recognises a dropped connection reported by message only", () => {
+    expect(classifyDatabaseError(new Error("Connection terminated unexpectedly"))).toMatchObject({
+      category: ErrorCategory.UNAVAILABLE,
+      transient: true,
+    });
+  });
+
+  it("treats anything unknown as a non-transient PERSISTENCE error", () => {
+    expect(classifyDatabaseError(new Error("strange"))).toMatchObject({ category: ErrorCategory.PERSISTENCE, transient: false });
+    const error = fromDatabaseError(pgError("23505", "insert into secrets values ('alice-data') - duplicate key value"));
+    expect(error.category).toBe(ErrorCategory.PERSISTENCE);
+    // The driver's text quotes SQL and values: it stays in the cause, never in the message.
+    expect(error.message).toBe("database: the transaction was rolled back (SQLSTATE 23505)");
+    expect(error.message).not.toContain("alice-data");
+  });
+});
+
+describe("category → WebSocket", () => {
+  it("every category has an error frame, a close code and an upgrade status", () => {
+    const closeCodes = Object.values(CloseCode).filter((v): v is CloseCode => typeof v === "number");
+    for (const category of ALL_CATEGORIES) {
+      const frame = errorFrame("req-1", new ParleyError(category, "nope"));
+      expect(frame.requestId).toBe("req-1");
+      expect(frame.kind.case).toBe("error");
+      expect(frame.kind.value).toMatchObject({ category, message: "nope" });
+      const close = closeCodeForCategory(category);
+      expect(closeCodes).toContain(close);
+      expect(close).not.toBe(CloseCode.UNSPECIFIED);
+      const http = httpStatusForCategory(category);
+      expect(http).toBeGreaterThanOrEqual(400);
+      expect(http).toBeLessThan(600);
+    }
+    expect(httpStatusForCategory(ErrorCategory.UNAUTHENTICATED)).toBe(401);
+    expect(httpStatusForCategory(ErrorCategory.ROUTING)).toBe(404);
+    expect(httpStatusForCategory(ErrorCategory.VALIDATION)).toBe(400);
+  });
+
+  it("splits close codes into reconnect and terminal ranges", () => {
+    expect(shouldReconnect(CloseCode.SLOW_CONSUMER)).toBe(true);
+    expect(shouldReconnect(CloseCode.HEARTBEAT_TIMEOUT)).toBe(true);
+    expect(shouldReconnect(CloseCode.RATE_LIMITED)).toBe(true);
+    expect(shouldReconnect(CloseCode.GOING_AWAY)).toBe(true);
+    expect(shouldReconnect(CloseCode.INTERNAL_ERROR)).toBe(true);
+    expect(shouldReconnect(CloseCode.UNAUTHENTICATED)).toBe(false);
+    expect(shouldReconnect(CloseCode.PERMISSION_DENIED)).toBe(false);
+    expect(shouldReconnect(CloseCode.TOO_MANY_ERRORS)).toBe(false);
+    expect(shouldReconnect(CloseCode.MESSAGE_TOO_BIG)).toBe(false);
+    expect(shouldReconnect(CloseCode.NORMAL)).toBe(false);
+  });
+});
