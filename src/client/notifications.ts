@@ -1,5 +1,5 @@
 import type { AckNotificationsResponse, ListNotificationsResponse, Notification } from "../../gen/parley/v1/notifications_pb.js";
-import type { ParleyClient } from "./parley-client.js";
+import type { FrameChannel } from "./frame-channel.js";
 
 /** The user's notification inbox: live notifications, history, unread count. */
 export class NotificationsHandle {
@@ -11,7 +11,7 @@ export class NotificationsHandle {
   /** Seqs of unread notifications delivered live, for reconciling counts that cross them. */
   #liveUnread: bigint[] = [];
 
-  constructor(private readonly client: ParleyClient) {}
+  constructor(private readonly client: FrameChannel) {}
 
   /** Unread notifications, as last reported by the server (plus live arrivals). */
   get unreadCount(): bigint {

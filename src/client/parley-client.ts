@@ -4,6 +4,7 @@ import { type ClientFrame, ClientFrameSchema, type ServerFrame, ServerFrameSchem
 import { shouldReconnect } from "../wire/errors/websocket.js";
 import { backoffDelay, type BackoffPolicy } from "../wire/backoff.js";
 import { ParleyClientError } from "./client-error.js";
+import type { FrameChannel, FrameRequest } from "./frame-channel.js";
 import { NotificationsHandle } from "./notifications.js";
 import { type JoinOptions, RoomHandle } from "./rooms.js";
 import { defaultSocketFactory, OPEN, type SocketFactory, type SocketLike } from "./socket.js";
@@ -24,7 +25,6 @@ export interface ParleyClientOptions {
   readonly requestTimeoutMs?: number;
 }
 
-type FrameRequest = NonNullable<MessageInitShape<typeof ClientFrameSchema>["request"]>;
 
 interface PendingSend {
   readonly room: string;
@@ -81,7 +81,7 @@ function tokenExpired(token: string): boolean {
  * One logical connection to parley that survives network drops and server
  * restarts. See index.ts for the guarantees.
  */
-export class ParleyClient {
+export class ParleyClient implements FrameChannel {
   readonly notifications: NotificationsHandle;
   readonly #options: ParleyClientOptions;
   readonly #factory: SocketFactory;

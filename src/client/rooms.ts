@@ -1,7 +1,7 @@
 import type { ChatMessage, ListMessagesResponse, MarkReadResponse } from "../../gen/parley/v1/chat_pb.js";
 import { ListDirection } from "../../gen/parley/v1/common_pb.js";
 import type { ParleyClientError } from "./client-error.js";
-import type { ParleyClient } from "./parley-client.js";
+import type { FrameChannel } from "./frame-channel.js";
 
 export interface JoinOptions {
   /** Called when the server refuses to follow the room (bad room id, permission, limit). */
@@ -22,7 +22,7 @@ export class RoomHandle {
   #left = false;
 
   constructor(
-    private readonly client: ParleyClient,
+    private readonly client: FrameChannel,
     readonly room: string,
     options: JoinOptions,
   ) {
