@@ -1,4 +1,4 @@
-/** Messages between bench/core.ts (the parent) and bench/servers.ts (the server child). */
+/** Messages between tools/bench/core.ts (the parent) and tools/bench/servers.ts (the server child). */
 
 /** Parent → child. */
 export type ParentMessage =

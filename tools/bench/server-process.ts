@@ -14,7 +14,7 @@ export interface ServerProcessOptions {
   readonly startTimeoutMs?: number;
 }
 
-/** A bench/servers.ts child process, serving on `address`. */
+/** A tools/bench/servers.ts child process, serving on `address`. */
 export class ServerProcess {
   #nextId = 0;
   readonly #exited: Promise<void>;

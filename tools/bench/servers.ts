@@ -88,7 +88,7 @@ function send(message: ChildMessage): void {
 }
 
 async function main(): Promise<void> {
-  if (process.send === undefined) throw new Error("bench/servers.ts is started by bench/core.ts (it needs an IPC channel)");
+  if (process.send === undefined) throw new Error("tools/bench/servers.ts is started by tools/bench/core.ts (it needs an IPC channel)");
   const kind = process.argv[2];
   const server = kind === "noop" ? await startNoop() : kind === "core" ? await startCoreServer() : undefined;
   if (server === undefined) throw new Error(`unknown server kind ${String(kind)} (noop | core)`);

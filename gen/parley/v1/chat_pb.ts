@@ -63,8 +63,9 @@ export type ChatMessage = Message<"parley.v1.ChatMessage"> & {
   body: string;
 
   /**
-   * The sender-chosen idempotency key, unique per sender, 1 to 128 characters
-   * (letters, digits, `_`, `-`, `.`, `:`).
+   * The sender-chosen idempotency key, unique per sender across all rooms, 1
+   * to 128 characters (letters, digits, `_`, `-`, `.`, `:`). It names this
+   * one message: reusing it for another room or body is VALIDATION.
    *
    * @generated from field: string client_msg_id = 6;
    */
@@ -104,7 +105,9 @@ export type SendMessageRequest = Message<"parley.v1.SendMessageRequest"> & {
   body: string;
 
   /**
-   * Idempotency key chosen by the sender. Required.
+   * Idempotency key chosen by the sender, unique per sender across all rooms.
+   * Resending it with the same room and body returns the stored message;
+   * with another room or body it is VALIDATION. Required.
    *
    * @generated from field: string client_msg_id = 3;
    */
@@ -171,7 +174,9 @@ export type SendStreamRequest = Message<"parley.v1.SendStreamRequest"> & {
   body: string;
 
   /**
-   * Idempotency key of the acting user. Required.
+   * Idempotency key of the acting user, as SendMessageRequest.client_msg_id:
+   * a repeat with another room or body fails this item with VALIDATION.
+   * Required.
    *
    * @generated from field: string client_msg_id = 4;
    */
@@ -546,10 +551,12 @@ export const MarkReadResponseSchema: GenMessage<MarkReadResponse> = /*@__PURE__*
 export const ChatService: GenService<{
   /**
    * SendMessage stores one message in a room and returns it with its seq.
-   * Idempotent on (sender, client_msg_id) with no time window: a repeat
-   * returns the originally stored message (same id, seq, created_at) with
-   * `duplicate` set, and stores nothing.
-   * Errors: VALIDATION (room, body or client_msg_id invalid), PERSISTENCE,
+   * Idempotent on (sender, client_msg_id) with no time window: a repeat with
+   * the same room and body returns the originally stored message (same id,
+   * seq, created_at) with `duplicate` set, and stores nothing. A repeat with
+   * another room or body is VALIDATION on `client_msg_id` and stores nothing.
+   * Errors: VALIDATION (room, body or client_msg_id invalid, or
+   * client_msg_id already used for a different message), PERSISTENCE,
    * UNAVAILABLE (database unreachable; retry with the same client_msg_id),
    * TIMEOUT, PERMISSION_DENIED.
    *

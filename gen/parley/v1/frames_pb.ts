@@ -89,8 +89,8 @@ export type ClientFrame = Message<"parley.v1.ClientFrame"> & {
     case: "markRead";
   } | {
     /**
-     * Read a page of the user's notification inbox (on /ws/notifications).
-     * Answered by `notifications` or `error`.
+     * Read a page of the user's notification inbox. Accepted on every route,
+     * like every request kind. Answered by `notifications` or `error`.
      *
      * @generated from field: parley.v1.ListNotificationsRequest list_notifications = 15;
      */
@@ -98,7 +98,7 @@ export type ClientFrame = Message<"parley.v1.ClientFrame"> & {
     case: "listNotifications";
   } | {
     /**
-     * Mark notifications read (on /ws/notifications). Answered by
+     * Mark notifications read. Accepted on every route. Answered by
      * `notifications_acked` or `error`.
      *
      * @generated from field: parley.v1.AckNotificationsRequest ack_notifications = 16;
@@ -107,8 +107,9 @@ export type ClientFrame = Message<"parley.v1.ClientFrame"> & {
     case: "ackNotifications";
   } | {
     /**
-     * Follow the user's inbox (on /ws/notifications): replay after
-     * `after_seq`, then live `notification` frames. Answered by `caught_up`.
+     * Follow the user's inbox (/ws/notifications does this by itself at
+     * connect): replay after `after_seq`, then live `notification` frames.
+     * Accepted on every route. Answered by `caught_up` or `error`.
      *
      * @generated from field: parley.v1.NotificationServiceSubscribeRequest subscribe_notifications = 17;
      */
@@ -163,8 +164,10 @@ export type SendFrame = Message<"parley.v1.SendFrame"> & {
   body: string;
 
   /**
-   * Idempotency key; resend the same one after a reconnect and the message is
-   * stored once. Required.
+   * Idempotency key, unique per user across all rooms; resend the same one
+   * (with the same room and body) after a reconnect and the message is stored
+   * once. Reusing it for another room or body is a VALIDATION error on
+   * `send.client_msg_id`. Required.
    *
    * @generated from field: string client_msg_id = 4;
    */
@@ -361,7 +364,7 @@ export type Welcome = Message<"parley.v1.Welcome"> & {
   user: string;
 
   /**
-   * The room of the connection's path; empty on /ws/notifications.
+   * The room of the connection's path; empty on /ws/notifications and /ws.
    *
    * @generated from field: string room = 3;
    */
@@ -590,14 +593,15 @@ export enum CloseCode {
   RATE_LIMITED = 4029,
 
   /**
-   * The token expired or was revoked: reconnect with a new token.
+   * The token expired: reconnect with a new token.
    *
    * @generated from enum value: CLOSE_CODE_UNAUTHENTICATED = 4501;
    */
   UNAUTHENTICATED = 4501,
 
   /**
-   * The user may no longer use this route.
+   * The user may no longer use this route (reserved: the bridge does not
+   * close with it today).
    *
    * @generated from enum value: CLOSE_CODE_PERMISSION_DENIED = 4503;
    */
