@@ -1,19 +1,16 @@
 // What a connection follows: rooms (replayed from core with the user's
 // token, then the bridge's shared feed) and the user's inbox, each resumed
 // from its last seq when core's stream breaks, each request answered once.
-import type { ChatService } from "../../../gen/parley/v1/chat_pb.js";
 import { ListDirection } from "../../../gen/parley/v1/common_pb.js";
-import type { NotificationService } from "../../../gen/parley/v1/notifications_pb.js";
 import { ParleyError } from "../../wire/errors/parley-error.js";
 import type { FrameFormat } from "../../wire/frames/frames.js";
-import type { ServiceClient } from "../../runtime/grpc/client.js";
 import type { Logger } from "../../runtime/logger.js";
 import { follow as followTopic } from "../../runtime/streams/follow.js";
 import { followResumably } from "../../runtime/streams/resumable-follow.js";
-import type { RoomFeeds } from "../core-link/room-feeds.js";
 import { EncodedEvent } from "../encoded-event.js";
 import type { CoreCalls } from "./core-calls.js";
 import { type FrameRequestName, inFrameTerms } from "./frame-fields.js";
+import type { ConnectionDeps } from "./session.js";
 import type { FrameWriter, ServerFrameKind } from "./writer.js";
 
 /** A room or inbox subscription of one connection. */
@@ -25,10 +22,7 @@ interface Follow {
   cancel(): void;
 }
 
-export interface FollowsOptions {
-  readonly chat: ServiceClient<typeof ChatService>;
-  readonly notifications: ServiceClient<typeof NotificationService>;
-  readonly roomFeeds: RoomFeeds;
+export interface FollowsOptions extends Pick<ConnectionDeps, "chat" | "notifications" | "roomFeeds"> {
   readonly calls: CoreCalls;
   readonly writer: FrameWriter;
   readonly log: Logger;

@@ -2,38 +2,32 @@
 // before any field is read, traced, and dispatched to the module that
 // answers it; the bridge's own refusals count towards max_consecutive_errors.
 import { type Attributes, context, ROOT_CONTEXT, SpanKind, trace } from "@opentelemetry/api";
-import type { ChatService, ListMessagesRequest } from "../../../gen/parley/v1/chat_pb.js";
+import type { ListMessagesRequest } from "../../../gen/parley/v1/chat_pb.js";
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
 import { type ClientFrame, CloseCode } from "../../../gen/parley/v1/frames_pb.js";
-import type { NotificationService } from "../../../gen/parley/v1/notifications_pb.js";
 import { checkRoom, checkSeq } from "../../wire/limits.js";
 import { ParleyError, validationError } from "../../wire/errors/parley-error.js";
 import { decodeClientFrame, FrameDecodeError, type FrameFormat } from "../../wire/frames/frames.js";
-import type { CallOptions, ServiceClient } from "../../runtime/grpc/client.js";
+import type { CallOptions } from "../../runtime/grpc/client.js";
 import { contextFromTraceparent, tracer } from "../../runtime/telemetry/tracing.js";
-import type { ConnectionLimits } from "../limits.js";
 import type { CoreCalls } from "./core-calls.js";
 import type { ErrorRun } from "./error-run.js";
 import { type FrameRequestName, inFrameTerms, roomOfRequest, roomOr } from "./frame-fields.js";
 import type { Follows } from "./follows.js";
 import type { Sends } from "./sends.js";
-import type { ConnectionObserver } from "./session.js";
+import type { ConnectionDeps } from "./session.js";
 import type { FrameWriter, ServerFrameKind } from "./writer.js";
 
-export interface InboundOptions {
+export interface InboundOptions extends Pick<ConnectionDeps, "limits" | "chat" | "notifications" | "observe"> {
   readonly connectionId: string;
   readonly user: string;
   /** The room of the connection's path, for requests that name none. */
   readonly routeRoom: string | undefined;
-  readonly limits: ConnectionLimits;
-  readonly chat: ServiceClient<typeof ChatService>;
-  readonly notifications: ServiceClient<typeof NotificationService>;
   readonly calls: CoreCalls;
   readonly writer: FrameWriter;
   readonly sends: Sends;
   readonly follows: Follows;
   readonly errorRun: ErrorRun;
-  readonly observe: ConnectionObserver | undefined;
   readonly close: (code: CloseCode, reason: string, reconnectAfterMs?: number) => void;
 }
 
@@ -164,18 +158,12 @@ export class Inbound {
       }
       case "listNotifications": {
         const value = request.value;
-        await this.#relay(requestId, format, "list_notifications", (options) => notifications.listNotifications(value, options), (page) => ({
-          case: "notifications",
-          value: page,
-        }));
+        await this.#relay(requestId, format, "list_notifications", (options) => notifications.listNotifications(value, options), (page) => ({ case: "notifications", value: page }));
         return;
       }
       case "ackNotifications": {
         const value = request.value;
-        await this.#relay(requestId, format, "ack_notifications", (options) => notifications.ackNotifications(value, options), (result) => ({
-          case: "notificationsAcked",
-          value: result,
-        }));
+        await this.#relay(requestId, format, "ack_notifications", (options) => notifications.ackNotifications(value, options), (acked) => ({ case: "notificationsAcked", value: acked }));
         return;
       }
       case "subscribeNotifications": {
