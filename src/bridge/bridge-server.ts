@@ -18,7 +18,7 @@ import { context, type Span, SpanKind, trace } from "@opentelemetry/api";
 import { parleyMetrics } from "../runtime/telemetry/metrics.js";
 import { failSpan, tracer } from "../runtime/telemetry/tracing.js";
 import { telemetry } from "../runtime/telemetry/setup.js";
-import { Connection, type ConnectionObserver } from "./connection.js";
+import { Connection, type ConnectionObserver } from "./connection/session.js";
 import { RoomFeeds } from "./core-link/room-feeds.js";
 import { SendLink } from "./core-link/send-link.js";
 import { type ConnectionLimits, DEFAULT_LIMITS } from "./limits.js";

@@ -11,7 +11,7 @@ import { type RouteDefinition, RouteTable, RouteTableError } from "../../src/bri
 import { range, startTestCore, TEST_JWT_SECRET, type TestCore } from "../support/core.js";
 import { createTestDatabase, type TestDatabase } from "../support/database.js";
 import { LogCapture } from "../support/logs.js";
-import { type ConnectOptions, eventually, messagesOf, messagesUpTo, type Received, WsTestClient } from "../support/ws-client.js";
+import { type ClientFrameInit, type ConnectOptions, eventually, messagesOf, messagesUpTo, type Received, WsTestClient } from "../support/ws-client.js";
 
 let db: TestDatabase;
 let core: TestCore;
@@ -401,6 +401,16 @@ describe("frame handling: bad input gets an error frame, the socket stays open",
     const closed = await client.waitClosed();
     expect(closed.code).toBe(1009);
     expect(await storedCount("select count(*) as n from chat_messages where client_msg_id = 'big'", [])).toBe(0);
+    expectClientFaultLogged("big-framer", CloseCode.MESSAGE_TOO_BIG);
+  });
+
+  it("a text frame that is not UTF-8 closes with 1007, logged as the client's VALIDATION (warn, not a socket error)", async () => {
+    const client = await connect("/ws/chat/frames-utf8", "bad-encoder");
+    // Raw bytes as a text frame: ws does not check what it sends.
+    client.socket.send(Buffer.from([0x7b, 0x22, 0xff, 0xfe, 0x22, 0x7d]), { binary: false });
+    const closed = await client.waitClosed();
+    expect(closed.code).toBe(CloseCode.INVALID_PAYLOAD);
+    expectClientFaultLogged("bad-encoder", CloseCode.INVALID_PAYLOAD);
   });
 
   it("only garbage, maxConsecutiveErrors frames in a row → closed with 4508; valid frames reset the run", async () => {
@@ -484,6 +494,40 @@ describe("sends", () => {
     for (const frame of limited) expect(errorOf(frame)).toMatchObject({ category: ErrorCategory.RATE_LIMITED, retryable: true });
     const acked = answers.filter((f) => f.kind.case === "sendAck").map((f) => ackedMessage(f).clientMsgId);
     expect(await storedCount("select count(*) as n from chat_messages where room_id = 'sends-tight'", [])).toBe(acked.length);
+    await client.close();
+    await stopBridge(tight);
+  });
+});
+
+describe("send order", () => {
+  it("every send is answered in the order it arrived, the bridge's own refusals (bad room, past max_inflight_sends) included", async () => {
+    const window = 6;
+    const tight = await bridge({ maxInflightSends: window });
+    const client = await connect("/ws/chat/sends-order", "orderly", { on: tight });
+    const send = (requestId: string, seq: number, extra: { room?: string } = {}) => {
+      client.sendJson({ requestId, request: { case: "send", value: { seq: BigInt(seq), body: `body ${requestId}`, clientMsgId: requestId, ...extra } } });
+    };
+    // One TCP write: the bridge reads every frame before core can answer any.
+    const raw = (client.socket as unknown as { _socket: { cork(): void; uncork(): void } })._socket;
+    raw.cork();
+    for (let i = 1; i <= window; i++) send(`order-${i}`, i);
+    send("order-bad-room", window + 1, { room: "not a room!" });
+    send("order-over", window + 2);
+    raw.uncork();
+    const expected = [...Array.from({ length: window }, (_, i) => `order-${i + 1}`), "order-bad-room", "order-over"];
+    const answers = await client.until(
+      () => {
+        const answered = client.frames.filter((f) => f.requestId.startsWith("order-"));
+        return answered.length === expected.length ? answered : undefined;
+      },
+      { what: `${expected.length} answers` },
+    );
+    expect(answers.map((f) => f.requestId)).toEqual(expected);
+    expect(answers.slice(0, window).map((f) => ackOf(f).seq)).toEqual(range(1, window));
+    expect(errorOf(at(answers, window))).toMatchObject({ category: ErrorCategory.VALIDATION, field: "send.room" });
+    expect(errorOf(at(answers, window + 1))).toMatchObject({ category: ErrorCategory.RATE_LIMITED, retryable: true });
+    expect(await storedCount("select count(*) as n from chat_messages where room_id = 'sends-order'", [])).toBe(window);
+    expect(client.isOpen).toBe(true);
     await client.close();
     await stopBridge(tight);
   });
@@ -792,6 +836,68 @@ describe("bounded resources", () => {
     }
     expect(warnings.filter((message) => message.includes("abort listeners"))).toEqual([]);
   });
+
+  it("50 requests in flight on one connection add no abort listeners to a shared signal (no MaxListenersExceededWarning)", async () => {
+    const roomy = await bridge({ maxInflightRequests: 64 });
+    const warnings: string[] = [];
+    const onWarning = (warning: Error) => warnings.push(`${warning.name}: ${warning.message}`);
+    process.on("warning", onWarning);
+    try {
+      const client = await joinRoom("many-in-flight", "parallel-reader", { on: roomy });
+      const from = client.received.length;
+      for (let i = 0; i < 50; i++) client.sendJson({ requestId: `par-${i}`, request: { case: "history", value: {} } });
+      const answers = await client.until(
+        () => {
+          const answered = client.received.slice(from).filter((r) => r.frame.requestId.startsWith("par-"));
+          return answered.length === 50 ? answered : undefined;
+        },
+        { what: "50 answers" },
+      );
+      expect(answers.every((r) => r.frame.kind.case === "history")).toBe(true);
+      // Warnings are emitted on a later tick.
+      await new Promise((resolve) => setImmediate(resolve));
+    } finally {
+      process.off("warning", onWarning);
+    }
+    expect(warnings.filter((message) => message.includes("MaxListeners") || message.includes("abort listeners"))).toEqual([]);
+    await stopBridge(roomy);
+  });
+});
+
+describe("error fields name the path in the client frame", () => {
+  // [label, route, request, expected category, expected field]
+  const cases: [string, string, ClientFrameInit["request"], ErrorCategory, string][] = [
+    ["send: an empty body (core's check)", "chat", { case: "send", value: { seq: 1n, body: "", clientMsgId: "f-empty" } }, ErrorCategory.VALIDATION, "send.body"],
+    ["send: a bad room (the bridge's check)", "chat", { case: "send", value: { seq: 2n, room: "no room!", body: "x", clientMsgId: "f-room" } }, ErrorCategory.VALIDATION, "send.room"],
+    ["send: a bad client_msg_id", "chat", { case: "send", value: { seq: 3n, body: "x", clientMsgId: "has spaces" } }, ErrorCategory.VALIDATION, "send.client_msg_id"],
+    ["subscribe: a bad room", "chat", { case: "subscribe", value: { room: "no room!" } }, ErrorCategory.VALIDATION, "subscribe.room"],
+    ["subscribe: a negative after_seq", "chat", { case: "subscribe", value: { room: "fields-room", afterSeq: -1n } }, ErrorCategory.VALIDATION, "subscribe.after_seq"],
+    ["subscribe: an after_seq beyond the head", "chat", { case: "subscribe", value: { room: "fields-room", afterSeq: 1000n } }, ErrorCategory.VALIDATION, "subscribe.after_seq"],
+    ["unsubscribe: a bad room", "chat", { case: "unsubscribe", value: { room: "no room!" } }, ErrorCategory.VALIDATION, "unsubscribe.room"],
+    ["history: a bad room", "chat", { case: "history", value: { room: "no room!" } }, ErrorCategory.VALIDATION, "history.room"],
+    ["history: a page size over the limit (core's check)", "chat", { case: "history", value: { pageSize: 9_999 } }, ErrorCategory.VALIDATION, "history.page_size"],
+    ["history: a negative cursor_seq (core's check)", "chat", { case: "history", value: { cursorSeq: -1n } }, ErrorCategory.VALIDATION, "history.cursor_seq"],
+    ["mark_read: a seq beyond the head (core's check)", "chat", { case: "markRead", value: { seq: 1000n } }, ErrorCategory.VALIDATION, "mark_read.seq"],
+    ["list_notifications: a page size over the limit", "notifications", { case: "listNotifications", value: { pageSize: 9_999 } }, ErrorCategory.VALIDATION, "list_notifications.page_size"],
+    ["ack_notifications: an id that is not a UUID", "notifications", { case: "ackNotifications", value: { ids: ["not-a-uuid"] } }, ErrorCategory.VALIDATION, "ack_notifications.ids[0]"],
+    ["subscribe_notifications: a negative after_seq", "notifications", { case: "subscribeNotifications", value: { afterSeq: -1n } }, ErrorCategory.VALIDATION, "subscribe_notifications.after_seq"],
+    ["subscribe_notifications: someone else's inbox", "notifications", { case: "subscribeNotifications", value: { recipient: "someone-else" } }, ErrorCategory.PERMISSION_DENIED, "subscribe_notifications.recipient"],
+  ];
+
+  it("each request kind, one bad field each: the field and the message name the frame's path; the socket stays open", async () => {
+    const feeder = await core.chat("fields-feeder");
+    await feeder.sendMessage({ room: "fields-room", body: "one", clientMsgId: "fields-1" });
+    const chat = await joinRoom("fields-room", "fields-user");
+    const inbox = await connect("/ws/notifications", "fields-user");
+    for (const [index, [label, route, request, category, field]] of cases.entries()) {
+      const client = route === "chat" ? chat : inbox;
+      const error = errorOf(await client.request({ requestId: `field-${index}`, request }));
+      expect({ category: error.category, field: error.field }, label).toEqual({ category, field });
+      if (category === ErrorCategory.VALIDATION) expect(error.message, label).toMatch(new RegExp(`^${field.replace(/[.[\]]/g, "\\$&")}: `));
+    }
+    expect(chat.isOpen && inbox.isOpen).toBe(true);
+    expect(await storedCount("select count(*) as n from chat_messages where client_msg_id like 'f-%' or client_msg_id = 'has spaces'", [])).toBe(0);
+  });
 });
 
 describe("serialization safety", () => {
@@ -812,6 +918,13 @@ describe("serialization safety", () => {
     expect((await client.request({ requestId: "odd-ping", request: { case: "ping", value: {} } })).kind.case).toBe("pong");
   });
 });
+
+/** The one log line of a protocol violation by `user`'s client: the client's fault (VALIDATION, warn) with its close code, and no socket error. */
+function expectClientFaultLogged(user: string, closeCode: CloseCode): void {
+  const lines = bridgeLogs.lines.filter((line) => line.user === user);
+  expect(lines.filter((line) => line.close_code === closeCode && line.category !== undefined)).toMatchObject([{ category: "VALIDATION", level: "warn" }]);
+  expect(lines.filter((line) => line.category === "UNAVAILABLE" || line.level === "error")).toEqual([]);
+}
 
 function at<T>(items: readonly T[], index: number): T {
   const item = items[index];

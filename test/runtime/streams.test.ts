@@ -7,6 +7,9 @@ import { OrderedRelease } from "../../src/runtime/streams/ordered-release.js";
 import { atEndOfTurn } from "../../src/runtime/streams/end-of-turn.js";
 import { follow } from "../../src/runtime/streams/follow.js";
 import { FanoutHub } from "../../src/runtime/streams/hub.js";
+import { type FollowPosition, followResumably } from "../../src/runtime/streams/resumable-follow.js";
+import { ErrorCategory } from "../../src/wire/errors/category.js";
+import { ParleyError } from "../../src/wire/errors/parley-error.js";
 
 describe("timestampFromPg", () => {
   it.each([
@@ -274,3 +277,139 @@ describe("atEndOfTurn", () => {
     expect(ran).toEqual(["a", "b", "c"]);
   });
 });
+
+describe("followResumably", () => {
+  const SHORT = { initialMs: 20, maxMs: 60, multiplier: 2 };
+  const unavailable = () => new ParleyError(ErrorCategory.UNAVAILABLE, "stream broke");
+
+  /** A scripted stream: attempt n passes on `script[n].items` (seq values), then ends or throws `script[n].then`. */
+  function scripted(script: readonly { readonly items: readonly number[]; readonly then?: ParleyError }[], signal?: AbortSignal) {
+    const passed: bigint[] = [];
+    const resumedAfter: (bigint | undefined)[] = [];
+    const openedAt: number[] = [];
+    const open = (position: FollowPosition): Promise<void> => {
+      openedAt.push(performance.now());
+      resumedAfter.push(position.last);
+      const step = script[resumedAfter.length - 1];
+      if (step === undefined) return untilAborted(signal); // stays open
+      for (const seq of step.items) {
+        const item = { seq: BigInt(seq) };
+        if (!position.isNew(item)) continue;
+        position.passed(item);
+        passed.push(item.seq);
+      }
+      return step.then ? Promise.reject(step.then) : Promise.resolve();
+    };
+    return { passed, resumedAfter, openedAt, open };
+  }
+
+  it("resumes after the last seq passed on, skipping a repeated seam, with delays within the backoff's bounds", async () => {
+    const controller = new AbortController();
+    const stream = scripted(
+      [
+        { items: [1, 2, 3], then: unavailable() },
+        { items: [], then: unavailable() },
+        { items: [3, 4], then: unavailable() },
+      ],
+      controller.signal,
+    );
+    const breaks: { attempt: number; delayMs: number }[] = [];
+    const done = followResumably({
+      afterSeq: 0n,
+      signal: controller.signal,
+      onEnd: "done",
+      open: stream.open,
+      backoff: SHORT,
+      interrupted: (error, attempt, delayMs) => {
+        expect(error?.category).toBe(ErrorCategory.UNAVAILABLE);
+        breaks.push({ attempt, delayMs });
+      },
+    });
+    await eventuallyTrue(() => stream.resumedAfter.length === 4);
+    controller.abort();
+    await expect(done).resolves.toBeUndefined();
+
+    expect(stream.passed).toEqual([1n, 2n, 3n, 4n]);
+    expect(stream.resumedAfter).toEqual([0n, 3n, 3n, 4n]);
+    // Progress starts the backoff over; a break without progress grows it.
+    expect(breaks.map((b) => b.attempt)).toEqual([1, 2, 1]);
+    const caps = [20, 40, 20];
+    for (const [index, { delayMs }] of breaks.entries()) {
+      expect(delayMs).toBeGreaterThanOrEqual(0);
+      expect(delayMs).toBeLessThanOrEqual(caps[index] ?? 0);
+      // Real timers: the next attempt opened no sooner than its delay.
+      const waited = (stream.openedAt[index + 1] ?? 0) - (stream.openedAt[index] ?? 0);
+      expect(waited).toBeGreaterThanOrEqual(delayMs - 2);
+    }
+  });
+
+  it("rejects with the first failure not worth resuming after, without retrying it", async () => {
+    const refused = new ParleyError(ErrorCategory.PERMISSION_DENIED, "not a member");
+    const stream = scripted([{ items: [1], then: unavailable() }, { items: [2], then: refused }]);
+    const done = followResumably({ afterSeq: undefined, signal: new AbortController().signal, onEnd: "done", open: stream.open, backoff: SHORT });
+    await expect(done).rejects.toBe(refused);
+    expect(stream.resumedAfter).toEqual([undefined, 1n]);
+  });
+
+  it("a stream that ends is done, or re-opened after a backoff with onEnd \"resume\"; caught_up sets the resume point", async () => {
+    const once = scripted([{ items: [5] }]);
+    await followResumably({ afterSeq: undefined, signal: new AbortController().signal, onEnd: "done", open: once.open, backoff: SHORT });
+    expect(once.resumedAfter).toEqual([undefined]);
+
+    const controller = new AbortController();
+    const ends: (ParleyError | undefined)[] = [];
+    let opened = 0;
+    const done = followResumably({
+      afterSeq: undefined,
+      signal: controller.signal,
+      onEnd: "resume",
+      backoff: SHORT,
+      retryable: () => true,
+      open: (position) => {
+        opened++;
+        if (opened === 1) position.caughtUp(9n); // nothing passed: resume from the head
+        if (opened === 2) expect(position.last).toBe(9n);
+        if (opened === 3) return Promise.reject(new ParleyError(ErrorCategory.PERMISSION_DENIED, "retried anyway"));
+        return opened < 4 ? Promise.resolve() : untilAborted(controller.signal);
+      },
+      interrupted: (error) => ends.push(error),
+    });
+    await eventuallyTrue(() => opened === 4);
+    expect(ends.map((error) => error?.category)).toEqual([undefined, undefined, ErrorCategory.PERMISSION_DENIED]);
+    controller.abort();
+    await expect(done).resolves.toBeUndefined();
+  });
+
+  it("an abort during the backoff ends the follow at once, before another attempt", async () => {
+    const stream = scripted([{ items: [1], then: unavailable() }]);
+    const controller = new AbortController();
+    const done = followResumably({
+      afterSeq: undefined,
+      signal: controller.signal,
+      onEnd: "done",
+      open: stream.open,
+      backoff: { initialMs: 60_000, maxMs: 60_000, multiplier: 1 },
+      interrupted: () => {
+        controller.abort();
+      },
+    });
+    const started = performance.now();
+    await expect(done).resolves.toBeUndefined();
+    expect(performance.now() - started).toBeLessThan(1_000);
+    expect(stream.resumedAfter).toEqual([undefined]);
+  });
+});
+
+/** An attempt that stays open until the follow is stopped, as a real stream does. */
+function untilAborted(signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve) => signal?.addEventListener("abort", () => { resolve(); }, { once: true }));
+}
+
+/** Waits (bounded, polling every few ms) until `check` holds. */
+async function eventuallyTrue(check: () => boolean, timeoutMs = 5_000): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!check()) {
+    if (performance.now() > deadline) throw new Error(`not true within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}

@@ -1,17 +1,13 @@
 import type { ChatService } from "../../../gen/parley/v1/chat_pb.js";
-import type { ParleyError } from "../../wire/errors/parley-error.js";
 import { FanoutHub } from "../../runtime/streams/hub.js";
 import type { ServiceClient } from "../../runtime/grpc/client.js";
 import type { Logger } from "../../runtime/logger.js";
-import { backoffDelay, type BackoffPolicy } from "../../wire/backoff.js";
+import { followResumably } from "../../runtime/streams/resumable-follow.js";
 import { EncodedEvent } from "../encoded-event.js";
-
-const RESUBSCRIBE_BACKOFF: BackoffPolicy = { initialMs: 50, maxMs: 2_000, multiplier: 1.6 };
 
 interface Feed {
   readonly controller: AbortController;
   followers: number;
-  lastSeq: bigint | undefined;
 }
 
 /**
@@ -35,9 +31,9 @@ export class RoomFeeds {
   join(room: string): () => void {
     let existing = this.#feeds.get(room);
     if (!existing) {
-      existing = { controller: new AbortController(), followers: 0, lastSeq: undefined };
+      existing = { controller: new AbortController(), followers: 0 };
       this.#feeds.set(room, existing);
-      void this.#run(room, existing);
+      this.#run(room, existing);
     }
     const feed = existing;
     feed.followers++;
@@ -63,41 +59,39 @@ export class RoomFeeds {
     this.#feeds.clear();
   }
 
-  async #run(room: string, feed: Feed): Promise<void> {
+  #run(room: string, feed: Feed): void {
     const { signal } = feed.controller;
-    // A function, not the property: the loop must see it change.
-    const stopped = () => signal.aborted;
-    for (let attempt = 0; !stopped(); ) {
-      try {
+    void followResumably({
+      afterSeq: undefined,
+      signal,
+      // The feed is shared: whatever broke it, it keeps trying.
+      retryable: () => true,
+      onEnd: "resume",
+      open: async (position) => {
         // Batched: a commit's messages for the room arrive as one event.
-        const request = feed.lastSeq === undefined ? { room, batched: true } : { room, afterSeq: feed.lastSeq, batched: true };
+        const request = position.last === undefined ? { room, batched: true } : { room, afterSeq: position.last, batched: true };
         for await (const { event } of this.chat.subscribe(request, { signal })) {
-          attempt = 0;
           if (event.case === "message") {
-            feed.lastSeq = event.value.seq;
+            position.passed(event.value);
             this.hub.publish(room, [EncodedEvent.message(event.value)]);
           } else if (event.case === "messages") {
             const last = event.value.messages.at(-1);
             if (last === undefined) continue;
-            feed.lastSeq = last.seq;
+            position.passed(last);
             this.hub.publish(room, event.value.messages.map((message) => EncodedEvent.message(message)));
-          } else if (event.case === "caughtUp" && feed.lastSeq === undefined) {
-            feed.lastSeq = event.value.headSeq;
+          } else if (event.case === "caughtUp" && position.last === undefined) {
+            position.caughtUp(event.value.headSeq);
             // Followers that read the database before this feed's head was
             // taken may have missed what came between: let them check.
             this.hub.resync(room);
           }
         }
-      } catch (error) {
-        if (stopped()) return;
-        const cause = error as ParleyError;
-        attempt++;
-        this.logger.warn({ category: cause.categoryName, room, attempt }, "room feed from core broken; resubscribing");
-      }
-      if (stopped()) return;
-      // Followers may have missed something while the feed was down.
-      this.hub.resync(room);
-      await new Promise((resolve) => setTimeout(resolve, backoffDelay(Math.max(1, attempt), RESUBSCRIBE_BACKOFF)));
-    }
+      },
+      interrupted: (cause, attempt) => {
+        if (cause) this.logger.warn({ category: cause.categoryName, room, attempt }, "room feed from core broken; resubscribing");
+        // Followers may have missed something while the feed was down.
+        this.hub.resync(room);
+      },
+    });
   }
 }

@@ -1,0 +1,72 @@
+// A connection's unary calls to core: made with the user's own token, within
+// the limit of un-answered requests, retried with backoff while core is
+// unavailable, and cancelled when the connection closes.
+import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
+import { ParleyError } from "../../wire/errors/parley-error.js";
+import { backoffDelay, type BackoffPolicy, sleep } from "../../wire/backoff.js";
+import type { CallOptions } from "../../runtime/grpc/client.js";
+import type { Logger } from "../../runtime/logger.js";
+
+const CALL_RETRY: BackoffPolicy = { initialMs: 50, maxMs: 2_000, multiplier: 1.6 };
+const CALL_ATTEMPTS = 5;
+const CALL_TIMEOUT_MS = 10_000;
+
+/** See the comment at the top of this file. */
+export class CoreCalls {
+  readonly #headers: Readonly<Record<string, string>>;
+  readonly #maxInflight: number;
+  readonly #log: Logger;
+  /**
+   * One controller per call in flight, aborted when the connection closes.
+   * Not one shared signal: every call would add an abort listener to it.
+   */
+  readonly #inflight = new Set<AbortController>();
+  #closed = false;
+
+  constructor(token: string, maxInflightRequests: number, log: Logger) {
+    this.#headers = { authorization: `Bearer ${token}` };
+    this.#maxInflight = maxInflightRequests;
+    this.#log = log;
+  }
+
+  /** Options for a call that `signal` cancels (a follow's own calls). */
+  options(signal: AbortSignal): CallOptions {
+    return { headers: this.#headers, timeoutMs: CALL_TIMEOUT_MS, signal };
+  }
+
+  /**
+   * A unary core call for a request, within the per-connection limit of
+   * un-answered ones (a client cannot queue unbounded work at core);
+   * UNAVAILABLE/TIMEOUT are retried with backoff.
+   */
+  async call<T>(name: string, call: (options: CallOptions) => Promise<T>): Promise<T> {
+    if (this.#inflight.size >= this.#maxInflight) {
+      throw new ParleyError(ErrorCategory.RATE_LIMITED, `more than ${this.#maxInflight} requests awaiting an answer`, { retryAfterMs: 100 });
+    }
+    const controller = new AbortController();
+    this.#inflight.add(controller);
+    try {
+      const options = this.options(controller.signal);
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await call(options);
+        } catch (error) {
+          const failure = ParleyError.from(error);
+          const transient = failure.category === ErrorCategory.UNAVAILABLE || failure.category === ErrorCategory.TIMEOUT;
+          if (!transient || attempt >= CALL_ATTEMPTS || this.#closed) throw failure;
+          this.#log.warn({ category: failure.categoryName, call: name, attempt }, "core call failed; retrying");
+          await sleep(backoffDelay(attempt, CALL_RETRY));
+        }
+      }
+    } finally {
+      this.#inflight.delete(controller);
+    }
+  }
+
+  /** Cancels every call in flight; no call is retried after this. */
+  close(): void {
+    this.#closed = true;
+    for (const controller of this.#inflight) controller.abort();
+    this.#inflight.clear();
+  }
+}

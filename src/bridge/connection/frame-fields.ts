@@ -1,0 +1,110 @@
+// How errors name the fields of a client frame: by their dotted proto path
+// in the frame ("history.page_size", "subscribe.after_seq"), also when core
+// refused a call the bridge made for the frame and named a field of its own
+// request. And which room a request names.
+import type { ClientFrame } from "../../../gen/parley/v1/frames_pb.js";
+import { checkRoom } from "../../wire/limits.js";
+import { ParleyError, validationError } from "../../wire/errors/parley-error.js";
+
+/** A request kind of ClientFrame as proto names it, or "route" for the route's own subscription (its `?after_seq=`). */
+export type FrameRequestName =
+  | "send"
+  | "subscribe"
+  | "unsubscribe"
+  | "history"
+  | "mark_read"
+  | "list_notifications"
+  | "ack_notifications"
+  | "subscribe_notifications"
+  | "route";
+
+/**
+ * The frame field a field of core's request stands for. History, mark_read
+ * and the notification requests are core's own request messages, so their
+ * fields only gain the prefix; a send and a subscribe are carried by other
+ * requests (SendStreamRequest, ListMessagesRequest), whose fields are mapped
+ * by name. A core field with no counterpart in the frame (set by the bridge)
+ * names the request as a whole.
+ */
+function frameFieldOf(request: FrameRequestName, coreField: string): string {
+  const name = /^[a-z_]+/.exec(coreField)?.[0] ?? "";
+  switch (request) {
+    case "send":
+      switch (name) {
+        case "room":
+        case "body":
+        case "client_msg_id":
+          return `send.${coreField}`;
+        case "traceparent":
+          return "traceparent";
+        default:
+          return "send";
+      }
+    case "subscribe":
+      switch (name) {
+        case "room":
+          return "subscribe.room";
+        // The replay reads pages after the resume point: their cursor is after_seq.
+        case "after_seq":
+        case "cursor_seq":
+          return "subscribe.after_seq";
+        default:
+          return "subscribe";
+      }
+    case "route":
+      return name === "cursor_seq" ? "after_seq" : coreField;
+    case "unsubscribe":
+    case "history":
+    case "mark_read":
+    case "list_notifications":
+    case "ack_notifications":
+    case "subscribe_notifications":
+      return `${request}.${coreField}`;
+  }
+}
+
+/**
+ * `error` with its field named as the client knows it: the path in the
+ * frame of `request`. An error that names no field, or already a path in
+ * this frame, is returned as it is.
+ */
+export function inFrameTerms(error: ParleyError, request: FrameRequestName): ParleyError {
+  const coreField = error.field;
+  if (coreField === undefined || (request !== "route" && coreField.startsWith(`${request}.`))) return error;
+  const field = frameFieldOf(request, coreField);
+  if (field === coreField) return error;
+  const message = error.message.startsWith(`${coreField}: `) ? `${field}: ${error.message.slice(coreField.length + 2)}` : error.message;
+  return new ParleyError(error.category, message, {
+    field,
+    cause: error.cause,
+    retryable: error.retryable,
+    retryAfterMs: error.retryAfterMs,
+    context: error.context,
+  });
+}
+
+/** The room a request names, checked; the route's room when it names none (throws when the route has none either). */
+export function roomOr(room: string, field: string, routeRoom: string | undefined): string {
+  if (room !== "") return checkRoom(room, field);
+  if (routeRoom === undefined) throw validationError(field, "is required on this route");
+  return routeRoom;
+}
+
+/** The room a request names, for the frame span (undefined when it names none). */
+export function roomOfRequest(frame: ClientFrame): string | undefined {
+  const request = frame.request;
+  switch (request.case) {
+    case "send":
+    case "subscribe":
+    case "unsubscribe":
+    case "history":
+    case "markRead":
+      return request.value.room === "" ? undefined : request.value.room;
+    case "listNotifications":
+    case "ackNotifications":
+    case "subscribeNotifications":
+    case "ping":
+    case undefined:
+      return undefined;
+  }
+}

@@ -1,0 +1,272 @@
+// A connection's life: the welcome, the heartbeat, the token's expiry, the
+// route's own subscription, socket errors and the close. It builds the
+// modules that do the rest (inbound, sends, follows, core calls, writer).
+import { create } from "@bufbuild/protobuf";
+import { durationFromMs } from "@bufbuild/protobuf/wkt";
+import type { WebSocket } from "ws";
+import type { ChatService } from "../../../gen/parley/v1/chat_pb.js";
+import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
+import { CloseCode, ServerFrameSchema } from "../../../gen/parley/v1/frames_pb.js";
+import type { NotificationService } from "../../../gen/parley/v1/notifications_pb.js";
+import { ParleyError } from "../../wire/errors/parley-error.js";
+import type { FrameFormat } from "../../wire/frames/frames.js";
+import type { Identity } from "../../runtime/auth/tokens.js";
+import type { ServiceClient } from "../../runtime/grpc/client.js";
+import { type Logger, logError } from "../../runtime/logger.js";
+import type { RoomFeeds } from "../core-link/room-feeds.js";
+import type { SendLink } from "../core-link/send-link.js";
+import type { ConnectionLimits } from "../limits.js";
+import type { RouteMatch } from "../routes.js";
+import { CoreCalls } from "./core-calls.js";
+import { ErrorRun } from "./error-run.js";
+import { Follows } from "./follows.js";
+import { Inbound } from "./inbound.js";
+import { Sends } from "./sends.js";
+import { FrameWriter } from "./writer.js";
+
+/** What a connection needs from the bridge around it. */
+export interface ConnectionDeps {
+  readonly id: string;
+  readonly socket: WebSocket;
+  readonly identity: Identity;
+  /** The user's own token: every core call made for this connection carries it. */
+  readonly token: string;
+  readonly route: RouteMatch;
+  /** Resume point from the URL (`after_seq`), for the route's own subscription. */
+  readonly afterSeq: bigint | undefined;
+  /** Format of frames pushed before the client sent any (from `?format=`). */
+  readonly initialFormat: FrameFormat;
+  readonly chat: ServiceClient<typeof ChatService>;
+  readonly notifications: ServiceClient<typeof NotificationService>;
+  readonly sendLink: SendLink;
+  readonly roomFeeds: RoomFeeds;
+  readonly limits: ConnectionLimits;
+  readonly logger: Logger;
+  /** Counts and timings, for metrics. */
+  readonly observe?: ConnectionObserver;
+  readonly onClosed: (connection: Connection) => void;
+}
+
+/** Counts and timings of a connection, for metrics. */
+export interface ConnectionObserver {
+  frameIn?(kind: string): void;
+  frameOut?(kind: string): void;
+  error?(category: string): void;
+  sendAnswered?(latencyMs: number, ok: boolean): void;
+}
+
+/** setTimeout's largest delay; longer ones fire at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * One browser connection: decodes every frame against the schema before
+ * reading a field, turns requests into typed core calls made with the
+ * user's own token, answers each request exactly once (echoing its
+ * request_id; sends in the order they arrived), and pushes the events of
+ * what the connection follows.
+ *
+ * A bad frame gets an error frame and the socket stays open; only protocol
+ * violations close it, each with a named code: a text frame that is not
+ * UTF-8 (1007, by ws), frame too big (1009, by ws), too many invalid frames
+ * in a row (4508), too slow to read its events (4001, it resumes from its
+ * last seq), no pong (4000), token expired (4501).
+ */
+export class Connection {
+  readonly #deps: ConnectionDeps;
+  readonly #log: Logger;
+  readonly #writer: FrameWriter;
+  readonly #calls: CoreCalls;
+  readonly #follows: Follows;
+  readonly #inbound: Inbound;
+  #alive = true;
+  #closed = false;
+  /** close() is under way (it writes a last frame before #closed is set). */
+  #closing = false;
+  readonly #timers: NodeJS.Timeout[] = [];
+
+  constructor(deps: ConnectionDeps) {
+    this.#deps = deps;
+    const { socket, limits, observe } = deps;
+    const log = deps.logger.child({ connection: deps.id, user: deps.identity.user, route: deps.route.route.pattern });
+    this.#log = log;
+    const close = (code: CloseCode, reason: string, reconnectAfterMs?: number) => {
+      this.close(code, reason, reconnectAfterMs);
+    };
+    const routeRoom = deps.route.params.room;
+    const writer = new FrameWriter({ socket, connectionId: deps.id, initialFormat: deps.initialFormat, maxBufferedBytes: limits.maxBufferedBytes, log, observe, close });
+    const calls = new CoreCalls(deps.token, limits.maxInflightRequests, log);
+    const errorRun = new ErrorRun(limits.maxConsecutiveErrors);
+    const sends = new Sends({ sendLink: deps.sendLink, token: deps.token, routeRoom, maxInflightSends: limits.maxInflightSends, writer, errorRun, observe, close });
+    const follows = new Follows({ chat: deps.chat, notifications: deps.notifications, roomFeeds: deps.roomFeeds, calls, writer, log });
+    this.#writer = writer;
+    this.#calls = calls;
+    this.#follows = follows;
+    this.#inbound = new Inbound({
+      connectionId: deps.id,
+      user: deps.identity.user,
+      routeRoom,
+      limits,
+      chat: deps.chat,
+      notifications: deps.notifications,
+      calls,
+      writer,
+      sends,
+      follows,
+      errorRun,
+      observe,
+      close,
+    });
+  }
+
+  get id(): string {
+    return this.#deps.id;
+  }
+
+  get user(): string {
+    return this.#deps.identity.user;
+  }
+
+  /** Greets the client, starts the heartbeat and the route's own subscription. */
+  start(): void {
+    const { socket, limits, identity, route } = this.#deps;
+    socket.on("message", (data, isBinary) => {
+      if (!this.#closed) this.#inbound.onFrame(toBytes(data), isBinary);
+    });
+    socket.on("pong", () => {
+      this.#alive = true;
+    });
+    socket.on("close", () => {
+      this.#cleanup();
+    });
+    socket.on("error", (error) => {
+      this.#socketFailed(error);
+    });
+
+    const room = route.params.room ?? "";
+    this.#writer.push(
+      create(ServerFrameSchema, {
+        kind: {
+          case: "welcome",
+          value: {
+            connectionId: this.#deps.id,
+            user: identity.user,
+            room,
+            maxFrameBytes: limits.maxFrameBytes,
+            maxInflightSends: limits.maxInflightSends,
+            heartbeatInterval: durationFromMs(limits.heartbeatIntervalMs),
+          },
+        },
+      }),
+      this.#writer.pushFormat,
+    );
+
+    const heartbeat = setInterval(() => {
+      if (!this.#alive) {
+        this.close(CloseCode.HEARTBEAT_TIMEOUT, "no pong within the heartbeat interval");
+        return;
+      }
+      this.#alive = false;
+      socket.ping();
+    }, limits.heartbeatIntervalMs);
+    heartbeat.unref();
+    this.#timers.push(heartbeat);
+
+    if (identity.expiresAt !== undefined) this.#closeAtExpiry(identity.expiresAt * 1000);
+
+    if (route.route.kind === "chat") this.#follows.followRoom("", room, this.#deps.afterSeq);
+    else if (route.route.kind === "notifications") this.#follows.followInbox("", this.#deps.afterSeq);
+  }
+
+  /** Closes with 4501 when the token expires (timers longer than ~24.8 days are re-armed). */
+  #closeAtExpiry(expiresAtMs: number): void {
+    const remaining = expiresAtMs - Date.now();
+    const timer = setTimeout(() => {
+      if (remaining > MAX_TIMER_MS) this.#closeAtExpiry(expiresAtMs);
+      else this.close(CloseCode.UNAUTHENTICATED, "token expired; reconnect with a new token");
+    }, Math.max(0, Math.min(remaining, MAX_TIMER_MS)));
+    timer.unref();
+    this.#timers.push(timer);
+  }
+
+  /**
+   * Closes with a named code. Reconnect-meaning codes are preceded by a
+   * `go_away` frame so that a client knows to resume from its last seq.
+   */
+  close(code: CloseCode, reason: string, reconnectAfterMs?: number): void {
+    // #closing, not just #closed: writing the go_away below can flush the
+    // corked socket, which checks the backlog, which would close again.
+    if (this.#closed || this.#closing) return;
+    this.#closing = true;
+    if (code === CloseCode.GOING_AWAY || code === CloseCode.SLOW_CONSUMER || code === CloseCode.HEARTBEAT_TIMEOUT || code === CloseCode.RATE_LIMITED) {
+      this.#writer.push(
+        create(ServerFrameSchema, {
+          kind: {
+            case: "goAway",
+            value: { reason, closeCode: code, reconnectAfter: reconnectAfterMs === undefined ? undefined : durationFromMs(reconnectAfterMs) },
+          },
+        }),
+        this.#writer.pushFormat,
+        true,
+      );
+    }
+    this.#log.info({ close_code: code, reason }, "closing connection");
+    this.#deps.socket.close(code, reason.slice(0, 120));
+    // A peer that does not complete the closing handshake is cut.
+    const cut = setTimeout(() => {
+      this.#deps.socket.terminate();
+    }, 2_000);
+    cut.unref();
+    this.#cleanup();
+  }
+
+  /**
+   * ws reports what the client did wrong at the protocol level (a text frame
+   * that is not UTF-8, a frame over the size limit) as a socket error, and
+   * has already started the close with the matching code: those are the
+   * client's fault, logged as such. Anything else is the transport failing.
+   */
+  #socketFailed(error: Error): void {
+    const violation = protocolViolation(error, this.#deps.limits.maxFrameBytes);
+    if (violation === undefined) {
+      this.#log.warn({ category: "UNAVAILABLE", err: error }, "socket error");
+      return;
+    }
+    this.#deps.observe?.error?.(violation.error.categoryName);
+    logError(this.#log, violation.error, { close_code: violation.closeCode, ws_code: (error as { code?: unknown }).code });
+    if (violation.closeCode !== undefined) this.close(violation.closeCode, violation.error.message);
+  }
+
+  #cleanup(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#writer.markClosed();
+    this.#calls.close();
+    for (const timer of this.#timers) clearTimeout(timer);
+    this.#follows.stopAll();
+    this.#deps.onClosed(this);
+  }
+}
+
+/**
+ * ws's error codes for a client's protocol violations → their category and
+ * the close code ws closes with (undefined: one parley does not name, such
+ * as 1002); undefined for failures of the transport.
+ */
+function protocolViolation(error: Error, maxFrameBytes: number): { readonly error: ParleyError; readonly closeCode: CloseCode | undefined } | undefined {
+  const code = (error as { code?: unknown }).code;
+  if (code === "WS_ERR_INVALID_UTF8") {
+    return { error: new ParleyError(ErrorCategory.VALIDATION, "a text frame is not valid UTF-8", { cause: error }), closeCode: CloseCode.INVALID_PAYLOAD };
+  }
+  if (code === "WS_ERR_UNSUPPORTED_MESSAGE_LENGTH") {
+    return { error: new ParleyError(ErrorCategory.VALIDATION, `a frame over max_frame_bytes (${maxFrameBytes})`, { cause: error }), closeCode: CloseCode.MESSAGE_TOO_BIG };
+  }
+  if (typeof code === "string" && code.startsWith("WS_ERR_")) {
+    return { error: new ParleyError(ErrorCategory.VALIDATION, `a frame that breaks the WebSocket protocol: ${error.message}`, { cause: error }), closeCode: undefined };
+  }
+  return undefined;
+}
+
+function toBytes(data: Buffer | ArrayBuffer | Buffer[]): Uint8Array {
+  if (Array.isArray(data)) return Buffer.concat(data);
+  return data instanceof ArrayBuffer ? new Uint8Array(data) : data;
+}
