@@ -18,7 +18,8 @@ import { context, type Span, SpanKind, trace } from "@opentelemetry/api";
 import { parleyMetrics } from "../runtime/telemetry/metrics.js";
 import { failSpan, tracer } from "../runtime/telemetry/tracing.js";
 import { telemetry } from "../runtime/telemetry/setup.js";
-import { Connection, type ConnectionObserver } from "./connection/session.js";
+import type { ConnectionObserver } from "./connection/deps.js";
+import { Connection } from "./connection/session.js";
 import { RoomFeeds } from "./core-link/room-feeds.js";
 import { SendLink } from "./core-link/send-link.js";
 import { type ConnectionLimits, DEFAULT_LIMITS } from "./limits.js";
@@ -176,8 +177,8 @@ export async function startBridge(options: BridgeOptions): Promise<RunningBridge
         limits,
         logger,
         observe: options.observe ?? metricsObserver,
-        onClosed: (closed) => {
-          connections.delete(closed);
+        onClosed: () => {
+          connections.delete(connection);
           parleyMetrics().connectionsOpen.add(-1);
         },
       });

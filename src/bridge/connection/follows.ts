@@ -10,7 +10,7 @@ import { followResumably } from "../../runtime/streams/resumable-follow.js";
 import { EncodedEvent } from "../encoded-event.js";
 import type { CoreCalls } from "./core-calls.js";
 import { type FrameRequestName, inFrameTerms } from "./frame-fields.js";
-import type { ConnectionDeps } from "./session.js";
+import type { ConnectionDeps } from "./deps.js";
 import type { FrameWriter, ServerFrameKind } from "./writer.js";
 
 /** A room or inbox subscription of one connection. */

@@ -15,7 +15,7 @@ import type { ErrorRun } from "./error-run.js";
 import { type FrameRequestName, inFrameTerms, roomOfRequest, roomOr } from "./frame-fields.js";
 import type { Follows } from "./follows.js";
 import type { Sends } from "./sends.js";
-import type { ConnectionDeps } from "./session.js";
+import type { ConnectionDeps } from "./deps.js";
 import type { FrameWriter, ServerFrameKind } from "./writer.js";
 
 export interface InboundOptions extends Pick<ConnectionDeps, "limits" | "chat" | "notifications" | "observe"> {

@@ -12,7 +12,7 @@ import { traceparentOfSpan } from "../../runtime/telemetry/tracing.js";
 import type { SendLink } from "../core-link/send-link.js";
 import type { ErrorRun } from "./error-run.js";
 import { inFrameTerms, roomOr } from "./frame-fields.js";
-import type { ConnectionObserver } from "./session.js";
+import type { ConnectionObserver } from "./deps.js";
 import type { FrameWriter } from "./writer.js";
 
 export interface SendsOptions {

@@ -3,57 +3,17 @@
 // modules that do the rest (inbound, sends, follows, core calls, writer).
 import { create } from "@bufbuild/protobuf";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
-import type { WebSocket } from "ws";
-import type { ChatService } from "../../../gen/parley/v1/chat_pb.js";
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
 import { CloseCode, ServerFrameSchema } from "../../../gen/parley/v1/frames_pb.js";
-import type { NotificationService } from "../../../gen/parley/v1/notifications_pb.js";
 import { ParleyError } from "../../wire/errors/parley-error.js";
-import type { FrameFormat } from "../../wire/frames/frames.js";
-import type { Identity } from "../../runtime/auth/tokens.js";
-import type { ServiceClient } from "../../runtime/grpc/client.js";
 import { type Logger, logError } from "../../runtime/logger.js";
-import type { RoomFeeds } from "../core-link/room-feeds.js";
-import type { SendLink } from "../core-link/send-link.js";
-import type { ConnectionLimits } from "../limits.js";
-import type { RouteMatch } from "../routes.js";
 import { CoreCalls } from "./core-calls.js";
 import { ErrorRun } from "./error-run.js";
 import { Follows } from "./follows.js";
 import { Inbound } from "./inbound.js";
 import { Sends } from "./sends.js";
 import { FrameWriter } from "./writer.js";
-
-/** What a connection needs from the bridge around it. */
-export interface ConnectionDeps {
-  readonly id: string;
-  readonly socket: WebSocket;
-  readonly identity: Identity;
-  /** The user's own token: every core call made for this connection carries it. */
-  readonly token: string;
-  readonly route: RouteMatch;
-  /** Resume point from the URL (`after_seq`), for the route's own subscription. */
-  readonly afterSeq: bigint | undefined;
-  /** Format of frames pushed before the client sent any (from `?format=`). */
-  readonly initialFormat: FrameFormat;
-  readonly chat: ServiceClient<typeof ChatService>;
-  readonly notifications: ServiceClient<typeof NotificationService>;
-  readonly sendLink: SendLink;
-  readonly roomFeeds: RoomFeeds;
-  readonly limits: ConnectionLimits;
-  readonly logger: Logger;
-  /** Counts and timings, for metrics. */
-  readonly observe?: ConnectionObserver;
-  readonly onClosed: (connection: Connection) => void;
-}
-
-/** Counts and timings of a connection, for metrics. */
-export interface ConnectionObserver {
-  frameIn?(kind: string): void;
-  frameOut?(kind: string): void;
-  error?(category: string): void;
-  sendAnswered?(latencyMs: number, ok: boolean): void;
-}
+import type { ConnectionDeps } from "./deps.js";
 
 /** setTimeout's largest delay; longer ones fire at once. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -243,7 +203,7 @@ export class Connection {
     this.#calls.close();
     for (const timer of this.#timers) clearTimeout(timer);
     this.#follows.stopAll();
-    this.#deps.onClosed(this);
+    this.#deps.onClosed();
   }
 }
 

@@ -14,7 +14,7 @@ import { type Logger, logError } from "../../runtime/logger.js";
 import { atEndOfTurn } from "../../runtime/streams/end-of-turn.js";
 import { currentTraceId, failSpan, tracer } from "../../runtime/telemetry/tracing.js";
 import type { EncodedEvent } from "../encoded-event.js";
-import type { ConnectionObserver } from "./session.js";
+import type { ConnectionObserver } from "./deps.js";
 
 /** The net.Socket under a ws WebSocket, as far as corking needs it. */
 interface CorkableSocket {
