@@ -1,0 +1,43 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { ListDirection } from "../../gen/parley/v1/common_pb.js";
+import { ErrorCategory } from "../../gen/parley/v1/errors_pb.js";
+import { rejection } from "../support/assertions.js";
+import { startTestCore, type TestCore } from "../support/core.js";
+import { createTestDatabase, type TestDatabase } from "../support/database.js";
+
+// Requests whose types protobuf-es takes but whose values parley must refuse,
+// fed to a real core over real gRPC (binary protobuf, as every gRPC caller sends).
+
+let db: TestDatabase;
+let core: TestCore;
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  core = await startTestCore(db);
+});
+
+afterAll(async () => {
+  await core.stop();
+  await db.drop();
+});
+
+const UNDEFINED_DIRECTION = 7 as unknown as ListDirection;
+
+describe("enum numbers outside their enum", () => {
+  it("ListMessages with direction 7 is VALIDATION naming direction", async () => {
+    const chat = await core.chat("enum-alice");
+    await chat.sendMessage({ room: "enum-room", body: "hello", clientMsgId: "e-1" });
+    const error = await rejection(chat.listMessages({ room: "enum-room", direction: UNDEFINED_DIRECTION }));
+    expect(error.category).toBe(ErrorCategory.VALIDATION);
+    expect(error.field).toBe("direction");
+    expect(error.message).toMatch(/7 is not a defined value of parley\.v1\.ListDirection/);
+    expect(error.retryable).toBe(false);
+  });
+
+  it("ListNotifications with direction 7 is VALIDATION naming direction", async () => {
+    const inbox = await core.notifications("enum-bob");
+    const error = await rejection(inbox.listNotifications({ direction: UNDEFINED_DIRECTION }));
+    expect(error.category).toBe(ErrorCategory.VALIDATION);
+    expect(error.field).toBe("direction");
+  });
+});
