@@ -23,6 +23,11 @@ afterAll(async () => {
 
 const UNDEFINED_DIRECTION = 7 as unknown as ListDirection;
 
+async function count(table: string, where = "true", params: unknown[] = []): Promise<number> {
+  const rows = await db.sql<{ n: string }>(`select count(*) as n from ${table} where ${where}`, params);
+  return Number(rows[0]?.n ?? "NaN");
+}
+
 describe("enum numbers outside their enum", () => {
   it("ListMessages with direction 7 is VALIDATION naming direction", async () => {
     const chat = await core.chat("enum-alice");
@@ -39,5 +44,23 @@ describe("enum numbers outside their enum", () => {
     const error = await rejection(inbox.listNotifications({ direction: UNDEFINED_DIRECTION }));
     expect(error.category).toBe(ErrorCategory.VALIDATION);
     expect(error.field).toBe("direction");
+  });
+});
+
+describe("Notification.data numbers that JSON cannot hold", () => {
+  it.each([
+    ["NaN", { score: Number.NaN }, "data.score"],
+    ["Infinity, nested", { stats: { max: Number.POSITIVE_INFINITY } }, "data.stats.max"],
+    ["-Infinity in a list", { samples: [1, 2, Number.NEGATIVE_INFINITY] }, "data.samples[2]"],
+  ])("%s is VALIDATION naming the value, and nothing is stored", async (_what, data, field) => {
+    const sender = await core.notifications("metrics-service", { sender: true });
+    const before = await count("notifications");
+    const error = await rejection(
+      sender.sendNotification({ recipients: ["nan-carol"], kind: "metrics", title: "numbers", data, idempotencyKey: `nan-${field}` }),
+    );
+    expect(error.category).toBe(ErrorCategory.VALIDATION);
+    expect(error.field).toBe(field);
+    expect(await count("notifications")).toBe(before);
+    expect(await count("notification_sends")).toBe(0);
   });
 });
