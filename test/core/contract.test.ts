@@ -64,3 +64,14 @@ describe("Notification.data numbers that JSON cannot hold", () => {
     expect(await count("notification_sends")).toBe(0);
   });
 });
+
+describe("a request over the server's receive limit", () => {
+  it("is the caller's VALIDATION error, not retryable, and nothing is stored", async () => {
+    const chat = await core.chat("big-dave");
+    // grpc-js refuses it before any parley code runs (default limit 4 MiB).
+    const error = await rejection(chat.sendMessage({ room: "big-room", body: "x".repeat(4 * 1024 * 1024 + 1), clientMsgId: "big-1" }));
+    expect(error.category).toBe(ErrorCategory.VALIDATION);
+    expect(error.retryable).toBe(false);
+    expect(await count("chat_messages", "room_id = $1", ["big-room"])).toBe(0);
+  });
+});

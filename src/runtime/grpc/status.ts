@@ -111,7 +111,20 @@ export function fromGrpcError(error: unknown): ParleyError {
   const detailed = like.metadata instanceof Metadata ? detailFromMetadata(like.metadata, error) : undefined;
   if (detailed) return detailed;
   const message = typeof like.details === "string" && like.details !== "" ? like.details : String(like.message);
-  return new ParleyError(categoryForGrpcCode(asStatus(like.code)), message, { cause: error });
+  return new ParleyError(categoryForBareStatus(asStatus(like.code), message), message, { cause: error });
+}
+
+/**
+ * grpc-js refuses a message over a size limit (the server's receive limit,
+ * or either side's send limit) with RESOURCE_EXHAUSTED and no details:
+ * that is the caller's message being too big, VALIDATION and not worth
+ * resending, where parley's own RATE_LIMITED always carries its detail.
+ */
+const MESSAGE_TOO_LARGE = /message larger than max/i;
+
+function categoryForBareStatus(code: Status, message: string): ErrorCategory {
+  if (code === Status.RESOURCE_EXHAUSTED && MESSAGE_TOO_LARGE.test(message)) return ErrorCategory.VALIDATION;
+  return categoryForGrpcCode(code);
 }
 
 const STATUS_BY_NUMBER = new Map<number, Status>(
