@@ -29,6 +29,15 @@ describe("category → gRPC status → category", () => {
     expect(received.context.remote_trace_id).toBe("4bf92f3577b34da6a3ce929d0e0e4736");
   });
 
+  it("reads grpc-js's refusal of an oversized message as the caller's VALIDATION, not RATE_LIMITED", () => {
+    for (const details of ["Received message larger than max (4194400 vs 4194304)", "Sent message larger than max (10 vs. 5)"]) {
+      const error = fromGrpcError({ code: Status.RESOURCE_EXHAUSTED, details, metadata: new Metadata() });
+      expect(error.category).toBe(ErrorCategory.VALIDATION);
+      expect(error.retryable).toBe(false);
+    }
+    expect(fromGrpcError({ code: Status.RESOURCE_EXHAUSTED, details: "quota", metadata: new Metadata() }).category).toBe(ErrorCategory.RATE_LIMITED);
+  });
+
   it("maps a bare status code of every kind to a category (statuses without parley details)", () => {
     for (const code of ALL_GRPC_CODES) {
       const category = categoryForGrpcCode(code);
