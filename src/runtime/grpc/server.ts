@@ -12,7 +12,7 @@ import {
 import type { Readable } from "node:stream";
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
 import { toGrpcStatus } from "./status.js";
-import { checkEnums, canHoldEnums } from "../../wire/enum-check.js";
+import { canHoldEnums, checkEnums } from "../../wire/enum-check.js";
 import { ParleyError } from "../../wire/errors/parley-error.js";
 import { applyInterceptors, type CallContext, CallValues, type ServerInterceptor } from "./call-context.js";
 import { lenientDeserializer, serializer, strictDeserializer, UndecodableMessage } from "./codec.js";
