@@ -1,7 +1,8 @@
 import { create, fromBinary, fromJsonString, type MessageInitShape, toBinary, toJsonString } from "@bufbuild/protobuf";
 import type { ChatMessage } from "../../gen/parley/v1/chat_pb.js";
 import { type ClientFrame, ClientFrameSchema, type ServerFrame, ServerFrameSchema } from "../../gen/parley/v1/frames_pb.js";
-import { shouldReconnect } from "../wire/errors/websocket.js";
+import { categoryName } from "../wire/errors/category.js";
+import { closeMeaning } from "../wire/errors/websocket.js";
 import { backoffDelay, type BackoffPolicy } from "../wire/backoff.js";
 import { ParleyClientError } from "./client-error.js";
 import type { FrameChannel, FrameRequest } from "./frame-channel.js";
@@ -45,26 +46,6 @@ interface PendingRequest {
 }
 
 const RECONNECT: BackoffPolicy = { initialMs: 250, maxMs: 10_000, multiplier: 1.6 };
-
-/** The category a terminal close code means (see CloseCode in frames.proto). */
-function categoryOfClose(code: number): string {
-  switch (code) {
-    case 4501:
-      return "UNAUTHENTICATED";
-    case 4503:
-      return "PERMISSION_DENIED";
-    case 4508:
-    case 1009:
-    case 1007:
-    case 1003:
-    case 1002:
-      return "VALIDATION";
-    case 4029:
-      return "RATE_LIMITED";
-    default:
-      return "UNAVAILABLE";
-  }
-}
 
 /** Whether a token's `exp` has passed (read, not verified: the server verifies). */
 function tokenExpired(token: string): boolean {
@@ -260,8 +241,9 @@ export class ParleyClient implements FrameChannel {
     // A refused upgrade (e.g. 401) reaches a browser only as 1006: an expired
     // token that cannot be renewed is the one case where that is final.
     const refusedToken = !welcomed && typeof this.#options.token === "string" && tokenExpired(this.#token);
-    if (!shouldReconnect(code) || refusedToken) {
-      const category = refusedToken ? "UNAUTHENTICATED" : categoryOfClose(code);
+    const meaning = closeMeaning(code);
+    if (!meaning.reconnect || refusedToken) {
+      const category = refusedToken ? "UNAUTHENTICATED" : categoryName(meaning.category);
       const error = new ParleyClientError(category, `closed by the server (${code})${reason === "" ? "" : `: ${reason}`}`);
       // A token function may produce a new token: worth another try.
       if (category === "UNAUTHENTICATED" && typeof this.#options.token === "function") {

@@ -1,5 +1,6 @@
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
+import { type ServiceError, status as Status } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
 import { ChatService } from "../../gen/parley/v1/chat_pb.js";
@@ -8,6 +9,7 @@ import { NotificationService } from "../../gen/parley/v1/notifications_pb.js";
 import { ParleyError } from "../../src/wire/errors/parley-error.js";
 import { createClient } from "../../src/runtime/grpc/client.js";
 import { bindService, type RunningGrpcServer, startGrpcServer } from "../../src/runtime/grpc/grpc-server.js";
+import { rejection } from "../support/assertions.js";
 
 const run = promisify(execFile);
 
@@ -88,9 +90,37 @@ describe("gRPC server plumbing", () => {
       for (const service of ["", "parley.v1.ChatService", "parley.v1.NotificationService"]) {
         expect((await health.check({ service })).status).toBe(ServingStatus.SERVING);
       }
-      await expect(health.check({ service: "nope.Service" })).rejects.toMatchObject({ category: ErrorCategory.ROUTING });
       const listed = await health.list({});
       expect(Object.keys(listed.statuses).sort()).toEqual(["", "parley.v1.ChatService", "parley.v1.NotificationService"]);
+    } finally {
+      health.close();
+    }
+  });
+});
+
+describe("grpc.health.v1 for a service the server does not know", () => {
+  it("answers Check with NOT_FOUND, as health.proto says (category ROUTING in the details)", async () => {
+    const health = createClient(Health, server.address);
+    try {
+      const error = await rejection(health.check({ service: "nope.Service" }));
+      expect((error.cause as ServiceError).code).toBe(Status.NOT_FOUND);
+      expect(error.category).toBe(ErrorCategory.ROUTING);
+      expect(error.message).toMatch(/unknown service "nope\.Service"/);
+    } finally {
+      health.close();
+    }
+  });
+
+  it("answers Watch with SERVICE_UNKNOWN and keeps the call open, then sends the status once it is set", async () => {
+    const health = createClient(Health, server.address);
+    try {
+      const statuses: ServingStatus[] = [];
+      for await (const answer of health.watch({ service: "later.Service" })) {
+        statuses.push(answer.status);
+        if (statuses.length === 1) server.health.setStatus("later.Service", ServingStatus.SERVING);
+        else break;
+      }
+      expect(statuses).toEqual([ServingStatus.SERVICE_UNKNOWN, ServingStatus.SERVING]);
     } finally {
       health.close();
     }

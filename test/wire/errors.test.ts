@@ -5,7 +5,7 @@ import { ALL_CATEGORIES, categoryFromName, categoryName, ErrorCategory, isRetrya
 import { classifyDatabaseError, fromDatabaseError } from "../../src/core/store/database-errors.js";
 import { categoryForGrpcCode, fromGrpcError, grpcCodeForCategory, toGrpcStatus } from "../../src/runtime/grpc/status.js";
 import { ParleyError, validationError } from "../../src/wire/errors/parley-error.js";
-import { closeCodeForCategory, errorFrame, httpStatusForCategory, shouldReconnect } from "../../src/wire/errors/websocket.js";
+import { closeCodeForCategory, closeMeaning, errorFrame, httpStatusForCategory, shouldReconnect } from "../../src/wire/errors/websocket.js";
 
 const ALL_GRPC_CODES = Object.values(Status).filter((v): v is Status => typeof v === "number");
 
@@ -27,6 +27,15 @@ describe("category → gRPC status → category", () => {
     expect(received.retryable).toBe(isRetryableCategory(category));
     expect(received.retryAfterMs).toBe(original.retryAfterMs);
     expect(received.context.remote_trace_id).toBe("4bf92f3577b34da6a3ce929d0e0e4736");
+  });
+
+  it("reads grpc-js's refusal of an oversized message as the caller's VALIDATION, not RATE_LIMITED", () => {
+    for (const details of ["Received message larger than max (4194400 vs 4194304)", "Sent message larger than max (10 vs. 5)"]) {
+      const error = fromGrpcError({ code: Status.RESOURCE_EXHAUSTED, details, metadata: new Metadata() });
+      expect(error.category).toBe(ErrorCategory.VALIDATION);
+      expect(error.retryable).toBe(false);
+    }
+    expect(fromGrpcError({ code: Status.RESOURCE_EXHAUSTED, details: "quota", metadata: new Metadata() }).category).toBe(ErrorCategory.RATE_LIMITED);
   });
 
   it("maps a bare status code of every kind to a category (statuses without parley details)", () => {
@@ -168,5 +177,41 @@ describe("category → WebSocket", () => {
     expect(shouldReconnect(CloseCode.TOO_MANY_ERRORS)).toBe(false);
     expect(shouldReconnect(CloseCode.MESSAGE_TOO_BIG)).toBe(false);
     expect(shouldReconnect(CloseCode.NORMAL)).toBe(false);
+    expect(shouldReconnect(CloseCode.INVALID_PAYLOAD)).toBe(false);
+  });
+
+  it("gives every CloseCode a category and a reconnect decision that agrees with its range", () => {
+    const closeCodes = Object.values(CloseCode).filter((v): v is CloseCode => typeof v === "number");
+    expect(closeCodes).toContain(CloseCode.INVALID_PAYLOAD);
+    expect(CloseCode.INVALID_PAYLOAD).toBe(1007);
+    for (const code of closeCodes) {
+      const meaning = closeMeaning(code);
+      const number: number = code;
+      expect(ALL_CATEGORIES).toContain(meaning.category);
+      expect(typeof meaning.reconnect).toBe("boolean");
+      expect(shouldReconnect(code)).toBe(meaning.reconnect);
+      if (number >= 4000 && number <= 4499) expect(meaning.reconnect).toBe(true);
+      if (number >= 4500 && number <= 4999) expect(meaning.reconnect).toBe(false);
+    }
+    expect(closeMeaning(CloseCode.INVALID_PAYLOAD)).toEqual({ category: ErrorCategory.VALIDATION, reconnect: false });
+    expect(closeMeaning(CloseCode.MESSAGE_TOO_BIG).category).toBe(ErrorCategory.VALIDATION);
+  });
+
+  it("reads back the category each close code was chosen for", () => {
+    for (const category of [ErrorCategory.UNAUTHENTICATED, ErrorCategory.PERMISSION_DENIED, ErrorCategory.RATE_LIMITED, ErrorCategory.TIMEOUT, ErrorCategory.DELIVERY, ErrorCategory.UNAVAILABLE, ErrorCategory.INTERNAL, ErrorCategory.VALIDATION]) {
+      expect(closeMeaning(closeCodeForCategory(category)).category).toBe(category);
+    }
+  });
+
+  it("reads standard codes parley does not send, and unknown ones by their range", () => {
+    expect(closeMeaning(1006)).toEqual({ category: ErrorCategory.UNAVAILABLE, reconnect: true });
+    expect(closeMeaning(1012).reconnect).toBe(true);
+    expect(closeMeaning(1013).reconnect).toBe(true);
+    expect(closeMeaning(1002)).toEqual({ category: ErrorCategory.VALIDATION, reconnect: false });
+    expect(closeMeaning(1003).category).toBe(ErrorCategory.VALIDATION);
+    expect(closeMeaning(4321).reconnect).toBe(true);
+    expect(closeMeaning(4777).reconnect).toBe(false);
+    expect(closeMeaning(1005).reconnect).toBe(false);
+    expect(closeMeaning(3000).reconnect).toBe(false);
   });
 });

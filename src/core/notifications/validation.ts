@@ -1,4 +1,4 @@
-import type { JsonObject } from "@bufbuild/protobuf";
+import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
 import { USER_ID } from "../../runtime/auth/tokens.js";
 import { validationError } from "../../wire/errors/parley-error.js";
 import { checkIdempotencyKey, checkText } from "../../wire/limits.js";
@@ -33,12 +33,32 @@ export function checkNotification(fields: NotificationFields): NotificationField
   checkText(fields.title, "title", { required: true, maxCodePoints: 256 });
   checkText(fields.body, "body", { required: false, maxCodePoints: 4096 });
   if (fields.data !== undefined) {
-    const encoded = Buffer.byteLength(JSON.stringify(fields.data));
+    const json = JSON.stringify(fields.data);
+    const encoded = Buffer.byteLength(json);
     if (encoded > MAX_DATA_BYTES) throw validationError("data", `must encode to at most ${MAX_DATA_BYTES} bytes of JSON (got ${encoded})`);
-    if (JSON.stringify(fields.data).includes("\\u0000")) throw validationError("data", "must not contain NUL characters");
+    if (json.includes("\\u0000")) throw validationError("data", "must not contain NUL characters");
+    checkFiniteNumbers(fields.data, "data");
   }
   checkIdempotencyKey(fields.idempotencyKey, "idempotency_key");
   return fields;
+}
+
+/**
+ * A binary google.protobuf.Struct can carry NaN and ±Infinity as number
+ * values, which JSON (and so the stored jsonb) cannot: JSON.stringify would
+ * store them as null. Refused, naming the path (`data.a.b[2]`). The data is
+ * already bounded in size, so the walk is too.
+ */
+function checkFiniteNumbers(value: JsonValue, path: string): void {
+  if (typeof value === "number") {
+    if (!Number.isFinite(value)) throw validationError(path, `${String(value)} is not a JSON number`);
+  } else if (Array.isArray(value)) {
+    value.forEach((item, index) => {
+      checkFiniteNumbers(item, `${path}[${index}]`);
+    });
+  } else if (typeof value === "object" && value !== null) {
+    for (const [key, item] of Object.entries(value)) checkFiniteNumbers(item, `${path}.${key.slice(0, 64)}`);
+  }
 }
 
 export function checkNotificationIds(ids: readonly string[]): readonly string[] {

@@ -1,4 +1,5 @@
 import { create } from "@bufbuild/protobuf";
+import { status as Status } from "@grpc/grpc-js";
 import {
   Health,
   type HealthCheckResponse,
@@ -6,8 +7,8 @@ import {
   HealthCheckResponseSchema,
 } from "../../../gen/grpc/health/v1/health_pb.js";
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
-import { ParleyError } from "../../wire/errors/parley-error.js";
 import type { ServiceHandlers } from "./server.js";
+import { ProtocolStatusError } from "./status.js";
 
 export { ServingStatus };
 
@@ -36,7 +37,8 @@ export class HealthRegistry {
       check: (request) => {
         const status = this.#statuses.get(request.service);
         if (status === undefined) {
-          return Promise.reject(new ParleyError(ErrorCategory.ROUTING, `unknown service "${request.service}"`));
+          // health.proto: "If the requested service is unknown, the call will fail with status NOT_FOUND."
+          return Promise.reject(new ProtocolStatusError(Status.NOT_FOUND, ErrorCategory.ROUTING, `unknown service "${request.service.slice(0, 200)}"`));
         }
         return Promise.resolve(response(status));
       },
@@ -45,6 +47,8 @@ export class HealthRegistry {
         for (const [service, status] of this.#statuses) statuses[service] = response(status);
         return Promise.resolve({ statuses });
       },
+      // An unknown service is watched too: SERVICE_UNKNOWN now, and its
+      // status once it is registered (the standard keeps the call open).
       watch: async (request, responses, context) => {
         const current = () => this.#statuses.get(request.service) ?? ServingStatus.SERVICE_UNKNOWN;
         let last = current();

@@ -12,6 +12,7 @@ import {
 import type { Readable } from "node:stream";
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
 import { toGrpcStatus } from "./status.js";
+import { canHoldEnums, checkEnums } from "../../wire/enum-check.js";
 import { ParleyError } from "../../wire/errors/parley-error.js";
 import { applyInterceptors, type CallContext, CallValues, type ServerInterceptor } from "./call-context.js";
 import { lenientDeserializer, serializer, strictDeserializer, UndecodableMessage } from "./codec.js";
@@ -94,6 +95,7 @@ type AnyCall = ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown,
 
 function bindMethod(method: DescMethod, handler: AnyHandler, options: ImplementOptions) {
   const interceptors = options.interceptors ?? [];
+  const decoded = requestReader(method);
   const fail = (error: unknown) => {
     const failure = ParleyError.from(error);
     // The tracing interceptor stamps the call's trace id on the error.
@@ -127,7 +129,7 @@ function bindMethod(method: DescMethod, handler: AnyHandler, options: ImplementO
       return (call: ServerDuplexStream<unknown, unknown>) => {
         const context = contextFor(method, call);
         const invoke = applyInterceptors(interceptors, (ctx) =>
-          handler(requestsOf(call, ctx.signal), sinkFor(call, ctx.signal), ctx).then(() => undefined),
+          handler(requestsOf(call, decoded, ctx.signal), sinkFor(call, ctx.signal), ctx).then(() => undefined),
         );
         finishStream(call, invoke(context), fail);
       };
@@ -199,13 +201,23 @@ function firstHeader(metadata: Metadata, name: string): string | undefined {
   return typeof value === "string" ? value : value.toString("utf8");
 }
 
-function decoded(request: unknown): unknown {
-  if (request instanceof UndecodableMessage) throw request.error;
-  return request;
+/**
+ * Reads one decoded request of `method`: a request that did not decode
+ * throws its VALIDATION error, and so does an enum number the enum does not
+ * define. Requests that cannot hold an enum (SendMessage) skip that walk.
+ */
+function requestReader(method: DescMethod): (request: unknown) => unknown {
+  const schema = method.input;
+  const enums = canHoldEnums(schema);
+  return (request) => {
+    if (request instanceof UndecodableMessage) throw request.error;
+    if (enums) checkEnums(schema, request as object);
+    return request;
+  };
 }
 
 /** The request stream of a call, ending quietly when the call is cancelled. */
-async function* requestsOf(stream: Readable, signal: AbortSignal): AsyncGenerator {
+async function* requestsOf(stream: Readable, decoded: (request: unknown) => unknown, signal: AbortSignal): AsyncGenerator {
   const onAbort = () => {
     stream.destroy();
   };

@@ -5,7 +5,7 @@ import { StatusSchema } from "../../../gen/google/rpc/status_pb.js";
 import { ErrorDetailSchema } from "../../../gen/parley/v1/errors_pb.js";
 import { ErrorCategory } from "../../wire/errors/category.js";
 import { fromErrorDetail, toErrorDetail } from "../../wire/errors/detail.js";
-import { ParleyError } from "../../wire/errors/parley-error.js";
+import { type ErrorContext, ParleyError, type ParleyErrorOptions } from "../../wire/errors/parley-error.js";
 
 /** The standard trailer that carries a binary google.rpc.Status. */
 export const STATUS_DETAILS_KEY = "grpc-status-details-bin";
@@ -77,11 +77,38 @@ export function categoryForGrpcCode(code: Status): ErrorCategory {
 }
 
 /**
- * A ParleyError as a grpc-js status: the code from the table above, the
- * message, and the ErrorDetail packed into google.rpc.Status details.
+ * A failure whose gRPC status code a standard protocol prescribes, in place
+ * of its category's: grpc.health.v1 answers an unknown service with
+ * NOT_FOUND. The category still travels in the details.
+ */
+export class ProtocolStatusError extends ParleyError {
+  constructor(
+    readonly grpcCode: Status,
+    category: ErrorCategory,
+    message: string,
+    options: ParleyErrorOptions = {},
+  ) {
+    super(category, message, options);
+  }
+
+  override withContext(context: ErrorContext): ProtocolStatusError {
+    return new ProtocolStatusError(this.grpcCode, this.category, this.message, {
+      field: this.field,
+      cause: this.cause,
+      retryable: this.retryable,
+      retryAfterMs: this.retryAfterMs,
+      context: { ...this.context, ...context },
+    });
+  }
+}
+
+/**
+ * A ParleyError as a grpc-js status: the code from the table above (or
+ * the one a ProtocolStatusError carries), the message, and the ErrorDetail
+ * packed into google.rpc.Status details.
  */
 export function toGrpcStatus(error: ParleyError, traceId = ""): StatusObject {
-  const code = grpcCodeForCategory(error.category);
+  const code = error instanceof ProtocolStatusError ? error.grpcCode : grpcCodeForCategory(error.category);
   const rpcStatus = create(StatusSchema, {
     code,
     message: error.message,
@@ -111,7 +138,20 @@ export function fromGrpcError(error: unknown): ParleyError {
   const detailed = like.metadata instanceof Metadata ? detailFromMetadata(like.metadata, error) : undefined;
   if (detailed) return detailed;
   const message = typeof like.details === "string" && like.details !== "" ? like.details : String(like.message);
-  return new ParleyError(categoryForGrpcCode(asStatus(like.code)), message, { cause: error });
+  return new ParleyError(categoryForBareStatus(asStatus(like.code), message), message, { cause: error });
+}
+
+/**
+ * grpc-js refuses a message over a size limit (the server's receive limit,
+ * or either side's send limit) with RESOURCE_EXHAUSTED and no details:
+ * that is the caller's message being too big, VALIDATION and not worth
+ * resending, where parley's own RATE_LIMITED always carries its detail.
+ */
+const MESSAGE_TOO_LARGE = /message larger than max/i;
+
+function categoryForBareStatus(code: Status, message: string): ErrorCategory {
+  if (code === Status.RESOURCE_EXHAUSTED && MESSAGE_TOO_LARGE.test(message)) return ErrorCategory.VALIDATION;
+  return categoryForGrpcCode(code);
 }
 
 const STATUS_BY_NUMBER = new Map<number, Status>(

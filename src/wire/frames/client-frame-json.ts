@@ -13,7 +13,8 @@ import type { ClientFrame } from "../../../gen/parley/v1/frames_pb.js";
  * most 18 digits without leading zeros). Anything else — proto field names,
  * nulls, other request kinds, duplicate keys, a value to convert or refuse —
  * returns undefined, and fromJsonString decodes the frame (or names what is
- * wrong with it). For what it takes, the frame is exactly fromJsonString's:
+ * wrong with it; decodeClientFrame then also refuses a seq string that is
+ * not a decimal integer, like "0x10" or "+5", which protobuf-es takes). For what it takes, the frame is exactly fromJsonString's:
  * test/client-frame-json.test.ts compares the two on random and mutated frames.
  */
 export function plainSendFrame(text: string): ClientFrame | undefined {

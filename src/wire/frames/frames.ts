@@ -11,6 +11,8 @@ import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
 import { type ClientFrame, ClientFrameSchema, type ServerFrame, ServerFrameSchema } from "../../../gen/parley/v1/frames_pb.js";
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
 import { ParleyError } from "../errors/parley-error.js";
+import { describeUndefinedEnum, findUndefinedEnum } from "../enum-check.js";
+import { findLooseIntegerString } from "../json-integers.js";
 import { plainSendFrame } from "./client-frame-json.js";
 import { hotServerFrameJson } from "./server-frame-json.js";
 
@@ -33,8 +35,9 @@ const REQUEST_ID = /^[\x21-\x7e]{1,64}$/;
 
 /**
  * Decodes one client frame against the schema before any field is read.
- * Unknown fields, wrong types and a missing request id or request kind are
- * VALIDATION errors naming the field (proto field names, dotted).
+ * Unknown fields, wrong types, enum numbers the enum does not define and a
+ * missing request id or request kind are VALIDATION errors naming the field
+ * (proto field names, dotted).
  */
 export function decodeClientFrame(data: string | Uint8Array, format: FrameFormat): ClientFrame {
   const frame = format === "json" ? decodeJson(textOf(data)) : decodeBinary(toBytes(data));
@@ -44,6 +47,8 @@ export function decodeClientFrame(data: string | Uint8Array, format: FrameFormat
   if (frame.request.case === undefined) {
     throw new FrameDecodeError(frame.requestId, "request", "one request kind (send, subscribe, history, ...) is required");
   }
+  const undefinedEnum = findUndefinedEnum(ClientFrameSchema, frame);
+  if (undefinedEnum !== undefined) throw new FrameDecodeError(frame.requestId, undefinedEnum.path, describeUndefinedEnum(undefinedEnum));
   return frame;
 }
 
@@ -61,9 +66,10 @@ export function encodeServerFrame(frame: ServerFrame, format: FrameFormat): stri
 function decodeJson(text: string): ClientFrame {
   const plain = plainSendFrame(text);
   if (plain !== undefined) return plain;
+  let frame: ClientFrame;
   try {
     // protobuf-es parses and checks in one pass (it also refuses duplicate keys).
-    return fromJsonString(ClientFrameSchema, text, { ignoreUnknownFields: false });
+    frame = fromJsonString(ClientFrameSchema, text, { ignoreUnknownFields: false });
   } catch (error) {
     // The error path only: parse again to find the request id and the field.
     let json: JsonValue;
@@ -76,6 +82,11 @@ function decodeJson(text: string): ClientFrame {
     const reason = located?.reason ?? describeJsonError(error);
     throw new FrameDecodeError(readJsonRequestId(json), located?.path ?? duplicateKey(error) ?? "", reason, error);
   }
+  // What protobuf-es takes as an integer is wider than proto3 JSON ("0x10");
+  // the text is valid JSON by now, and this path is not the send frame's.
+  const loose = findLooseIntegerString(ClientFrameSchema, JSON.parse(text) as JsonValue);
+  if (loose !== undefined) throw new FrameDecodeError(REQUEST_ID.test(frame.requestId) ? frame.requestId : "", loose.path, loose.reason);
+  return frame;
 }
 
 /** protobuf-es names a repeated key: 'duplicate object key "body"'. */

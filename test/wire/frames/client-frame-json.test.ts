@@ -108,4 +108,19 @@ describe("the plain send frame fast path", () => {
     const withMark = Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(frame, "utf8")]);
     expect(decodeClientFrame(withMark, "json")).toEqual(decodeClientFrame(frame, "json"));
   });
+
+  it("takes a seq string only in decimal form; the fallback refuses the rest, naming send.seq", () => {
+    for (const seq of ["0x10", "0X1f", "0b1", "0o7", "1e3", " 5", "5 ", "+5", "010", "-1", "1.0"]) {
+      const frame = `{"requestId":"r","send":{"seq":${JSON.stringify(seq)},"room":"r","body":"b","clientMsgId":"c"}}`;
+      expect(plainSendFrame(frame)).toBeUndefined();
+      let field: string | undefined;
+      try {
+        decodeClientFrame(frame, "json");
+      } catch (error) {
+        field = (error as { field?: string }).field;
+      }
+      // "-1" is a decimal integer: refused later, by the send's own checks.
+      if (seq !== "-1") expect(field).toBe("send.seq");
+    }
+  });
 });

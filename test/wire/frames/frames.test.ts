@@ -2,6 +2,7 @@ import { create, fromBinary, fromJsonString, toBinary, toJsonString } from "@buf
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { describe, expect, it } from "vitest";
 import { ChatMessageSchema } from "../../../gen/parley/v1/chat_pb.js";
+import type { ListDirection } from "../../../gen/parley/v1/common_pb.js";
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
 import { ClientFrameSchema, ServerFrameSchema } from "../../../gen/parley/v1/frames_pb.js";
 import { decodeClientFrame, encodeServerFrame, FrameDecodeError } from "../../../src/wire/frames/frames.js";
@@ -130,5 +131,35 @@ describe("timestamps on the wire", () => {
     expect(ts?.nanos).toBe(123_456_000);
     expect(ts && timestampDate(ts).toISOString()).toBe("2026-11-28T16:30:00.123Z");
     expect(toJsonString(ServerFrameSchema, parsed)).toContain('"2026-11-28T16:30:00.123456Z"');
+  });
+});
+
+describe("values the schema's types take but parley does not", () => {
+  it("refuses an enum number outside its enum, in JSON and binary frames, naming the field and the request", () => {
+    const json = decodeError('{"requestId":"h-1","history":{"room":"lobby","direction":7}}');
+    expect(json.category).toBe(ErrorCategory.VALIDATION);
+    expect(json.field).toBe("history.direction");
+    expect(json.requestId).toBe("h-1");
+    const bytes = toBinary(ClientFrameSchema, create(ClientFrameSchema, { requestId: "h-2", request: { case: "listNotifications", value: { direction: 3 as unknown as ListDirection } } }));
+    const binary = decodeError(bytes, "binary");
+    expect(binary.field).toBe("list_notifications.direction");
+    expect(binary.requestId).toBe("h-2");
+    expect(binary.message).toMatch(/3 is not a defined value/);
+  });
+
+  it("refuses integer strings that are not decimal (hex, exponent, sign, spaces, leading zeros)", () => {
+    for (const [text, field] of [
+      ['{"requestId":"i-1","history":{"room":"lobby","cursorSeq":"0x10"}}', "history.cursor_seq"],
+      ['{"requestId":"i-1","history":{"room":"lobby","page_size":"+5"}}', "history.page_size"],
+      ['{"requestId":"i-1","send":{"seq":"010","room":"lobby","body":"hi","clientMsgId":"m"}}', "send.seq"],
+      ['{"requestId":"i-1","send":{"seq":"0b1","room":"lobby","body":"hi","clientMsgId":"m"}}', "send.seq"],
+    ] as const) {
+      const error = decodeError(text);
+      expect(error.category).toBe(ErrorCategory.VALIDATION);
+      expect(error.field).toBe(field);
+      expect(error.requestId).toBe("i-1");
+    }
+    const fine = decodeClientFrame('{"requestId":"i-2","history":{"room":"lobby","cursorSeq":"-0","pageSize":"10"}}', "json");
+    expect(fine.request.case === "history" && fine.request.value.pageSize).toBe(10);
   });
 });
