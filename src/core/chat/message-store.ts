@@ -37,10 +37,8 @@ interface MessageRow {
 /**
  * Stores a batch of messages in one statement (one round trip, atomic by
  * itself, the batch bound as a parameter): parley_store_chat_batch, defined
- * in the migration Migration20261128020000_chat_store_function, which
- * explains its steps and why it lives in the database (a plan made once per
- * connection), and redefined in Migration20261129000000_chat_store_answers
- * (answers taken from the numbered batch, not joined back from the rows).
+ * in src/core/store/sql/parley_store_chat_batch.sql, which explains its
+ * steps and why it lives in the database (a plan made once per connection).
  */
 const STORE_BATCH_SQL = "select * from parley_store_chat_batch(?::jsonb, ?)";
 
@@ -65,10 +63,11 @@ export class MessageStore {
       if (row.ord === undefined || row.kind === undefined) continue;
       outcomes[row.ord] = { kind: row.kind, message: toChatMessage(row) };
     }
-    return outcomes.map((outcome, ord) => {
-      if (outcome === undefined) throw new Error(`batch entry ${ord} has no outcome`);
-      return outcome;
-    });
+    // A loop, not map: map skips the holes of a sparse array, and a missing outcome must throw.
+    for (let ord = 0; ord < outcomes.length; ord++) {
+      if (outcomes[ord] === undefined) throw new Error(`batch entry ${ord} has no outcome`);
+    }
+    return outcomes as StoredOutcome[];
   }
 
   /** Messages with seq > afterSeq, ascending, at most `limit`. */
