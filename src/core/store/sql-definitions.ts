@@ -55,8 +55,8 @@ export async function applySqlDefinitions(orm: MikroORM, definitions: readonly S
     const applied = new Map(recorded.rows.map((row) => [row.name, row.sha256]));
     const changed = definitions.filter((definition) => applied.get(definition.name) !== definition.sha256);
     for (const definition of changed) {
-      // knex reads every `?` as a placeholder (jsonb has `?` operators): `\?` is a literal one.
-      await trx.raw(definition.sql.replaceAll("?", "\\?"));
+      // Without bindings, knex sends the text as written (`?` included).
+      await trx.raw(definition.sql);
       await trx.raw(
         `insert into "${SQL_DEFINITIONS_TABLE}" (name, sha256) values (?, ?) on conflict (name) do update set sha256 = excluded.sha256, applied_at = now()`,
         [definition.name, definition.sha256],

@@ -1,7 +1,12 @@
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
+import type { Migration } from "@mikro-orm/migrations";
 import { afterEach, describe, expect, it } from "vitest";
 import { MessageStore } from "../../../src/core/chat/message-store.js";
 import { migrate, openOrm, type Orm } from "../../../src/core/store/orm.js";
+import { MIGRATIONS, sqlMigrations } from "../../../src/core/store/migrations/index.js";
 import { applySqlDefinitions, loadSqlDefinitions } from "../../../src/core/store/sql-definitions.js";
 import { createTestDatabase, type TestDatabase } from "../../support/database.js";
 
@@ -63,12 +68,10 @@ describe("repeatable SQL definitions", () => {
   it("are applied again, in place of what the database holds, when the recorded checksum differs", async () => {
     const { db, orm } = await freshDatabase();
     await migrate(orm);
-    // A function of the same signature that stores nothing, recorded under another checksum.
-    await db.sql(`create or replace function parley_store_chat_batch(messages jsonb, notify_origin text)
-      returns table (ord int, kind text, id uuid, room_id text, seq bigint, sender text, body text, client_msg_id text, created_at timestamptz)
-      language sql as $$ select null::int, null::text, null::uuid, null::text, null::bigint, null::text, null::text, null::text, null::timestamptz where false $$`);
+    // As if the function had been changed by hand: gone, and recorded under another checksum.
+    await db.sql("drop function parley_store_chat_batch(jsonb, text)");
     await db.sql("update parley_sql_definitions set sha256 = 'tampered' where name = 'parley_store_chat_batch'");
-    await expect(storeAndRead(orm, "lobby", "c1")).rejects.toThrow(/no outcome/);
+    await expect(storeAndRead(orm, "lobby", "c1")).rejects.toThrow(/parley_store_chat_batch.*does not exist/);
     expect(await migrate(orm)).toEqual(["sql/parley_store_chat_batch"]);
     expect(await storeAndRead(orm, "lobby", "c2")).toEqual({ stored: 1n, read: ["body c2"] });
   });
@@ -90,6 +93,13 @@ describe("repeatable SQL definitions", () => {
     expect(await orm.schema.getUpdateSchemaSQL({ wrap: false })).toBe("");
   });
 
+  it("run as written, `?` (a jsonb operator) included", async () => {
+    const { db, orm } = await freshDatabase();
+    const probe = { name: "probe_has_a", sql: "create or replace function probe_has_a(j jsonb) returns boolean language sql as $$ select j ? 'a' $$;", sha256: "1" };
+    expect(await applySqlDefinitions(orm, [probe])).toEqual(["probe_has_a"]);
+    expect(await db.sql(`select probe_has_a('{"a": 1}') as has_a`)).toEqual([{ has_a: true }]);
+  });
+
   it("leave nothing applied when a definition fails", async () => {
     const { db, orm } = await freshDatabase();
     await orm.migrator.up();
@@ -97,5 +107,34 @@ describe("repeatable SQL definitions", () => {
     await expect(applySqlDefinitions(orm, broken)).rejects.toThrow(/syntax error/);
     expect(await db.sql("select to_regclass('parley_sql_definitions') as t")).toEqual([{ t: null }]);
     expect(await db.sql("select count(*)::int as n from pg_proc where proname = 'parley_store_chat_batch'")).toEqual([{ n: 0 }]);
+  });
+});
+
+describe("versioned .sql migrations", () => {
+  it("are found in name order and run as written, `?` included", async () => {
+    const directory = mkdtempSync(join(tmpdir(), "parley-migrations-"));
+    try {
+      writeFileSync(join(directory, "Migration20991231000001_second.sql"), `insert into probe values ('{"a": 1}'::jsonb ? 'a');`);
+      writeFileSync(join(directory, "Migration20991231000000_first.sql"), "create table probe (has_a boolean not null);");
+      writeFileSync(join(directory, "notes.sql"), "not a migration");
+      const found = sqlMigrations(pathToFileURL(`${directory}/`));
+      expect(found.map((migration) => migration.name)).toEqual(["Migration20991231000000_first", "Migration20991231000001_second"]);
+
+      const { db, orm } = await freshDatabase();
+      const driver = orm.em.getDriver();
+      for (const { class: MigrationClass } of found) {
+        const migration = new (MigrationClass as new (...args: ConstructorParameters<typeof Migration>) => Migration)(driver, orm.config);
+        await migration.up();
+        for (const query of migration.getQueries()) await orm.em.getConnection().execute(query as string);
+      }
+      expect(await db.sql("select has_a from probe")).toEqual([{ has_a: true }]);
+    } finally {
+      rmSync(directory, { recursive: true, force: true });
+    }
+  });
+
+  it("are dated after every TypeScript migration (the list is in order)", () => {
+    const names = MIGRATIONS.map((migration) => migration.name);
+    expect(names).toEqual([...names].sort());
   });
 });

@@ -23,22 +23,24 @@ const MIGRATIONS_DIRECTORY = new URL("./", import.meta.url);
  * no list to extend. It runs as one statement batch in the migration's
  * transaction and has no way down (write a TypeScript migration for that).
  */
-function sqlMigration(file: string): MigrationObject {
-  const sql = readFileSync(new URL(file, MIGRATIONS_DIRECTORY), "utf8");
+function sqlMigration(directory: URL, file: string): MigrationObject {
+  const sql = readFileSync(new URL(file, directory), "utf8");
   class SqlMigration extends Migration {
     override up(): void {
-      // knex reads every `?` as a placeholder: `\?` is a literal one.
-      this.addSql(sql.replaceAll("?", "\\?"));
+      // Run as written: without bindings, knex leaves `?` (jsonb's operators) alone.
+      this.addSql(sql);
     }
   }
   return { name: file.slice(0, -".sql".length), class: SqlMigration };
 }
 
-/** The .sql migrations, in name order (the timestamp). */
-const SQL_MIGRATIONS = readdirSync(MIGRATIONS_DIRECTORY)
-  .filter((file) => /^Migration\d{14}_\w+\.sql$/.test(file))
-  .sort()
-  .map(sqlMigration);
+/** The .sql migrations in `directory`, in name order (the timestamp). */
+export function sqlMigrations(directory: URL): MigrationObject[] {
+  return readdirSync(directory)
+    .filter((file) => /^Migration\d{14}_\w+\.sql$/.test(file))
+    .sort()
+    .map((file) => sqlMigration(directory, file));
+}
 
 /**
  * Every migration, in the order of the timestamps in their names (checked
@@ -46,7 +48,7 @@ const SQL_MIGRATIONS = readdirSync(MIGRATIONS_DIRECTORY)
  * out of order). The TypeScript ones are listed explicitly rather than found
  * by a glob, so that no module loader is needed to find them.
  */
-export const MIGRATIONS: MigrationObject[] = [...TYPESCRIPT_MIGRATIONS, ...SQL_MIGRATIONS];
+export const MIGRATIONS: MigrationObject[] = [...TYPESCRIPT_MIGRATIONS, ...sqlMigrations(MIGRATIONS_DIRECTORY)];
 
 for (let index = 1; index < MIGRATIONS.length; index++) {
   const before = MIGRATIONS[index - 1]?.name ?? "";
