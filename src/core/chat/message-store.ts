@@ -1,50 +1,25 @@
-import { create } from "@bufbuild/protobuf";
 import type { EntityManager } from "@mikro-orm/postgresql";
-import { type ChatMessage, ChatMessageSchema } from "../../../gen/parley/v1/chat_pb.js";
+import type { ChatMessage } from "../../../gen/parley/v1/chat_pb.js";
 import { boundQuery } from "../store/bound-query.js";
-import { timestampFromPg } from "../store/pg-timestamp.js";
+import { inputRow, MESSAGE_COLUMNS, type MessageRow, type NewMessage, toChatMessage } from "../store/chat-tables.js";
+
+export type { NewMessage };
 
 /** The NOTIFY channel that tells other core instances a room moved (parley_store_chat_batch notifies on it). */
 export const CHAT_CHANNEL = "parley_chat";
-
-/** One send, validated and authenticated, ready to be stored. */
-export interface NewMessage {
-  /** Pre-generated id, used if the message is new. */
-  readonly id: string;
-  readonly room: string;
-  readonly sender: string;
-  readonly body: string;
-  readonly clientMsgId: string;
-}
 
 /** What storing one NewMessage came to. */
 export type StoredOutcome =
   | { readonly kind: "stored"; readonly message: ChatMessage }
   | { readonly kind: "duplicate"; readonly message: ChatMessage };
 
-interface MessageRow {
-  ord?: number;
-  kind?: "stored" | "duplicate";
-  id: string;
-  room_id: string;
-  seq: string;
-  sender: string;
-  body: string;
-  client_msg_id: string;
-  created_at: string;
-}
-
 /**
  * Stores a batch of messages in one statement (one round trip, atomic by
  * itself, the batch bound as a parameter): parley_store_chat_batch, defined
- * in the migration Migration20261128020000_chat_store_function, which
- * explains its steps and why it lives in the database (a plan made once per
- * connection), and redefined in Migration20261129000000_chat_store_answers
- * (answers taken from the numbered batch, not joined back from the rows).
+ * in src/core/store/sql/parley_store_chat_batch.sql, which explains its
+ * steps and why it lives in the database (a plan made once per connection).
  */
 const STORE_BATCH_SQL = "select * from parley_store_chat_batch(?::jsonb, ?)";
-
-const MESSAGE_COLUMNS = "id, room_id, seq, sender, body, client_msg_id, created_at";
 
 /** SQL of chat messages. Every method runs on the caller's unit of work. */
 export class MessageStore {
@@ -58,17 +33,18 @@ export class MessageStore {
    * and returns one outcome per entry, in batch order.
    */
   async storeBatch(em: EntityManager, batch: readonly NewMessage[]): Promise<StoredOutcome[]> {
-    const input = batch.map((m, ord) => ({ ord, id: m.id, room_id: m.room, sender: m.sender, body: m.body, client_msg_id: m.clientMsgId }));
+    const input = batch.map(inputRow);
     const rows = await boundQuery<MessageRow>(em, STORE_BATCH_SQL, [JSON.stringify(input), this.origin]);
     const outcomes = new Array<StoredOutcome | undefined>(batch.length);
     for (const row of rows) {
       if (row.ord === undefined || row.kind === undefined) continue;
       outcomes[row.ord] = { kind: row.kind, message: toChatMessage(row) };
     }
-    return outcomes.map((outcome, ord) => {
-      if (outcome === undefined) throw new Error(`batch entry ${ord} has no outcome`);
-      return outcome;
-    });
+    // A loop, not map: map skips the holes of a sparse array, and a missing outcome must throw.
+    for (let ord = 0; ord < outcomes.length; ord++) {
+      if (outcomes[ord] === undefined) throw new Error(`batch entry ${ord} has no outcome`);
+    }
+    return outcomes as StoredOutcome[];
   }
 
   /** Messages with seq > afterSeq, ascending, at most `limit`. */
@@ -128,16 +104,4 @@ export class MessageStore {
     if (row === undefined) throw new Error("markRead returned no row");
     return { readSeq: BigInt(row.read_seq), headSeq: BigInt(row.head_seq) };
   }
-}
-
-function toChatMessage(row: MessageRow): ChatMessage {
-  return create(ChatMessageSchema, {
-    id: row.id,
-    room: row.room_id,
-    seq: BigInt(row.seq),
-    sender: row.sender,
-    body: row.body,
-    clientMsgId: row.client_msg_id,
-    createdAt: timestampFromPg(row.created_at),
-  });
 }

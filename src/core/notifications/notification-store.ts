@@ -37,7 +37,7 @@ interface OutcomeRow extends NotificationRow {
 /**
  * Stores a batch of sends in one statement, inside the caller's transaction,
  * in the same shape as chat's batch insert (the function
- * parley_store_chat_batch, in Migration20261128020000_chat_store_function):
+ * parley_store_chat_batch, in src/core/store/sql/parley_store_chat_batch.sql):
  *  - claimed:  the idempotency record (sender, key) of each new send; a send
  *              whose record exists is a repeat and writes nothing;
  *  - items:    one row per (send, recipient), numbered per recipient;

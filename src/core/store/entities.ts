@@ -1,4 +1,7 @@
 import { defineEntity } from "@mikro-orm/core";
+import { ChatMessageEntity, RoomEntity, RoomMemberEntity } from "./chat-tables.js";
+
+export { ChatMessageEntity, RoomEntity, RoomMemberEntity };
 
 /**
  * The schema, as MikroORM entities. Migrations in ./migrations are the
@@ -7,49 +10,10 @@ import { defineEntity } from "@mikro-orm/core";
  * Sequence numbers are bigint; timestamps are timestamptz(6) (microseconds)
  * and are read as text so that no precision is lost on the way to
  * google.protobuf.Timestamp.
+ *
+ * The chat tables' entities are in chat-tables.ts, beside the mapping of a
+ * chat_messages row to a ChatMessage: a new message column is one edit there.
  */
-
-export const RoomEntity = defineEntity({
-  name: "Room",
-  tableName: "rooms",
-  properties: (p) => ({
-    /** The room id, as chosen by the first sender. */
-    id: p.string().columnType("text").primary(),
-    /** Highest seq assigned in this room; the next message gets head_seq + 1. */
-    headSeq: p.bigint().fieldName("head_seq").default(0),
-    createdAt: p.datetime(6).fieldName("created_at").defaultRaw("now()"),
-  }),
-});
-
-export const RoomMemberEntity = defineEntity({
-  name: "RoomMember",
-  tableName: "room_members",
-  properties: (p) => ({
-    room: p.manyToOne(RoomEntity).fieldName("room_id").primary().deleteRule("cascade"),
-    userId: p.string().columnType("text").fieldName("user_id").primary(),
-    /** Highest seq this member has read; never moves backwards. */
-    readSeq: p.bigint().fieldName("read_seq").default(0),
-    updatedAt: p.datetime(6).fieldName("updated_at").defaultRaw("now()"),
-  }),
-});
-
-export const ChatMessageEntity = defineEntity({
-  name: "ChatMessageRow",
-  tableName: "chat_messages",
-  uniques: [
-    { name: "chat_messages_room_seq_unique", properties: ["room", "seq"] },
-    { name: "chat_messages_sender_client_msg_id_unique", properties: ["sender", "clientMsgId"] },
-  ],
-  properties: (p) => ({
-    id: p.uuid().primary(),
-    room: p.manyToOne(RoomEntity).fieldName("room_id").deleteRule("cascade"),
-    seq: p.bigint(),
-    sender: p.string().columnType("text"),
-    body: p.string().columnType("text"),
-    clientMsgId: p.string().columnType("text").fieldName("client_msg_id"),
-    createdAt: p.datetime(6).fieldName("created_at").defaultRaw("now()"),
-  }),
-});
 
 /** One per user with notifications: the head of their inbox's seq. */
 export const InboxEntity = defineEntity({

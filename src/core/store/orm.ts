@@ -2,6 +2,7 @@ import { Migrator } from "@mikro-orm/migrations";
 import { MikroORM } from "@mikro-orm/postgresql";
 import { ENTITIES } from "./entities.js";
 import { MIGRATIONS } from "./migrations/index.js";
+import { applySqlDefinitions, SQL_DEFINITIONS_TABLE } from "./sql-definitions.js";
 
 export type Orm = MikroORM;
 
@@ -36,12 +37,20 @@ export async function openOrm(options: OrmOptions): Promise<Orm> {
       snapshot: false,
       silent: true,
     },
+    // The record of applied SQL definitions is no entity: the schema diff must not drop it.
+    schemaGenerator: { skipTables: [SQL_DEFINITIONS_TABLE] },
     discovery: { warnWhenNoEntities: false },
   });
 }
 
-/** Applies pending migrations; returns the names applied. */
+/**
+ * Applies pending migrations, then the SQL definitions that are new or
+ * changed (sql-definitions.ts); returns the names applied, definitions as
+ * `sql/<name>`. Every path that migrates (`parley migrate`,
+ * PARLEY_MIGRATE=1, the embedded database, the tests) comes here.
+ */
 export async function migrate(orm: Orm): Promise<string[]> {
-  const applied = await orm.migrator.up();
-  return applied.map((migration) => migration.name);
+  const migrations = await orm.migrator.up();
+  const definitions = await applySqlDefinitions(orm);
+  return [...migrations.map((migration) => migration.name), ...definitions.map((name) => `sql/${name}`)];
 }

@@ -1,8 +1,7 @@
 import { create, type DescMessage, fromBinary, type MessageInitShape, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
 import { ParleyError } from "../../wire/errors/parley-error.js";
-import { HOT_DECODERS } from "../../wire/codecs/chat-decoding.js";
-import { HOT_ENCODERS } from "../../wire/codecs/chat-encoding.js";
+import { hotCodec } from "../../wire/codecs/registry.js";
 
 /**
  * Stands in for a request that did not decode. grpc-js answers a throwing
@@ -13,18 +12,18 @@ export class UndecodableMessage {
   constructor(readonly error: ParleyError) {}
 }
 
-/** Binary encoding for `schema`: a hand-written encoder for the chat traffic's hottest messages, toBinary for the rest. */
+/** Binary encoding for `schema`: its hand-written encoder (wire/codecs/registry.ts) for the chat traffic's hottest messages, toBinary for the rest. */
 export function serializer<D extends DescMessage>(schema: D): (message: MessageInitShape<D>) => Buffer {
-  const encode = (HOT_ENCODERS.get(schema.typeName) as ((message: MessageInitShape<D>) => Uint8Array) | undefined) ?? ((message) => toBinary(schema, create(schema, message)));
+  const encode = hotCodec(schema)?.encode ?? ((message: MessageInitShape<D>) => toBinary(schema, create(schema, message)));
   return (message) => {
     const encoded = encode(message);
     return Buffer.from(encoded.buffer, encoded.byteOffset, encoded.byteLength);
   };
 }
 
-/** Binary decoding for `schema`: a hand-written decoder for the chat traffic's hottest messages, fromBinary for the rest. */
+/** Binary decoding for `schema`: its hand-written decoder (wire/codecs/registry.ts) for the chat traffic's hottest messages, fromBinary for the rest. */
 function binaryDecoder<D extends DescMessage>(schema: D): (bytes: Uint8Array) => MessageShape<D> {
-  return (HOT_DECODERS.get(schema.typeName) as ((bytes: Uint8Array) => MessageShape<D>) | undefined) ?? ((bytes) => fromBinary(schema, bytes));
+  return hotCodec(schema)?.decode ?? ((bytes) => fromBinary(schema, bytes));
 }
 
 export function lenientDeserializer<D extends DescMessage>(schema: D): (bytes: Buffer) => MessageShape<D> | UndecodableMessage {

@@ -1,114 +1,21 @@
 import { Migration } from "@mikro-orm/migrations";
 
-/** The function as this migration creates it (the next migration that redefines it restores this on the way down). */
-export const CHAT_STORE_FUNCTION_SQL = `
-create function parley_store_chat_batch(messages jsonb, notify_origin text)
-returns table (ord int, kind text, id uuid, room_id text, seq bigint, sender text, body text, client_msg_id text, created_at timestamptz)
-language plpgsql
-set enable_seqscan = off
-set plan_cache_mode = force_generic_plan
-as $body$
-#variable_conflict use_column
-begin
-  return query
-  with input as (
-    select * from jsonb_to_recordset(messages)
-      as t(ord int, id uuid, room_id text, sender text, body text, client_msg_id text)
-  ),
-  existing as (
-    select i.ord, m.id, m.room_id, m.seq, m.sender, m.body, m.client_msg_id, m.created_at
-    from input i
-    cross join lateral (
-      select * from chat_messages c
-      where c.sender = i.sender and c.client_msg_id = i.client_msg_id
-      limit 1
-    ) m
-  ),
-  fresh as (
-    select i.*,
-           row_number() over (partition by i.room_id order by i.ord) as position,
-           count(*) over (partition by i.room_id) as room_count
-    from input i
-    where not exists (select 1 from existing e where e.ord = i.ord)
-  ),
-  heads as (
-    insert into rooms as r (id, head_seq)
-    select f.room_id, max(f.room_count) from fresh f group by f.room_id order by f.room_id
-    on conflict (id) do update set head_seq = r.head_seq + excluded.head_seq
-    returning r.id, r.head_seq
-  ),
-  inserted as (
-    insert into chat_messages as cm (id, room_id, seq, sender, body, client_msg_id)
-    select f.id, f.room_id, h.head_seq - f.room_count + f.position, f.sender, f.body, f.client_msg_id
-    from fresh f join heads h on h.id = f.room_id
-    returning cm.id, cm.room_id, cm.seq, cm.sender, cm.body, cm.client_msg_id, cm.created_at
-  ),
-  members as (
-    insert into room_members as rm (room_id, user_id, read_seq)
-    select n.room_id, n.sender, max(n.seq) from inserted n group by n.room_id, n.sender order by n.room_id, n.sender
-    on conflict (room_id, user_id) do update
-      set read_seq = greatest(rm.read_seq, excluded.read_seq), updated_at = now()
-  ),
-  notified as (
-    select pg_notify('parley_chat', json_build_object(
-             'topic', h.id,
-             'from', (h.head_seq - max(f.room_count) + 1)::text,
-             'to', h.head_seq::text,
-             'origin', notify_origin)::text)
-    from heads h join fresh f on f.room_id = h.id
-    group by h.id, h.head_seq
-  )
-  select f.ord, 'stored'::text, m.id, m.room_id, m.seq, m.sender, m.body, m.client_msg_id, m.created_at
-    from inserted m join fresh f on f.id = m.id
-  union all
-  select e.ord, 'duplicate'::text, e.id, e.room_id, e.seq, e.sender, e.body, e.client_msg_id, e.created_at
-    from existing e
-  union all
-  -- Never a row, but it makes PostgreSQL evaluate "notified" (a plain SELECT
-  -- part runs only when read, and a count cannot be folded away).
-  select null::int, null::text, null::uuid, null::text, null::bigint, null::text, null::text, null::text, null::timestamptz
-    from (select count(*) as n from notified) c where c.n < 0;
-end
-$body$;`;
-
 /**
- * `parley_store_chat_batch(messages, notify_origin)`: the statement that stores
- * a batch of chat messages (see MessageStore.storeBatch), kept in the database
- * so that PostgreSQL parses and plans it once per connection instead of once
- * per commit. Planning the seven-part statement cost more than running it
- * (about 0.5 ms of 1 ms for a batch of five); with the plan cached a commit
- * costs PostgreSQL half as much CPU.
- *
- * A cached (generic) plan is made once, from the statistics of the moment —
- * possibly an empty table, for which a sequential scan looks cheapest and then
- * grows with every stored message. Two things keep the plan right at any size:
- *  - the idempotency lookup is a LATERAL probe per input row (LIMIT 1), which
- *    only an index scan on (sender, client_msg_id) or a scan can serve;
- *  - `enable_seqscan = off` for the function's own statements rules the scan out.
- *
- * Steps, in one statement (one atomic unit, no BEGIN/COMMIT round trips):
- *  - input:    the batch, with its order (`ord`);
- *  - existing: sends whose (sender, client_msg_id) is already stored — their
- *              original rows are returned, nothing is written for them;
- *  - fresh:    the rest, numbered per room in batch order;
- *  - heads:    each room's head_seq moves up by its count of fresh messages
- *              (upsert: rooms come into being on first use). Rooms are locked
- *              in id order, so concurrent batches cannot deadlock, and the row
- *              lock serializes writers per room, which keeps seq gapless: a
- *              transaction that fails rolls its increment back;
- *  - inserted: the messages, seq = new head - count + position;
- *  - members:  each sender's read position moves to their own last message;
- *  - notified: one NOTIFY per room (a TopicAdvanced), delivered at commit.
- * A concurrent batch (another core instance) storing the same (sender,
- * client_msg_id) makes the statement fail with a unique violation; the caller
- * retries, and the retry finds the original.
+ * Created `parley_store_chat_batch`, whose definition now lives in
+ * src/core/store/sql/parley_store_chat_batch.sql and is applied after the
+ * migrations whenever that file changes (sql-definitions.ts). This migration
+ * stays, empty, under its name: databases have it on record as applied, and
+ * the order of the history is kept. Its old body is in the git history; a
+ * fresh database no longer creates a function only to replace it.
  */
 export class Migration20261128020000_chat_store_function extends Migration {
   override up(): void {
-    this.addSql(CHAT_STORE_FUNCTION_SQL);
+    // Nothing: the function is a repeatable definition.
   }
 
   override down(): void {
     this.addSql(`drop function if exists parley_store_chat_batch(jsonb, text);`);
+    // So that the next migrate creates it again.
+    this.addSql(`do $$ begin if to_regclass('parley_sql_definitions') is not null then delete from parley_sql_definitions where name = 'parley_store_chat_batch'; end if; end $$;`);
   }
 }

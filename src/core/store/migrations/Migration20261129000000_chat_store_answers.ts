@@ -1,102 +1,14 @@
 import { Migration } from "@mikro-orm/migrations";
-import { CHAT_STORE_FUNCTION_SQL } from "./Migration20261128020000_chat_store_function.js";
 
 /**
- * parley_store_chat_batch answers from what it inserts, not by joining the
- * inserted rows back to the batch.
- *
- * The function's plan is generic, made without knowing the batch's size: it
- * estimates one row for each step, so the join of the inserted rows to the
- * batch (to find each row's place, "ord") was a nested loop comparing every
- * inserted row with every batch row. That is nothing for 20 messages and
- * most of the statement for 250: 61,000 uuid comparisons, 12 of 26 ms here.
- *
- * Now each fresh message is numbered once ("numbered": its seq from its
- * room's new head), inserted from there, and answered from there. Its
- * created_at is now() — the transaction's start, the same value the column
- * took by default before, now written explicitly so that the answer and the
- * row cannot differ. Everything else is as in
- * Migration20261128020000_chat_store_function, which describes the steps.
+ * Redefined `parley_store_chat_batch` to answer from what it inserts; that
+ * body is now src/core/store/sql/parley_store_chat_batch.sql, applied as a
+ * repeatable definition (sql-definitions.ts). Kept, empty, under its name for
+ * the databases that have it on record; see
+ * Migration20261128020000_chat_store_function.
  */
 export class Migration20261129000000_chat_store_answers extends Migration {
   override up(): void {
-    this.addSql(`
-create or replace function parley_store_chat_batch(messages jsonb, notify_origin text)
-returns table (ord int, kind text, id uuid, room_id text, seq bigint, sender text, body text, client_msg_id text, created_at timestamptz)
-language plpgsql
-set enable_seqscan = off
-set plan_cache_mode = force_generic_plan
-as $body$
-#variable_conflict use_column
-begin
-  return query
-  with input as (
-    select * from jsonb_to_recordset(messages)
-      as t(ord int, id uuid, room_id text, sender text, body text, client_msg_id text)
-  ),
-  existing as (
-    select i.ord, m.id, m.room_id, m.seq, m.sender, m.body, m.client_msg_id, m.created_at
-    from input i
-    cross join lateral (
-      select * from chat_messages c
-      where c.sender = i.sender and c.client_msg_id = i.client_msg_id
-      limit 1
-    ) m
-  ),
-  fresh as (
-    select i.*,
-           row_number() over (partition by i.room_id order by i.ord) as position,
-           count(*) over (partition by i.room_id) as room_count
-    from input i
-    where not exists (select 1 from existing e where e.ord = i.ord)
-  ),
-  heads as (
-    insert into rooms as r (id, head_seq)
-    select f.room_id, max(f.room_count) from fresh f group by f.room_id order by f.room_id
-    on conflict (id) do update set head_seq = r.head_seq + excluded.head_seq
-    returning r.id, r.head_seq
-  ),
-  numbered as (
-    select f.ord, f.id, f.room_id, h.head_seq - f.room_count + f.position as seq, f.sender, f.body, f.client_msg_id
-    from fresh f join heads h on h.id = f.room_id
-  ),
-  inserted as (
-    insert into chat_messages as cm (id, room_id, seq, sender, body, client_msg_id, created_at)
-    select n.id, n.room_id, n.seq, n.sender, n.body, n.client_msg_id, now()
-    from numbered n
-    returning cm.room_id, cm.seq, cm.sender
-  ),
-  members as (
-    insert into room_members as rm (room_id, user_id, read_seq)
-    select n.room_id, n.sender, max(n.seq) from inserted n group by n.room_id, n.sender order by n.room_id, n.sender
-    on conflict (room_id, user_id) do update
-      set read_seq = greatest(rm.read_seq, excluded.read_seq), updated_at = now()
-  ),
-  notified as (
-    select pg_notify('parley_chat', json_build_object(
-             'topic', h.id,
-             'from', (h.head_seq - max(f.room_count) + 1)::text,
-             'to', h.head_seq::text,
-             'origin', notify_origin)::text)
-    from heads h join fresh f on f.room_id = h.id
-    group by h.id, h.head_seq
-  )
-  select n.ord, 'stored'::text, n.id, n.room_id, n.seq, n.sender, n.body, n.client_msg_id, now()
-    from numbered n
-  union all
-  select e.ord, 'duplicate'::text, e.id, e.room_id, e.seq, e.sender, e.body, e.client_msg_id, e.created_at
-    from existing e
-  union all
-  -- Never a row, but it makes PostgreSQL evaluate "notified" (a plain SELECT
-  -- part runs only when read, and a count cannot be folded away).
-  select null::int, null::text, null::uuid, null::text, null::bigint, null::text, null::text, null::text, null::timestamptz
-    from (select count(*) as n from notified) c where c.n < 0;
-end
-$body$;`);
-  }
-
-  override down(): void {
-    this.addSql("drop function if exists parley_store_chat_batch(jsonb, text);");
-    this.addSql(CHAT_STORE_FUNCTION_SQL);
+    // Nothing: the function is a repeatable definition.
   }
 }
