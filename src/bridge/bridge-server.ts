@@ -33,7 +33,7 @@ export const ROUTES: readonly RouteDefinition[] = [
 ];
 
 /** The subprotocol a client may offer (with `bearer.<jwt>`) to be selected. */
-export const SUBPROTOCOL = "parley.v1";
+const SUBPROTOCOL = "parley.v1";
 const BEARER_PREFIX = "bearer.";
 const INT64_MAX = 2n ** 63n - 1n;
 

@@ -6,7 +6,7 @@ import { ParleyError } from "../wire/errors/parley-error.js";
  * route follows its room from the start, a notifications route the user's
  * inbox, a session route nothing until asked (the client library's socket).
  */
-export type RouteKind = "chat" | "notifications" | "session";
+type RouteKind = "chat" | "notifications" | "session";
 
 export interface RouteDefinition {
   /** Literal segments and `{name}` parameters, e.g. `/ws/chat/{room}`. */

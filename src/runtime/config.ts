@@ -46,7 +46,7 @@ function crossVariableProblems(env: Readonly<Record<string, string>>): string[] 
   return problems;
 }
 
-export type LogLevel = (typeof LOG_LEVELS)[number];
+type LogLevel = (typeof LOG_LEVELS)[number];
 
 /** parley's configuration, read once at start from the environment. */
 export interface Config {

@@ -35,7 +35,7 @@ const int64: fc.Arbitrary<bigint> = fc.oneof(
  * astral ones (surrogate pairs in JavaScript, four bytes in UTF-8), and the
  * characters JSON escapes.
  */
-export const unicodeText: fc.Arbitrary<string> = fc.oneof(
+const unicodeText: fc.Arbitrary<string> = fc.oneof(
   fc.constant(""),
   fc.string({ unit: "binary", maxLength: 40 }),
   fc.string({ unit: fc.constantFrom("a", "é", "€", "😀", "𝄞", "\u{10FFFF}", '"', "\\", "\n", "\u0000", "\u2028", "\u007f"), maxLength: 12 }),
@@ -62,7 +62,7 @@ function timestampInit(): fc.Arbitrary<{ seconds: bigint; nanos: number }> {
 }
 
 /** A value of a scalar type, in protobuf-es's JavaScript representation. */
-export function scalar(type: ScalarType): fc.Arbitrary<unknown> {
+function scalar(type: ScalarType): fc.Arbitrary<unknown> {
   switch (type) {
     case ScalarType.STRING:
       return unicodeText;

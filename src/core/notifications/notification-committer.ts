@@ -7,7 +7,7 @@ import { GroupCommitter, type ItemResult } from "../store/group-commit.js";
 import type { UnitOfWork } from "../store/unit-of-work.js";
 import type { NotificationSend, NotificationStore } from "./notification-store.js";
 
-export interface NotificationSendResult {
+interface NotificationSendResult {
   /** One per recipient, in the order of the request's recipients. */
   readonly notifications: Notification[];
   readonly duplicate: boolean;

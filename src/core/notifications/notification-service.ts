@@ -33,7 +33,7 @@ export interface NotificationServiceDeps {
  *    identity — since a notification lands in someone else's inbox;
  *  - an inbox is read, acknowledged and followed only by its owner.
  */
-export const notificationAccess = {
+const notificationAccess = {
   assertCanSend(caller: Identity): void {
     if (!caller.scopes.has(NOTIFICATIONS_SEND_SCOPE)) {
       throw new ParleyError(ErrorCategory.PERMISSION_DENIED, `sending notifications needs the \`${NOTIFICATIONS_SEND_SCOPE}\` token scope`);

@@ -23,7 +23,7 @@ export type SendOutcome =
   | { readonly kind: "duplicate"; readonly notifications: Notification[]; readonly original: StoredSend };
 
 /** What the idempotency record remembers of the original send. */
-export interface StoredSend {
+interface StoredSend {
   readonly recipients: readonly string[];
 }
 

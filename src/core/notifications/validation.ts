@@ -3,9 +3,9 @@ import { USER_ID } from "../../runtime/auth/tokens.js";
 import { validationError } from "../../wire/errors/parley-error.js";
 import { checkIdempotencyKey, checkText } from "../../wire/limits.js";
 
-export const MAX_RECIPIENTS = 1000;
-export const MAX_ACK_IDS = 1000;
-export const MAX_DATA_BYTES = 16 * 1024;
+const MAX_RECIPIENTS = 1000;
+const MAX_ACK_IDS = 1000;
+const MAX_DATA_BYTES = 16 * 1024;
 const KIND = /^[A-Za-z0-9_.:-]{1,64}$/;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 

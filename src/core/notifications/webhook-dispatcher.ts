@@ -45,7 +45,7 @@ export interface WebhookDispatcherOptions {
   readonly stopTimeoutMs?: number;
 }
 
-export const DEFAULT_WEBHOOK_BACKOFF: BackoffPolicy = { initialMs: 1_000, maxMs: 60_000, multiplier: 2 };
+const DEFAULT_WEBHOOK_BACKOFF: BackoffPolicy = { initialMs: 1_000, maxMs: 60_000, multiplier: 2 };
 
 /** What one HTTP answer means for the delivery. */
 export type WebhookVerdict = "delivered" | "retry" | "failed";

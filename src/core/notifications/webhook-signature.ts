@@ -8,7 +8,7 @@ export const PARLEY_DELIVERY_ID_HEADER = "parley-delivery-id";
 export const PARLEY_ATTEMPT_HEADER = "parley-attempt";
 
 /** How far a signature's timestamp may be from the receiver's clock, either way. */
-export const DEFAULT_SIGNATURE_TOLERANCE_SECONDS = 300;
+const DEFAULT_SIGNATURE_TOLERANCE_SECONDS = 300;
 
 /**
  * One secret, or several while rotating: the sender signs with each (one
@@ -17,7 +17,7 @@ export const DEFAULT_SIGNATURE_TOLERANCE_SECONDS = 300;
 export type WebhookSecret = string | readonly string[];
 
 /** Why a signature was refused. */
-export type WebhookSignatureFailure =
+type WebhookSignatureFailure =
   /** No header, no or a repeated `t=`, or a `v1=` that is not 64 hex digits. */
   | "malformed"
   /** A well-formed header without any `v1=` entry (e.g. only a future scheme). */

@@ -1,7 +1,7 @@
 import { defineEntity } from "@mikro-orm/core";
 import { ChatMessageEntity, RoomEntity, RoomMemberEntity } from "./chat-tables.js";
 
-export { ChatMessageEntity, RoomEntity, RoomMemberEntity };
+export { ChatMessageEntity, RoomEntity };
 
 /**
  * The schema, as MikroORM entities. Migrations in ./migrations are the
@@ -16,7 +16,7 @@ export { ChatMessageEntity, RoomEntity, RoomMemberEntity };
  */
 
 /** One per user with notifications: the head of their inbox's seq. */
-export const InboxEntity = defineEntity({
+const InboxEntity = defineEntity({
   name: "Inbox",
   tableName: "inboxes",
   properties: (p) => ({
@@ -28,7 +28,7 @@ export const InboxEntity = defineEntity({
 });
 
 /** The idempotency record of a SendNotification: one per (sender, key), forever. */
-export const NotificationSendEntity = defineEntity({
+const NotificationSendEntity = defineEntity({
   name: "NotificationSend",
   tableName: "notification_sends",
   properties: (p) => ({
@@ -40,7 +40,7 @@ export const NotificationSendEntity = defineEntity({
   }),
 });
 
-export const NotificationEntity = defineEntity({
+const NotificationEntity = defineEntity({
   name: "NotificationRow",
   tableName: "notifications",
   uniques: [
@@ -69,7 +69,7 @@ export const NotificationEntity = defineEntity({
 });
 
 /** The webhook outbox: one row per notification to deliver by webhook. */
-export const WebhookDeliveryEntity = defineEntity({
+const WebhookDeliveryEntity = defineEntity({
   name: "WebhookDelivery",
   tableName: "webhook_deliveries",
   indexes: [
@@ -95,7 +95,7 @@ export const WebhookDeliveryEntity = defineEntity({
 });
 
 /** Every webhook attempt, with its outcome. */
-export const WebhookAttemptEntity = defineEntity({
+const WebhookAttemptEntity = defineEntity({
   name: "WebhookAttempt",
   tableName: "webhook_attempts",
   uniques: [{ name: "webhook_attempts_delivery_attempt_unique", properties: ["delivery", "attempt"] }],

@@ -53,7 +53,7 @@ export function methodPath(method: DescMethod): string {
  * A generated service descriptor as a grpc-js ServiceDefinition, with
  * protobuf-es binary (de)serializers. Used by servers and clients alike.
  */
-export function serviceDefinition(service: AnyService, lenient = false): ServiceDefinition {
+function serviceDefinition(service: AnyService, lenient = false): ServiceDefinition {
   const definition: Record<string, MethodDefinition<unknown, unknown>> = {};
   for (const method of service.methods) {
     definition[method.localName] = {

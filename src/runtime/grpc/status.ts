@@ -8,7 +8,7 @@ import { fromErrorDetail, toErrorDetail } from "../../wire/errors/detail.js";
 import { type ErrorContext, ParleyError, type ParleyErrorOptions } from "../../wire/errors/parley-error.js";
 
 /** The standard trailer that carries a binary google.rpc.Status. */
-export const STATUS_DETAILS_KEY = "grpc-status-details-bin";
+const STATUS_DETAILS_KEY = "grpc-status-details-bin";
 
 /** category → gRPC status code. The one place this decision is made. */
 export function grpcCodeForCategory(category: ErrorCategory): Status {

@@ -10,7 +10,7 @@ import type { Sequenced } from "./hub.js";
  * restart is over in a second or two) and capped low: a follower that waits
  * long is a user who sees nothing.
  */
-export const FOLLOW_BACKOFF: BackoffPolicy = { initialMs: 50, maxMs: 2_000, multiplier: 1.6 };
+const FOLLOW_BACKOFF: BackoffPolicy = { initialMs: 50, maxMs: 2_000, multiplier: 1.6 };
 
 /**
  * Where a resumable follow stands. An attempt records here what it passes on;

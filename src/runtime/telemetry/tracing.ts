@@ -21,7 +21,7 @@ export function tracer(): Tracer {
 }
 
 /** The attribute every failed span carries: the ErrorCategory name. */
-export const ERROR_CATEGORY = "error.category";
+const ERROR_CATEGORY = "error.category";
 
 /**
  * Marks a span failed: status ERROR, the exception recorded, and
@@ -39,17 +39,10 @@ export function recordRetry(span: Span, attempt: number, cause: ParleyError): vo
   span.addEvent("retry", { attempt, [ERROR_CATEGORY]: cause.categoryName, "exception.message": cause.message });
 }
 
-/** The W3C traceparent of `ctx` (the active context by default), or "" when there is no span. */
-export function traceparentOf(ctx: Context = context.active()): string {
-  const carrier: Record<string, string> = {};
-  propagation.inject(ctx, carrier);
-  return carrier.traceparent ?? "";
-}
-
 /**
- * The W3C traceparent naming `spanContext` ("" when it is invalid): what
- * traceparentOf gives for a context holding that span, without building the
- * context (the bridge stamps one on every send it forwards).
+ * The W3C traceparent naming `spanContext` ("" when it is invalid), written
+ * directly rather than through a propagator and a context (the bridge stamps
+ * one on every send it forwards).
  */
 export function traceparentOfSpan(spanContext: SpanContext): string {
   if (!trace.isSpanContextValid(spanContext)) return "";

@@ -22,7 +22,7 @@ export interface ServerChild {
 const OTHER_OUTPUT = process.env.BENCH_SERVER_OUTPUT === "" ? undefined : process.env.BENCH_SERVER_OUTPUT;
 
 /** Spawns `args`, waits for the JSON log line `ready` picks the port from, keeps stdout drained. */
-export async function startChild(label: string, args: readonly string[], env: NodeJS.ProcessEnv, ready: (line: Record<string, unknown>) => number | undefined): Promise<ServerChild> {
+async function startChild(label: string, args: readonly string[], env: NodeJS.ProcessEnv, ready: (line: Record<string, unknown>) => number | undefined): Promise<ServerChild> {
   const child = spawn(process.execPath, args, { cwd: REPO, env, stdio: ["pipe", "pipe", "pipe"] });
   const problems = new Map<string, number>();
   let stderr = "";
