@@ -70,6 +70,27 @@ module.exports = {
       to: { path: "^(src|test|tools)/" },
     },
     {
+      name: "public-surface-only",
+      severity: "error",
+      comment: "Another top folder is used through its index.ts, its public surface; add the export there if it is missing.",
+      from: { path: "^src/([^/]+)/" },
+      to: { path: "^src/[^/]+/", pathNot: ["^src/$1/", "^src/[^/]+/index\\.ts$"] },
+    },
+    {
+      name: "cli-uses-public-surfaces",
+      severity: "error",
+      comment: "src/cli.ts wires the folders together through their index.ts files.",
+      from: { path: "^src/cli\\.ts$" },
+      to: { path: "^src/[^/]+/", pathNot: "^src/[^/]+/index\\.ts$" },
+    },
+    {
+      name: "no-own-index",
+      severity: "error",
+      comment: "Inside a folder, import the module itself: the folder's own index.ts re-exports it and would make a cycle.",
+      from: { path: "^src/([^/]+)/", pathNot: "^src/[^/]+/index\\.ts$" },
+      to: { path: "^src/$1/index\\.ts$" },
+    },
+    {
       name: "not-to-unresolvable",
       severity: "error",
       comment: "An import that resolves to nothing.",

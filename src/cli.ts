@@ -1,13 +1,8 @@
 import { parseArgs } from "node:util";
-import { ConfigError, type Config, loadConfig, requireJwtSecret } from "./runtime/config.js";
-import { startBridge } from "./bridge/bridge-server.js";
-import { startCore } from "./core/core-server.js";
-import { startEmbeddedDatabase } from "./dev/embedded-database.js";
-import { developmentHttp, developmentSecret } from "./dev/dev-mode.js";
-import { migrate, openOrm } from "./core/store/orm.js";
-import { createLogger, type Logger } from "./runtime/logger.js";
-import { serveMetrics } from "./runtime/telemetry/metrics-server.js";
-import { telemetry } from "./runtime/telemetry/setup.js";
+import { type Config, ConfigError, createLogger, loadConfig, type Logger, requireJwtSecret, serveMetrics, telemetry } from "./runtime/index.js";
+import { startBridge } from "./bridge/index.js";
+import { migrate, openOrm, startCore } from "./core/index.js";
+import { developmentHttp, developmentSecret, startEmbeddedDatabase } from "./dev/index.js";
 
 const HELP = `parley — durable, ordered chat and notifications over gRPC and WebSocket
 

@@ -2,8 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import type { ChatMessage } from "../../gen/parley/v1/chat_pb.js";
 import { type ServerFrame, ServerFrameSchema } from "../../gen/parley/v1/frames_pb.js";
 import type { Notification } from "../../gen/parley/v1/notifications_pb.js";
-import { encodeServerFrame, type FrameFormat } from "../wire/frames/frames.js";
-import { serverFrame } from "../wire/frames/ws-frame.js";
+import { encodeServerFrame, type FrameFormat, serverFrame } from "../wire/index.js";
 
 /**
  * A pushed event (a message or notification frame, no request id), encoded

@@ -1,5 +1,5 @@
 import { ErrorCategory } from "../../gen/parley/v1/errors_pb.js";
-import { ParleyError } from "../wire/errors/parley-error.js";
+import { ParleyError } from "../wire/index.js";
 
 /**
  * What a route is for; the connection's behaviour follows from it: a chat

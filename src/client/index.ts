@@ -17,8 +17,8 @@ export { ParleyClientError } from "./client-error.js";
 export type { RoomHandle, JoinOptions } from "./rooms.js";
 export type { NotificationsHandle } from "./notifications.js";
 export type { SocketFactory, SocketLike } from "./socket.js";
-export type { BackoffPolicy } from "../wire/backoff.js";
+export type { BackoffPolicy } from "../wire/index.js";
 export type { ChatMessage } from "../../gen/parley/v1/chat_pb.js";
 export type { Notification } from "../../gen/parley/v1/notifications_pb.js";
 /** Limits the server enforces (room ids, body length, idempotency keys, page sizes), for checking input before it is sent. */
-export { DEFAULT_PAGE_SIZE, IDEMPOTENCY_KEY, MAX_BODY_CODE_POINTS, MAX_PAGE_SIZE, ROOM_ID } from "../wire/limits.js";
+export { DEFAULT_PAGE_SIZE, IDEMPOTENCY_KEY, MAX_BODY_CODE_POINTS, MAX_PAGE_SIZE, ROOM_ID } from "../wire/index.js";

@@ -1,9 +1,7 @@
 import { create, fromBinary, fromJsonString, type MessageInitShape, toBinary, toJsonString } from "@bufbuild/protobuf";
 import type { ChatMessage } from "../../gen/parley/v1/chat_pb.js";
 import { type ClientFrame, ClientFrameSchema, type ServerFrame, ServerFrameSchema } from "../../gen/parley/v1/frames_pb.js";
-import { categoryName } from "../wire/errors/category.js";
-import { closeMeaning } from "../wire/errors/websocket.js";
-import { backoffDelay, type BackoffPolicy } from "../wire/backoff.js";
+import { backoffDelay, type BackoffPolicy, categoryName, closeMeaning } from "../wire/index.js";
 import { ParleyClientError } from "./client-error.js";
 import type { FrameChannel, FrameRequest } from "./frame-channel.js";
 import { NotificationsHandle } from "./notifications.js";

@@ -1,12 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { ErrorCategory } from "../../gen/parley/v1/errors_pb.js";
-import { authInterceptor } from "../runtime/interceptors/auth.js";
-import { TokenVerifier } from "../runtime/auth/tokens.js";
-import { ParleyError } from "../wire/errors/parley-error.js";
-import { startGrpcServer } from "../runtime/grpc/grpc-server.js";
-import { loggingInterceptor } from "../runtime/interceptors/logging.js";
-import { tracingInterceptor } from "../runtime/interceptors/tracing.js";
-import type { Logger } from "../runtime/logger.js";
+import { authInterceptor, type Logger, loggingInterceptor, startGrpcServer, TokenVerifier, tracingInterceptor } from "../runtime/index.js";
+import { ParleyError } from "../wire/index.js";
 import { createChatModule } from "./chat/chat-module.js";
 import { migrate, openOrm, type Orm } from "./store/orm.js";
 import { UnitOfWork } from "./store/unit-of-work.js";

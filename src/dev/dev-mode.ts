@@ -3,10 +3,8 @@ import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { NotificationService } from "../../gen/parley/v1/notifications_pb.js";
-import { mintToken, NOTIFICATIONS_SEND_SCOPE, USER_ID } from "../runtime/auth/tokens.js";
-import { ParleyError } from "../wire/errors/parley-error.js";
-import { createClient } from "../runtime/grpc/client.js";
-import type { Logger } from "../runtime/logger.js";
+import { createClient, type Logger, mintToken, NOTIFICATIONS_SEND_SCOPE, USER_ID } from "../runtime/index.js";
+import { ParleyError } from "../wire/index.js";
 import { buildDemo, type DemoAssets } from "./demo/build-demo.js";
 
 /**

@@ -2,7 +2,7 @@ import { mkdirSync } from "node:fs";
 import { resolve } from "node:path";
 import { PGlite } from "@electric-sql/pglite";
 import { PGLiteSocketServer } from "@electric-sql/pglite-socket";
-import type { Logger } from "../runtime/logger.js";
+import type { Logger } from "../runtime/index.js";
 
 export interface EmbeddedDatabase {
   /** A postgres:// URL for the MikroORM PostgreSQL driver, like a real server's. */

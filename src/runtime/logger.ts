@@ -1,6 +1,6 @@
 import { isSpanContextValid, trace } from "@opentelemetry/api";
 import { pino, type DestinationStream, type Logger } from "pino";
-import type { ParleyError } from "../wire/errors/parley-error.js";
+import type { ParleyError } from "../wire/index.js";
 
 export type { Logger };
 

@@ -2,10 +2,8 @@
 // the limit of un-answered requests, retried with backoff while core is
 // unavailable, and cancelled when the connection closes.
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
-import { ParleyError } from "../../wire/errors/parley-error.js";
-import { backoffDelay, type BackoffPolicy, sleep } from "../../wire/backoff.js";
-import type { CallOptions } from "../../runtime/grpc/client.js";
-import type { Logger } from "../../runtime/logger.js";
+import { backoffDelay, type BackoffPolicy, ParleyError, sleep } from "../../wire/index.js";
+import type { CallOptions, Logger } from "../../runtime/index.js";
 
 const CALL_RETRY: BackoffPolicy = { initialMs: 50, maxMs: 2_000, multiplier: 1.6 };
 const CALL_ATTEMPTS = 5;

@@ -4,10 +4,8 @@
 import type { WebSocket } from "ws";
 import type { ChatService } from "../../../gen/parley/v1/chat_pb.js";
 import type { NotificationService } from "../../../gen/parley/v1/notifications_pb.js";
-import type { FrameFormat } from "../../wire/frames/frames.js";
-import type { Identity } from "../../runtime/auth/tokens.js";
-import type { ServiceClient } from "../../runtime/grpc/client.js";
-import type { Logger } from "../../runtime/logger.js";
+import type { FrameFormat } from "../../wire/index.js";
+import type { Identity, Logger, ServiceClient } from "../../runtime/index.js";
 import type { RoomFeeds } from "../core-link/room-feeds.js";
 import type { SendLink } from "../core-link/send-link.js";
 import type { ConnectionLimits } from "../limits.js";

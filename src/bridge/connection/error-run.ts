@@ -1,7 +1,7 @@
 // The run of frames in a row that the bridge itself refused: past
 // max_consecutive_errors the client is broken and is closed (4508).
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
-import type { ParleyError } from "../../wire/errors/parley-error.js";
+import type { ParleyError } from "../../wire/index.js";
 
 /**
  * Counts, in the order frames arrive, the VALIDATION refusals of the bridge's

@@ -2,11 +2,8 @@
 // token, then the bridge's shared feed) and the user's inbox, each resumed
 // from its last seq when core's stream breaks, each request answered once.
 import { ListDirection } from "../../../gen/parley/v1/common_pb.js";
-import { ParleyError } from "../../wire/errors/parley-error.js";
-import type { FrameFormat } from "../../wire/frames/frames.js";
-import type { Logger } from "../../runtime/logger.js";
-import { follow as followTopic } from "../../runtime/streams/follow.js";
-import { followResumably } from "../../runtime/streams/resumable-follow.js";
+import { type FrameFormat, ParleyError } from "../../wire/index.js";
+import { followResumably, follow as followTopic, type Logger } from "../../runtime/index.js";
 import { EncodedEvent } from "../encoded-event.js";
 import type { CoreCalls } from "./core-calls.js";
 import { type FrameRequestName, inFrameTerms } from "./frame-fields.js";

@@ -3,8 +3,7 @@
 // refused a call the bridge made for the frame and named a field of its own
 // request. And which room a request names.
 import type { ClientFrame } from "../../../gen/parley/v1/frames_pb.js";
-import { checkRoom } from "../../wire/limits.js";
-import { ParleyError, validationError } from "../../wire/errors/parley-error.js";
+import { checkRoom, ParleyError, validationError } from "../../wire/index.js";
 
 /** A request kind of ClientFrame as proto names it, or "route" for the route's own subscription (its `?after_seq=`). */
 export type FrameRequestName =

@@ -5,11 +5,8 @@ import { type Attributes, context, ROOT_CONTEXT, SpanKind, trace } from "@opente
 import type { ListMessagesRequest } from "../../../gen/parley/v1/chat_pb.js";
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
 import { type ClientFrame, CloseCode } from "../../../gen/parley/v1/frames_pb.js";
-import { checkRoom, checkSeq } from "../../wire/limits.js";
-import { ParleyError, validationError } from "../../wire/errors/parley-error.js";
-import { decodeClientFrame, FrameDecodeError, type FrameFormat } from "../../wire/frames/frames.js";
-import type { CallOptions } from "../../runtime/grpc/client.js";
-import { contextFromTraceparent, tracer } from "../../runtime/telemetry/tracing.js";
+import { checkRoom, checkSeq, decodeClientFrame, FrameDecodeError, type FrameFormat, ParleyError, validationError } from "../../wire/index.js";
+import { type CallOptions, contextFromTraceparent, tracer } from "../../runtime/index.js";
 import type { CoreCalls } from "./core-calls.js";
 import type { ErrorRun } from "./error-run.js";
 import { type FrameRequestName, inFrameTerms, roomOfRequest, roomOr } from "./frame-fields.js";

@@ -4,11 +4,8 @@
 import { type Context, context, type Span, trace } from "@opentelemetry/api";
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
 import { CloseCode, type SendFrame } from "../../../gen/parley/v1/frames_pb.js";
-import { fromErrorDetail } from "../../wire/errors/detail.js";
-import { ParleyError, validationError } from "../../wire/errors/parley-error.js";
-import type { FrameFormat } from "../../wire/frames/frames.js";
-import { OrderedRelease, type ReleaseSlot } from "../../runtime/streams/ordered-release.js";
-import { traceparentOfSpan } from "../../runtime/telemetry/tracing.js";
+import { type FrameFormat, fromErrorDetail, ParleyError, validationError } from "../../wire/index.js";
+import { OrderedRelease, type ReleaseSlot, traceparentOfSpan } from "../../runtime/index.js";
 import type { SendLink } from "../core-link/send-link.js";
 import type { ErrorRun } from "./error-run.js";
 import { inFrameTerms, roomOr } from "./frame-fields.js";

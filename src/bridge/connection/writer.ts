@@ -7,12 +7,8 @@ import type { WebSocket } from "ws";
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
 import { CloseCode, type ServerFrame, ServerFrameSchema } from "../../../gen/parley/v1/frames_pb.js";
 import { context, trace } from "@opentelemetry/api";
-import { ParleyError } from "../../wire/errors/parley-error.js";
-import { errorFrame } from "../../wire/errors/websocket.js";
-import { encodeServerFrame, type FrameFormat } from "../../wire/frames/frames.js";
-import { type Logger, logError } from "../../runtime/logger.js";
-import { atEndOfTurn } from "../../runtime/streams/end-of-turn.js";
-import { currentTraceId, failSpan, tracer } from "../../runtime/telemetry/tracing.js";
+import { encodeServerFrame, errorFrame, type FrameFormat, ParleyError } from "../../wire/index.js";
+import { atEndOfTurn, currentTraceId, failSpan, logError, type Logger, tracer } from "../../runtime/index.js";
 import type { EncodedEvent } from "../encoded-event.js";
 import type { ConnectionObserver } from "./deps.js";
 

@@ -1,8 +1,5 @@
 import type { ChatService } from "../../../gen/parley/v1/chat_pb.js";
-import { FanoutHub } from "../../runtime/streams/hub.js";
-import type { ServiceClient } from "../../runtime/grpc/client.js";
-import type { Logger } from "../../runtime/logger.js";
-import { followResumably } from "../../runtime/streams/resumable-follow.js";
+import { FanoutHub, followResumably, type Logger, type ServiceClient } from "../../runtime/index.js";
 import { EncodedEvent } from "../encoded-event.js";
 
 interface Feed {

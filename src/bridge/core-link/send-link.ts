@@ -8,18 +8,10 @@ import {
   type SendStreamResponse,
   SendStreamResponseSchema,
 } from "../../../gen/parley/v1/chat_pb.js";
-import { MAX_BATCH_ITEMS } from "../../wire/limits.js";
+import { backoffDelay, type BackoffPolicy, MAX_BATCH_ITEMS, ParleyError, toErrorDetail } from "../../wire/index.js";
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
-import { toErrorDetail } from "../../wire/errors/detail.js";
-import { fromGrpcError } from "../../runtime/grpc/status.js";
-import { ParleyError } from "../../wire/errors/parley-error.js";
-import type { ServiceClient } from "../../runtime/grpc/client.js";
-import type { Logger } from "../../runtime/logger.js";
-import { parleyMetrics } from "../../runtime/telemetry/metrics.js";
+import { atEndOfTurn, failSpan, fromGrpcError, type Logger, parleyMetrics, recordRetry, type ServiceClient, tracer } from "../../runtime/index.js";
 import { context, trace } from "@opentelemetry/api";
-import { failSpan, recordRetry, tracer } from "../../runtime/telemetry/tracing.js";
-import { backoffDelay, type BackoffPolicy } from "../../wire/backoff.js";
-import { atEndOfTurn } from "../../runtime/streams/end-of-turn.js";
 
 /** One send, as the bridge hands it to core. */
 export interface LinkSend {

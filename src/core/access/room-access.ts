@@ -1,4 +1,4 @@
-import type { Identity } from "../../runtime/auth/tokens.js";
+import type { Identity } from "../../runtime/index.js";
 
 /**
  * Who may do what in a room. The single place where room permissions are

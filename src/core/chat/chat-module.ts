@@ -1,7 +1,5 @@
 import { type ChatMessage, ChatService } from "../../../gen/parley/v1/chat_pb.js";
-import type { TokenVerifier } from "../../runtime/auth/tokens.js";
-import { bindService, type ServiceBinding } from "../../runtime/grpc/grpc-server.js";
-import type { Logger } from "../../runtime/logger.js";
+import { bindService, type Logger, type ServiceBinding, type TokenVerifier } from "../../runtime/index.js";
 import type { UnitOfWork } from "../store/unit-of-work.js";
 import { TopicFanout } from "../store/topic-fanout.js";
 import { chatServiceHandlers } from "./chat-service.js";

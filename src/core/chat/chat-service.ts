@@ -12,25 +12,14 @@ import {
   SendStreamResponseSchema,
 } from "../../../gen/parley/v1/chat_pb.js";
 import { ListDirection } from "../../../gen/parley/v1/common_pb.js";
-import { CALLER } from "../../runtime/interceptors/auth.js";
-import type { Identity, TokenVerifier } from "../../runtime/auth/tokens.js";
-import { toErrorDetail } from "../../wire/errors/detail.js";
-import { ParleyError, validationError } from "../../wire/errors/parley-error.js";
-import type { CallContext } from "../../runtime/grpc/call-context.js";
-import type { ResponseSink, ServiceHandlers } from "../../runtime/grpc/server.js";
-import { type Logger, logError } from "../../runtime/logger.js";
-import { atEndOfTurn } from "../../runtime/streams/end-of-turn.js";
-import { OrderedQueue } from "../../runtime/streams/ordered-queue.js";
+import { atEndOfTurn, type CallContext, CALLER, contextFromTraceparent, failSpan, follow, type Identity, logError, type Logger, OrderedQueue, originOf, type ResponseSink, type ServiceHandlers, setAttributesIfRecording, type TokenVerifier, traceDelivery, tracer } from "../../runtime/index.js";
+import { checkBody, checkIdempotencyKey, checkPageSize, checkRoom, checkSeq, MAX_BATCH_ITEMS, ParleyError, toErrorDetail, validationError } from "../../wire/index.js";
 import { context, trace } from "@opentelemetry/api";
-import { originOf } from "../../runtime/telemetry/origins.js";
-import { contextFromTraceparent, failSpan, setAttributesIfRecording, traceDelivery, tracer } from "../../runtime/telemetry/tracing.js";
 import { roomAccess } from "../access/room-access.js";
 import type { UnitOfWork } from "../store/unit-of-work.js";
-import { follow } from "../../runtime/streams/follow.js";
 import type { TopicFanout } from "../store/topic-fanout.js";
 import type { MessageStore } from "./message-store.js";
 import type { SendCommand, SendCommitter, SendResult } from "./send-committer.js";
-import { checkBody, checkIdempotencyKey, checkPageSize, checkRoom, checkSeq, MAX_BATCH_ITEMS } from "../../wire/limits.js";
 
 export interface ChatServiceDeps {
   readonly unitOfWork: UnitOfWork;

@@ -1,8 +1,8 @@
 import type { SpanContext } from "@opentelemetry/api";
 import type { ChatMessage } from "../../../gen/parley/v1/chat_pb.js";
-import { parleyMetrics } from "../../runtime/telemetry/metrics.js";
+import { parleyMetrics } from "../../runtime/index.js";
 import { classifyDatabaseError } from "../store/database-errors.js";
-import { type ParleyError, validationError } from "../../wire/errors/parley-error.js";
+import { type ParleyError, validationError } from "../../wire/index.js";
 import { GroupCommitter, type ItemResult } from "../store/group-commit.js";
 import type { UnitOfWork } from "../store/unit-of-work.js";
 import type { MessageStore } from "./message-store.js";

@@ -1,8 +1,8 @@
 import type { SpanContext } from "@opentelemetry/api";
 import type { Notification } from "../../../gen/parley/v1/notifications_pb.js";
-import { parleyMetrics } from "../../runtime/telemetry/metrics.js";
+import { parleyMetrics } from "../../runtime/index.js";
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
-import { ParleyError, validationError } from "../../wire/errors/parley-error.js";
+import { ParleyError, validationError } from "../../wire/index.js";
 import { GroupCommitter, type ItemResult } from "../store/group-commit.js";
 import type { UnitOfWork } from "../store/unit-of-work.js";
 import type { NotificationSend, NotificationStore } from "./notification-store.js";

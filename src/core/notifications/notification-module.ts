@@ -1,6 +1,5 @@
 import { type Notification, NotificationService } from "../../../gen/parley/v1/notifications_pb.js";
-import { bindService, type ServiceBinding } from "../../runtime/grpc/grpc-server.js";
-import type { Logger } from "../../runtime/logger.js";
+import { bindService, type Logger, type ServiceBinding } from "../../runtime/index.js";
 import { GroupCommitter } from "../store/group-commit.js";
 import type { UnitOfWork } from "../store/unit-of-work.js";
 import { TopicFanout } from "../store/topic-fanout.js";

@@ -1,21 +1,14 @@
 import { ListDirection } from "../../../gen/parley/v1/common_pb.js";
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
 import type { Notification, NotificationService } from "../../../gen/parley/v1/notifications_pb.js";
-import { CALLER } from "../../runtime/interceptors/auth.js";
-import { type Identity, NOTIFICATIONS_SEND_SCOPE } from "../../runtime/auth/tokens.js";
-import { ParleyError, validationError } from "../../wire/errors/parley-error.js";
-import type { ServiceHandlers } from "../../runtime/grpc/server.js";
-import { type Logger, logError } from "../../runtime/logger.js";
-import { checkPageSize, checkSeq } from "../../wire/limits.js";
+import { CALLER, follow, type Identity, logError, type Logger, NOTIFICATIONS_SEND_SCOPE, originOf, type ServiceHandlers, traceDelivery } from "../../runtime/index.js";
+import { checkPageSize, checkSeq, ParleyError, validationError } from "../../wire/index.js";
 import type { GroupCommitter } from "../store/group-commit.js";
 import type { UnitOfWork } from "../store/unit-of-work.js";
-import { follow } from "../../runtime/streams/follow.js";
 import type { TopicFanout } from "../store/topic-fanout.js";
 import type { NotificationCommitter } from "./notification-committer.js";
 import type { NotificationStore } from "./notification-store.js";
 import { checkNotification, checkNotificationIds } from "./validation.js";
-import { originOf } from "../../runtime/telemetry/origins.js";
-import { traceDelivery } from "../../runtime/telemetry/tracing.js";
 
 export interface NotificationServiceDeps {
   readonly unitOfWork: UnitOfWork;

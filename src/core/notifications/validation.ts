@@ -1,7 +1,6 @@
 import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
-import { USER_ID } from "../../runtime/auth/tokens.js";
-import { validationError } from "../../wire/errors/parley-error.js";
-import { checkIdempotencyKey, checkText } from "../../wire/limits.js";
+import { USER_ID } from "../../runtime/index.js";
+import { checkIdempotencyKey, checkText, validationError } from "../../wire/index.js";
 
 const MAX_RECIPIENTS = 1000;
 const MAX_ACK_IDS = 1000;

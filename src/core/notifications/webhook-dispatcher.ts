@@ -2,13 +2,9 @@ import { create, toJsonString } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import { WebhookDeliverySchema } from "../../../gen/parley/v1/notifications_pb.js";
-import { categoryName, ErrorCategory } from "../../wire/errors/category.js";
-import { ParleyError } from "../../wire/errors/parley-error.js";
-import { type Logger, logError } from "../../runtime/logger.js";
+import { backoffDelay, type BackoffPolicy, categoryName, ErrorCategory, ParleyError } from "../../wire/index.js";
+import { failSpan, logError, type Logger, parleyMetrics, tracer } from "../../runtime/index.js";
 import { context as otelContext, SpanKind, trace } from "@opentelemetry/api";
-import { parleyMetrics } from "../../runtime/telemetry/metrics.js";
-import { failSpan, tracer } from "../../runtime/telemetry/tracing.js";
-import { backoffDelay, type BackoffPolicy } from "../../wire/backoff.js";
 import type { UnitOfWork } from "../store/unit-of-work.js";
 import { NOTIFICATION_COLUMNS, notificationFromRow, type NotificationRow } from "./notification-row.js";
 import {

@@ -1,5 +1,4 @@
-import { ErrorCategory } from "../../wire/errors/category.js";
-import { ParleyError } from "../../wire/errors/parley-error.js";
+import { ErrorCategory, ParleyError } from "../../wire/index.js";
 
 /** How the unit of work should treat a database failure. */
 export interface DatabaseFailure {

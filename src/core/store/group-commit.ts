@@ -1,9 +1,9 @@
 import type { EntityManager } from "@mikro-orm/postgresql";
 import { type Context, context, type Span, type SpanContext, trace } from "@opentelemetry/api";
-import { failSpan, linkTo, tracer } from "../../runtime/telemetry/tracing.js";
+import { failSpan, linkTo, tracer } from "../../runtime/index.js";
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
 import { classifyDatabaseError } from "./database-errors.js";
-import { type ErrorContext, ParleyError } from "../../wire/errors/parley-error.js";
+import { type ErrorContext, ParleyError } from "../../wire/index.js";
 import type { UnitOfWork } from "./unit-of-work.js";
 
 /** One command's answer from a batch: its value, or its own error. */

@@ -1,6 +1,6 @@
 import pg from "pg";
-import type { Logger } from "../../runtime/logger.js";
-import { backoffDelay, type BackoffPolicy } from "../../wire/backoff.js";
+import type { Logger } from "../../runtime/index.js";
+import { backoffDelay, type BackoffPolicy } from "../../wire/index.js";
 
 export interface PgListenerOptions {
   readonly databaseUrl: string;

@@ -1,9 +1,6 @@
 import { context, type SpanContext, trace } from "@opentelemetry/api";
-import { ParleyError } from "../../wire/errors/parley-error.js";
-import { rememberOrigin } from "../../runtime/telemetry/origins.js";
-import { failSpan, tracer } from "../../runtime/telemetry/tracing.js";
-import { type Logger, logError } from "../../runtime/logger.js";
-import { FanoutHub, type Sequenced } from "../../runtime/streams/hub.js";
+import { ParleyError } from "../../wire/index.js";
+import { failSpan, FanoutHub, logError, type Logger, rememberOrigin, type Sequenced, tracer } from "../../runtime/index.js";
 
 /** The payload of a NOTIFY: which topic moved, by which seqs, from which instance. */
 export interface TopicAdvanced {

@@ -1,13 +1,10 @@
 import { DriverException } from "@mikro-orm/core";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import { classifyDatabaseError, fromDatabaseError } from "./database-errors.js";
-import { ParleyError } from "../../wire/errors/parley-error.js";
-import type { LogContext, Logger } from "../../runtime/logger.js";
-import { backoffDelay, type BackoffPolicy, sleep } from "../../wire/backoff.js";
+import { backoffDelay, type BackoffPolicy, ParleyError, sleep } from "../../wire/index.js";
+import { inSpan, type LogContext, type Logger, parleyMetrics, recordRetry } from "../../runtime/index.js";
 import type { Orm } from "./orm.js";
 import type { Attributes, Span } from "@opentelemetry/api";
-import { parleyMetrics } from "../../runtime/telemetry/metrics.js";
-import { inSpan, recordRetry } from "../../runtime/telemetry/tracing.js";
 
 export interface UnitOfWorkOptions {
   /** What the work is, for logs: "chat.send-batch", "chat.list". */

@@ -1,6 +1,6 @@
 import { errors as joseErrors, jwtVerify, SignJWT } from "jose";
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
-import { ParleyError } from "../../wire/errors/parley-error.js";
+import { ParleyError } from "../../wire/index.js";
 
 /** Who is acting: the `sub` of a verified token. */
 export interface Identity {

@@ -1,7 +1,6 @@
 import { create, type DescMessage, fromBinary, type MessageInitShape, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
-import { ParleyError } from "../../wire/errors/parley-error.js";
-import { hotCodec } from "../../wire/codecs/registry.js";
+import { hotCodec, ParleyError } from "../../wire/index.js";
 
 /**
  * Stands in for a request that did not decode. grpc-js answers a throwing

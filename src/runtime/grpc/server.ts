@@ -12,8 +12,7 @@ import {
 import type { Readable } from "node:stream";
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
 import { toGrpcStatus } from "./status.js";
-import { canHoldEnums, checkEnums } from "../../wire/enum-check.js";
-import { ParleyError } from "../../wire/errors/parley-error.js";
+import { canHoldEnums, checkEnums, ParleyError } from "../../wire/index.js";
 import { applyInterceptors, type CallContext, CallValues, type ServerInterceptor } from "./call-context.js";
 import { lenientDeserializer, serializer, strictDeserializer, UndecodableMessage } from "./codec.js";
 import type { AnyService, InputOf, MethodsOf, OutputInitOf } from "./types.js";

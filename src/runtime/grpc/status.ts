@@ -3,9 +3,7 @@ import { anyPack, anyUnpack } from "@bufbuild/protobuf/wkt";
 import { Metadata, status as Status, type StatusObject } from "@grpc/grpc-js";
 import { StatusSchema } from "../../../gen/google/rpc/status_pb.js";
 import { ErrorDetailSchema } from "../../../gen/parley/v1/errors_pb.js";
-import { ErrorCategory } from "../../wire/errors/category.js";
-import { fromErrorDetail, toErrorDetail } from "../../wire/errors/detail.js";
-import { type ErrorContext, ParleyError, type ParleyErrorOptions } from "../../wire/errors/parley-error.js";
+import { ErrorCategory, type ErrorContext, fromErrorDetail, ParleyError, type ParleyErrorOptions, toErrorDetail } from "../../wire/index.js";
 
 /** The standard trailer that carries a binary google.rpc.Status. */
 const STATUS_DETAILS_KEY = "grpc-status-details-bin";

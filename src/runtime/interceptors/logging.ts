@@ -1,5 +1,5 @@
 import { CALLER } from "./auth.js";
-import { ParleyError } from "../../wire/errors/parley-error.js";
+import { ParleyError } from "../../wire/index.js";
 import { type Logger, logError } from "../logger.js";
 import { parleyMetrics } from "../telemetry/metrics.js";
 import type { ServerInterceptor } from "../grpc/call-context.js";

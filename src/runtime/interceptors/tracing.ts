@@ -1,5 +1,5 @@
 import { SpanKind } from "@opentelemetry/api";
-import { ParleyError } from "../../wire/errors/parley-error.js";
+import { ParleyError } from "../../wire/index.js";
 import type { ServerInterceptor } from "../grpc/call-context.js";
 import { contextFromHeaders, inSpan } from "../telemetry/tracing.js";
 

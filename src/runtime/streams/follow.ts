@@ -1,5 +1,4 @@
-import { validationError } from "../../wire/errors/parley-error.js";
-import { sleep } from "../../wire/backoff.js";
+import { sleep, validationError } from "../../wire/index.js";
 import type { FanoutHub, Sequenced } from "./hub.js";
 
 const RECHECK_MS = 20;

@@ -1,8 +1,7 @@
 // Following a sequenced stream across breaks: on failure, back off and resume
 // from the last seq passed on. The one copy of that loop (room follows, inbox
 // follows and the bridge's shared room feeds all use it).
-import { backoffDelay, type BackoffPolicy, sleep } from "../../wire/backoff.js";
-import { ParleyError } from "../../wire/errors/parley-error.js";
+import { backoffDelay, type BackoffPolicy, ParleyError, sleep } from "../../wire/index.js";
 import type { Sequenced } from "./hub.js";
 
 /**

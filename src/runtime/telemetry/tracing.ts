@@ -12,7 +12,7 @@ import {
   trace,
   type Tracer,
 } from "@opentelemetry/api";
-import { ParleyError } from "../../wire/errors/parley-error.js";
+import { ParleyError } from "../../wire/index.js";
 import { parleyMetrics } from "./metrics.js";
 
 /** parley's tracer; a no-op until telemetry is started. */

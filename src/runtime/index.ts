@@ -1,0 +1,46 @@
+/**
+ * Node infrastructure with no chat knowledge: gRPC plumbing, interceptors,
+ * token verification, telemetry, logging, configuration, and the stream
+ * primitives core and bridge build their fan-out on. May import src/wire/
+ * and gen/, never core/, bridge/, client/ or dev/ (the boundary lint
+ * enforces it).
+ */
+
+// gRPC: typed servers and clients over protobuf-es descriptors.
+export { bindService, startGrpcServer } from "./grpc/grpc-server.js";
+export type { ServiceBinding } from "./grpc/grpc-server.js";
+export type { ResponseSink, ServiceHandlers } from "./grpc/server.js";
+export type { CallContext } from "./grpc/call-context.js";
+export { createClient } from "./grpc/client.js";
+export type { CallOptions, ServiceClient } from "./grpc/client.js";
+export { fromGrpcError } from "./grpc/status.js";
+
+// Interceptors of the shape (next) => (context) => ...: tracing, failure logging, authentication.
+export { tracingInterceptor } from "./interceptors/tracing.js";
+export { loggingInterceptor } from "./interceptors/logging.js";
+export { CALLER, authInterceptor } from "./interceptors/auth.js";
+
+// Identity.
+export { NOTIFICATIONS_SEND_SCOPE, TokenVerifier, USER_ID, mintToken } from "./auth/tokens.js";
+export type { Identity } from "./auth/tokens.js";
+
+// Streams: the hub, replay-then-live, resuming, answers in order, end of turn.
+export { FanoutHub } from "./streams/hub.js";
+export type { Sequenced } from "./streams/hub.js";
+export { follow } from "./streams/follow.js";
+export { followResumably } from "./streams/resumable-follow.js";
+export { OrderedQueue } from "./streams/ordered-queue.js";
+export { OrderedRelease } from "./streams/ordered-release.js";
+export type { ReleaseSlot } from "./streams/ordered-release.js";
+export { atEndOfTurn } from "./streams/end-of-turn.js";
+
+// Telemetry, logs, configuration.
+export { telemetry } from "./telemetry/setup.js";
+export { serveMetrics } from "./telemetry/metrics-server.js";
+export { parleyMetrics } from "./telemetry/metrics.js";
+export { originOf, rememberOrigin } from "./telemetry/origins.js";
+export { contextFromTraceparent, currentTraceId, failSpan, inSpan, linkTo, recordRetry, setAttributesIfRecording, traceDelivery, traceparentOfSpan, tracer } from "./telemetry/tracing.js";
+export { createLogger, logError } from "./logger.js";
+export type { LogContext, Logger } from "./logger.js";
+export { ConfigError, loadConfig, requireJwtSecret } from "./config.js";
+export type { Config } from "./config.js";
