@@ -533,6 +533,69 @@ describe("send order", () => {
   });
 });
 
+describe("send order with undecodable sends and held sends", () => {
+  it("a send frame that does not decode (unknown key, duplicate key, truncated binary) is answered in its place among the sends", async () => {
+    const client = await connect("/ws/chat/sends-undecodable", "garbled");
+    const raw = (client.socket as unknown as { _socket: { cork(): void; uncork(): void } })._socket;
+    const valid = (requestId: string, seq: number) => {
+      client.sendJson({ requestId, request: { case: "send", value: { seq: BigInt(seq), body: `body ${requestId}`, clientMsgId: requestId } } });
+    };
+    // ClientFrame{request_id, send = 10 (length-delimited)} whose send claims more bytes than follow.
+    const truncated = new BinaryWriter().tag(1, WireType.LengthDelimited).string("u-truncated").tag(10, WireType.LengthDelimited).uint32(40).raw(new Uint8Array([0x08, 0x05])).finish();
+    raw.cork();
+    valid("u-1", 1);
+    valid("u-2", 2);
+    client.sendRaw('{"requestId":"u-unknown","send":{"seq":"3","body":"x","clientMsgId":"u-unknown"},"bogus":1}');
+    valid("u-3", 4);
+    client.sendRaw('{"requestId":"u-dup","send":{"seq":"5","body":"x","body":"y","clientMsgId":"u-dup"}}');
+    client.sendRaw(truncated);
+    valid("u-4", 6);
+    raw.uncork();
+    const expected = ["u-1", "u-2", "u-unknown", "u-3", "u-dup", "u-truncated", "u-4"];
+    const answers = await client.until(
+      () => {
+        const answered = client.frames.filter((f) => f.requestId.startsWith("u-"));
+        return answered.length === expected.length ? answered : undefined;
+      },
+      { what: `${expected.length} answers` },
+    );
+    expect(answers.map((f) => f.requestId)).toEqual(expected);
+    expect(errorOf(at(answers, 2))).toMatchObject({ category: ErrorCategory.VALIDATION, field: "bogus" });
+    expect(errorOf(at(answers, 4))).toMatchObject({ category: ErrorCategory.VALIDATION, field: "send.body" });
+    expect(errorOf(at(answers, 5))).toMatchObject({ category: ErrorCategory.VALIDATION });
+    expect(client.isOpen).toBe(true);
+  });
+
+  it("with core unreachable, a run of invalid sends behind a held one still closes with 4508 at once", async () => {
+    const limit = 4;
+    const stranded = await bridge({ maxConsecutiveErrors: limit }, { coreAddress: "127.0.0.1:1" });
+    const client = await connect("/ws/chat/held-run", "stranded", { on: stranded });
+    client.sendJson({ requestId: "held-1", request: { case: "send", value: { seq: 1n, body: "held", clientMsgId: "held-1" } } });
+    for (let i = 0; i < limit; i++) {
+      client.sendJson({ requestId: `bad-${i}`, request: { case: "send", value: { seq: BigInt(2 + i), body: "x", clientMsgId: `bad-${i}`, room: "not a room!" } } });
+    }
+    const closed = await client.waitClosed(5_000);
+    expect(closed.code).toBe(CloseCode.TOO_MANY_ERRORS);
+    // The refusal that completed the run is answered; the held send and the refusals behind it are not (the client resends them).
+    expect(client.frames.filter((f) => f.kind.case === "error").map((f) => f.requestId)).toEqual([`bad-${limit - 1}`]);
+    await stopBridge(stranded, 200);
+  });
+
+  it("with core unreachable, refusals waiting behind held sends are bounded: one too many closes with 4029", async () => {
+    const window = 3;
+    const stranded = await bridge({ maxInflightSends: window }, { coreAddress: "127.0.0.1:1" });
+    const client = await connect("/ws/chat/held-refusals", "impatient", { on: stranded });
+    // `window` sends are held, the next `window` are refused RATE_LIMITED and wait in line behind them, one more closes.
+    for (let i = 1; i <= 3 * window + 1; i++) {
+      client.sendJson({ requestId: `held-${i}`, request: { case: "send", value: { seq: BigInt(i), body: "x", clientMsgId: `held-${i}` } } });
+    }
+    const closed = await client.waitClosed(5_000);
+    expect(closed.code).toBe(CloseCode.RATE_LIMITED);
+    expect(client.frames.filter((f) => f.requestId.startsWith("held-"))).toEqual([]);
+    await stopBridge(stranded, 200);
+  });
+});
+
 describe("request limits", () => {
   it("more un-answered requests than max_inflight_requests are refused with RATE_LIMITED; the socket stays open", async () => {
     const tight = await bridge({ maxInflightRequests: 2 });

@@ -103,7 +103,7 @@ export class Inbound {
     this.#options.observe?.frameIn?.("invalid");
     const span = tracer().startSpan("ws.frame invalid", { kind: SpanKind.SERVER });
     if (span.isRecording()) span.setAttributes({ ...this.#frameAttributes(format, data), "parley.request.id": failure.requestId });
-    if (failure.field === "send" || failure.field?.startsWith("send.") === true) {
+    if (failure.requestKind === "send") {
       this.#options.sends.refuseUnreadable(failure.requestId, failure, format, span);
       return;
     }

@@ -7,6 +7,7 @@ import { CloseCode, type SendFrame } from "../../../gen/parley/v1/frames_pb.js";
 import { type FrameFormat, fromErrorDetail, ParleyError, validationError } from "../../wire/index.js";
 import { OrderedRelease, type ReleaseSlot, traceparentOfSpan } from "../../runtime/index.js";
 import type { SendLink } from "../core-link/send-link.js";
+import type { SendStreamResponse } from "../../../gen/parley/v1/chat_pb.js";
 import type { ErrorRun } from "./error-run.js";
 import { inFrameTerms, roomOr } from "./frame-fields.js";
 import type { ConnectionObserver } from "./deps.js";
@@ -30,8 +31,12 @@ export interface SendsOptions {
  * checked synchronously, handed to the send link with a callback, and
  * answered through an OrderedRelease in which every send frame takes its
  * place when it arrives. A refusal waits there for the answers of earlier
- * sends (the queue of waiting refusals is bounded by the frame rate limit
- * and the send link's answer deadline). Each frame's span ends when its
+ * sends. Held sends (core unreachable) have no deadline, so refusals waiting
+ * behind them are bounded on their own: past `maxInflightSends` of them the
+ * connection is closed with 4029, and the refusal that completes a run of
+ * invalid frames closes it (4508) at once rather than in line. Either way
+ * the unanswered sends are resent by the client with their client_msg_id.
+ * Each frame's span ends when its
  * answer is out; core continues the span's trace from its traceparent, and
  * the span becomes the active context only where a rare error answer needs
  * its trace id.
@@ -41,6 +46,8 @@ export class Sends {
   readonly #answers = new OrderedRelease();
   #lastSeq: bigint | undefined;
   #inflight = 0;
+  /** Refusals written in line but not yet released (they wait for earlier answers). */
+  #waitingRefusals = 0;
 
   constructor(options: SendsOptions) {
     this.#options = options;
@@ -56,29 +63,40 @@ export class Sends {
       this.#refuse(slot, requestId, ParleyError.from(error), format, span, parent);
       return;
     }
-    const { writer, observe } = this.#options;
     this.#inflight++;
     const startedAt = performance.now();
     const item = { room, body: send.body, clientMsgId: send.clientMsgId, actingToken: this.#options.token, traceparent: traceparentOfSpan(span.spanContext()) };
     // The link answers in the order sends were made; the slot keeps this
     // connection's answers in its send order whatever happens underneath.
-    this.#options.sendLink.send(item, (response) => {
-      this.#answers.complete(slot, () => {
-        this.#inflight--;
-        const ok = response.result.case === "message";
-        observe?.sendAnswered?.(performance.now() - startedAt, ok);
-        if (response.result.case === "message") {
-          writer.answer(requestId, { case: "sendAck", value: { seq: send.seq, message: response.result.value, duplicate: response.duplicate } }, format);
-          writer.flushAfterThisTask();
-        } else {
-          const detail = response.result.value;
-          const error = detail ? fromErrorDetail(detail) : new ParleyError(ErrorCategory.INTERNAL, "core gave no answer");
-          context.with(trace.setSpan(parent, span), () => {
-            writer.answerError(requestId, inFrameTerms(error, "send"), format);
-          });
-        }
-        span.end();
+    try {
+      this.#options.sendLink.send(item, (response) => {
+        this.#answered(slot, requestId, send, format, span, parent, startedAt, response);
       });
+    } catch (error) {
+      // The link refused synchronously (it is shutting down): answer in line, or the slot would hold every later answer.
+      this.#inflight--;
+      this.#refuse(slot, requestId, new ParleyError(ErrorCategory.UNAVAILABLE, "the bridge cannot reach core now; resend", { cause: error }), format, span, parent);
+    }
+  }
+
+  /** Core's answer to an admitted send, released in the send's place in line. */
+  #answered(slot: ReleaseSlot, requestId: string, send: SendFrame, format: FrameFormat, span: Span, parent: Context, startedAt: number, response: SendStreamResponse): void {
+    this.#answers.complete(slot, () => {
+      const { writer, observe } = this.#options;
+      this.#inflight--;
+      const ok = response.result.case === "message";
+      observe?.sendAnswered?.(performance.now() - startedAt, ok);
+      if (response.result.case === "message") {
+        writer.answer(requestId, { case: "sendAck", value: { seq: send.seq, message: response.result.value, duplicate: response.duplicate } }, format);
+        writer.flushAfterThisTask();
+      } else {
+        const detail = response.result.value;
+        const error = detail ? fromErrorDetail(detail) : new ParleyError(ErrorCategory.INTERNAL, "core gave no answer");
+        context.with(trace.setSpan(parent, span), () => {
+          writer.answerError(requestId, inFrameTerms(error, "send"), format);
+        });
+      }
+      span.end();
     });
   }
 
@@ -104,18 +122,32 @@ export class Sends {
 
   /**
    * Answers a refused send once every earlier send is answered. The run of
-   * invalid frames counts it now, in arrival order; a run it completes
-   * closes the connection after its answer.
+   * invalid frames counts it now, in arrival order; the refusal that
+   * completes a run is answered and closes the connection at once, and so
+   * does one refusal too many waiting in line.
    */
   #refuse(slot: ReleaseSlot, requestId: string, error: ParleyError, format: FrameFormat, span: Span, parent: Context): void {
-    const { errorRun, writer } = this.#options;
-    const closes = errorRun.refused(error) ? `${errorRun.count} invalid frames in a row` : undefined;
-    this.#answers.complete(slot, () => {
+    const { errorRun, writer, maxInflightSends, close } = this.#options;
+    const answer = () => {
       context.with(trace.setSpan(parent, span), () => {
         writer.answerError(requestId, error, format);
       });
       span.end();
-      if (closes !== undefined) this.#options.close(CloseCode.TOO_MANY_ERRORS, closes);
+    };
+    if (errorRun.refused(error)) {
+      answer();
+      close(CloseCode.TOO_MANY_ERRORS, `${errorRun.count} invalid frames in a row`);
+      return;
+    }
+    if (this.#waitingRefusals >= maxInflightSends) {
+      span.end();
+      close(CloseCode.RATE_LIMITED, `more than ${maxInflightSends} refused sends waiting behind unanswered ones`);
+      return;
+    }
+    this.#waitingRefusals++;
+    this.#answers.complete(slot, () => {
+      this.#waitingRefusals--;
+      answer();
     });
   }
 }

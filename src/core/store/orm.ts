@@ -2,6 +2,7 @@ import { Migrator } from "@mikro-orm/migrations";
 import { MikroORM } from "@mikro-orm/postgresql";
 import { ENTITIES } from "./entities.js";
 import { MIGRATIONS } from "./migrations/index.js";
+import pg from "pg";
 import { applySqlDefinitions, SQL_DEFINITIONS_TABLE } from "./sql-definitions.js";
 
 export type Orm = MikroORM;
@@ -43,14 +44,31 @@ export async function openOrm(options: OrmOptions): Promise<Orm> {
   });
 }
 
+/** Any constant: it only has to differ from other advisory locks taken on this database. */
+const MIGRATE_LOCK_KEY = 0x7061726c; // "parl"
+
 /**
  * Applies pending migrations, then the SQL definitions that are new or
  * changed (sql-definitions.ts); returns the names applied, definitions as
  * `sql/<name>`. Every path that migrates (`parley migrate`,
  * PARLEY_MIGRATE=1, the embedded database, the tests) comes here.
+ *
+ * Both steps run under one session-level advisory lock, held on a
+ * connection of its own, so that two cores starting with PARLEY_MIGRATE=1
+ * migrate one after the other (the second finds nothing to do). The lock's
+ * connection runs no transaction: on the embedded database every connection
+ * is one session, where an open transaction would make the others wait.
  */
 export async function migrate(orm: Orm): Promise<string[]> {
-  const migrations = await orm.migrator.up();
-  const definitions = await applySqlDefinitions(orm);
-  return [...migrations.map((migration) => migration.name), ...definitions.map((name) => `sql/${name}`)];
+  const lock = new pg.Client({ connectionString: orm.config.get("clientUrl") });
+  await lock.connect();
+  try {
+    await lock.query("select pg_advisory_lock($1)", [MIGRATE_LOCK_KEY]);
+    const migrations = await orm.migrator.up();
+    const definitions = await applySqlDefinitions(orm);
+    return [...migrations.map((migration) => migration.name), ...definitions.map((name) => `sql/${name}`)];
+  } finally {
+    // Closing the session releases the lock, also when a step failed.
+    await lock.end();
+  }
 }

@@ -11,9 +11,10 @@ import type { MikroORM } from "@mikro-orm/postgresql";
  * `parley_sql_definitions`, so that changing a function is a diff of its
  * file instead of a new migration that copies its whole body.
  *
- * Files are applied in name order, all in one transaction under an advisory
- * lock (two cores starting with PARLEY_MIGRATE=1 do not race), and recorded
- * in the same transaction: a file that fails leaves the database as it was.
+ * Files are applied in name order, all in one transaction, and recorded in
+ * the same transaction: a file that fails leaves the database as it was.
+ * `migrate` (orm.ts) calls this under its advisory lock, so two cores
+ * starting at once do not race.
  */
 
 /** The table of applied definitions; MikroORM's schema diff leaves it alone (see orm.ts). */
@@ -21,9 +22,6 @@ export const SQL_DEFINITIONS_TABLE = "parley_sql_definitions";
 
 /** Resolved from this module, so that the files are found from the sources under tsx and under vitest alike. */
 const SQL_DIRECTORY = new URL("./sql/", import.meta.url);
-
-/** Any constant: it only has to differ from other advisory locks taken on this database. */
-const LOCK_KEY = 0x7061726c; // "parl"
 
 export interface SqlDefinition {
   /** The file name without `.sql`: the name recorded. */
@@ -47,7 +45,6 @@ export function loadSqlDefinitions(): SqlDefinition[] {
 export async function applySqlDefinitions(orm: MikroORM, definitions: readonly SqlDefinition[] = loadSqlDefinitions()): Promise<string[]> {
   const knex = orm.em.getConnection().getKnex();
   return knex.transaction(async (trx) => {
-    await trx.raw("select pg_advisory_xact_lock(?)", [LOCK_KEY]);
     await trx.raw(
       `create table if not exists "${SQL_DEFINITIONS_TABLE}" ("name" text not null primary key, "sha256" text not null, "applied_at" timestamptz(6) not null default now())`,
     );

@@ -11,7 +11,7 @@ import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
 import { type ClientFrame, ClientFrameSchema, type ServerFrame, ServerFrameSchema } from "../../../gen/parley/v1/frames_pb.js";
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
 import { ParleyError } from "../errors/parley-error.js";
-import { describeUndefinedEnum, findUndefinedEnum } from "../enum-check.js";
+import { canHoldEnums, describeUndefinedEnum, findUndefinedEnum } from "../enum-check.js";
 import { findLooseIntegerString } from "../json-integers.js";
 import { plainSendFrame } from "./client-frame-json.js";
 import { hotServerFrameJson } from "./server-frame-json.js";
@@ -19,17 +19,30 @@ import { hotServerFrameJson } from "./server-frame-json.js";
 /** How a frame travelled: a text frame (proto3 JSON) or a binary one (protobuf). */
 export type FrameFormat = "json" | "binary";
 
-/** A client frame that failed to decode, with the request id when one could be read. */
+/**
+ * A client frame that failed to decode, with the request id and the request
+ * kind ("send", "subscribe", ...) when they could be read: a send that does
+ * not decode is still answered in its place among the connection's sends.
+ */
 export class FrameDecodeError extends ParleyError {
   constructor(
     readonly requestId: string,
     field: string,
     message: string,
     cause?: unknown,
+    readonly requestKind?: string,
   ) {
     super(ErrorCategory.VALIDATION, field === "" ? message : `${field}: ${message}`, { field: field === "" ? undefined : field, cause });
   }
 }
+
+/** The fields of ClientFrame's `request` oneof, by proto name, JSON name and number. */
+const REQUEST_FIELDS = ClientFrameSchema.fields.filter((field) => field.oneof?.name === "request");
+
+/** Request kinds whose messages have an enum somewhere (history's direction, ...); the send frame has none, so it skips the walk. */
+const KINDS_WITH_ENUMS: ReadonlySet<string> = new Set(
+  REQUEST_FIELDS.filter((field) => field.fieldKind === "message" && canHoldEnums(field.message)).map((field) => field.localName),
+);
 
 const REQUEST_ID = /^[\x21-\x7e]{1,64}$/;
 
@@ -47,8 +60,8 @@ export function decodeClientFrame(data: string | Uint8Array, format: FrameFormat
   if (frame.request.case === undefined) {
     throw new FrameDecodeError(frame.requestId, "request", "one request kind (send, subscribe, history, ...) is required");
   }
-  const undefinedEnum = findUndefinedEnum(ClientFrameSchema, frame);
-  if (undefinedEnum !== undefined) throw new FrameDecodeError(frame.requestId, undefinedEnum.path, describeUndefinedEnum(undefinedEnum));
+  const undefinedEnum = KINDS_WITH_ENUMS.has(frame.request.case) ? findUndefinedEnum(ClientFrameSchema, frame) : undefined;
+  if (undefinedEnum !== undefined) throw new FrameDecodeError(frame.requestId, undefinedEnum.path, describeUndefinedEnum(undefinedEnum), undefined, frame.request.case);
   return frame;
 }
 
@@ -68,7 +81,7 @@ function decodeJson(text: string): ClientFrame {
   if (plain !== undefined) return plain;
   let frame: ClientFrame;
   try {
-    // protobuf-es parses and checks in one pass (it also refuses duplicate keys).
+    // protobuf-es parses and checks in one pass (it also refuses duplicate keys, which JSON.parse would merge).
     frame = fromJsonString(ClientFrameSchema, text, { ignoreUnknownFields: false });
   } catch (error) {
     // The error path only: parse again to find the request id and the field.
@@ -80,19 +93,37 @@ function decodeJson(text: string): ClientFrame {
     }
     const located = locateJsonProblem(ClientFrameSchema, json, "");
     const reason = located?.reason ?? describeJsonError(error);
-    throw new FrameDecodeError(readJsonRequestId(json), located?.path ?? duplicateKey(error) ?? "", reason, error);
+    const kind = readJsonRequestKind(json);
+    throw new FrameDecodeError(readJsonRequestId(json), located?.path ?? duplicateKeyPath(error, kind) ?? "", reason, error, kind);
   }
   // What protobuf-es takes as an integer is wider than proto3 JSON ("0x10");
   // the text is valid JSON by now, and this path is not the send frame's.
   const loose = findLooseIntegerString(ClientFrameSchema, JSON.parse(text) as JsonValue);
-  if (loose !== undefined) throw new FrameDecodeError(REQUEST_ID.test(frame.requestId) ? frame.requestId : "", loose.path, loose.reason);
+  if (loose !== undefined) throw new FrameDecodeError(REQUEST_ID.test(frame.requestId) ? frame.requestId : "", loose.path, loose.reason, undefined, frame.request.case);
   return frame;
 }
 
-/** protobuf-es names a repeated key: 'duplicate object key "body"'. */
-function duplicateKey(error: unknown): string | undefined {
+/**
+ * protobuf-es names a repeated key without its place ('duplicate object key
+ * "body"'): a key that is not one of ClientFrame's own is taken to be inside
+ * the request, and named under it (`send.body`).
+ */
+function duplicateKeyPath(error: unknown, requestKind: string | undefined): string | undefined {
   const match = /duplicate object key "([^"]{1,64})"/.exec(error instanceof Error ? error.message : "");
-  return match?.[1];
+  const key = match?.[1];
+  if (key === undefined) return undefined;
+  const own = ClientFrameSchema.fields.find((field) => field.jsonName === key || field.name === key);
+  if (own !== undefined) return own.name;
+  const request = REQUEST_FIELDS.find((field) => field.localName === requestKind);
+  if (request?.fieldKind !== "message") return key;
+  const inner = request.message.fields.find((field) => field.jsonName === key || field.name === key);
+  return `${request.name}.${inner?.name ?? key}`;
+}
+
+/** Best effort: which request a JSON frame that did not decode carries ("send", ...). */
+function readJsonRequestKind(json: JsonValue): string | undefined {
+  if (typeof json !== "object" || json === null || Array.isArray(json)) return undefined;
+  return REQUEST_FIELDS.find((field) => field.jsonName in json || field.name in json)?.localName;
 }
 
 function readJsonRequestId(json: JsonValue): string {
@@ -144,13 +175,29 @@ function decodeBinary(bytes: Uint8Array): ClientFrame {
     frame = fromBinary(ClientFrameSchema, bytes);
   } catch (error) {
     const reason = error instanceof Error ? error.message : String(error);
-    throw new FrameDecodeError(readBinaryRequestId(bytes), "", `frame is not a valid protobuf ClientFrame: ${reason}`, error);
+    throw new FrameDecodeError(readBinaryRequestId(bytes), "", `frame is not a valid protobuf ClientFrame: ${reason}`, error, readBinaryRequestKind(bytes));
   }
   const unknown = findUnknownField(frame, "");
   if (unknown !== undefined) {
-    throw new FrameDecodeError(REQUEST_ID.test(frame.requestId) ? frame.requestId : "", unknown, "unknown field");
+    throw new FrameDecodeError(REQUEST_ID.test(frame.requestId) ? frame.requestId : "", unknown, "unknown field", undefined, frame.request.case);
   }
   return frame;
+}
+
+/** Best effort: which request a binary frame that did not decode carries, from its top-level tags. */
+function readBinaryRequestKind(bytes: Uint8Array): string | undefined {
+  try {
+    const reader = new BinaryReader(bytes);
+    while (reader.pos < reader.len) {
+      const [fieldNo, wireType] = reader.tag();
+      const request = REQUEST_FIELDS.find((field) => field.number === fieldNo);
+      if (request !== undefined) return request.localName;
+      reader.skip(wireType, fieldNo);
+    }
+  } catch {
+    // Unreadable past this point: no kind.
+  }
+  return undefined;
 }
 
 /** Best effort: field 1 (request_id) of a frame that did not decode as a whole. */

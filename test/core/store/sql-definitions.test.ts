@@ -56,6 +56,21 @@ describe("repeatable SQL definitions", () => {
     expect(await storeAndRead(orm, "lobby", "c1")).toEqual({ stored: 1n, read: ["body c1"] });
   });
 
+  it("two cores migrating one fresh database at once: one applies everything, the other nothing, both succeed", async () => {
+    const { db, orm } = await freshDatabase();
+    const second = await openOrm({ databaseUrl: db.url });
+    try {
+      const results = await Promise.all([migrate(orm), migrate(second)]);
+      const [longer, shorter] = [...results].sort((a, b) => b.length - a.length);
+      expect(longer).toContain("Migration20261129000000_chat_store_answers");
+      expect(longer?.slice(-DEFINITION_NAMES.length)).toEqual(DEFINITION_NAMES);
+      expect(shorter).toEqual([]);
+      expect(await storeAndRead(orm, "raced", "r1")).toEqual({ stored: 1n, read: ["body r1"] });
+    } finally {
+      await second.close();
+    }
+  });
+
   it("are not applied again when unchanged", async () => {
     const { db, orm } = await freshDatabase();
     await migrate(orm);
