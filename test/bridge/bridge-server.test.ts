@@ -583,14 +583,18 @@ describe("send order with undecodable sends and held sends", () => {
 
   it("with core unreachable, refusals waiting behind held sends are bounded: one too many closes with 4029", async () => {
     const window = 3;
-    const stranded = await bridge({ maxInflightSends: window }, { coreAddress: "127.0.0.1:1" });
+    const burst = 5;
+    const stranded = await bridge({ maxInflightSends: window, frameBurst: burst, framesPerSecond: 1_000 }, { coreAddress: "127.0.0.1:1" });
     const client = await connect("/ws/chat/held-refusals", "impatient", { on: stranded });
-    // `window` sends are held, the next `window` are refused RATE_LIMITED and wait in line behind them, one more closes.
-    for (let i = 1; i <= 3 * window + 1; i++) {
+    // `window` sends are held, the next `window + burst` are refused RATE_LIMITED and wait in line behind them, one more
+    // closes. Paced under the frame rate limit, which would close with 4029 too, for another reason.
+    for (let i = 1; i <= 2 * window + burst + 1; i++) {
       client.sendJson({ requestId: `held-${i}`, request: { case: "send", value: { seq: BigInt(i), body: "x", clientMsgId: `held-${i}` } } });
+      await new Promise((resolve) => setTimeout(resolve, 5));
     }
     const closed = await client.waitClosed(5_000);
     expect(closed.code).toBe(CloseCode.RATE_LIMITED);
+    expect(closed.reason).toMatch(/refused sends waiting/);
     expect(client.frames.filter((f) => f.requestId.startsWith("held-"))).toEqual([]);
     await stopBridge(stranded, 200);
   });

@@ -20,6 +20,8 @@ export interface SendsOptions {
   /** The room of the connection's path, for sends that name none. */
   readonly routeRoom: string | undefined;
   readonly maxInflightSends: number;
+  /** Refusals that may wait in line behind unanswered sends; one more closes the connection (4029). */
+  readonly maxWaitingRefusals: number;
   readonly writer: FrameWriter;
   readonly errorRun: ErrorRun;
   readonly observe: ConnectionObserver | undefined;
@@ -32,8 +34,8 @@ export interface SendsOptions {
  * answered through an OrderedRelease in which every send frame takes its
  * place when it arrives. A refusal waits there for the answers of earlier
  * sends. Held sends (core unreachable) have no deadline, so refusals waiting
- * behind them are bounded on their own: past `maxInflightSends` of them the
- * connection is closed with 4029, and the refusal that completes a run of
+ * behind them are bounded on their own: past `maxWaitingRefusals` of them
+ * (max_inflight_sends + the frame burst) the connection is closed with 4029, and the refusal that completes a run of
  * invalid frames closes it (4508) at once rather than in line. Either way
  * the unanswered sends are resent by the client with their client_msg_id.
  * Each frame's span ends when its
@@ -127,7 +129,7 @@ export class Sends {
    * does one refusal too many waiting in line.
    */
   #refuse(slot: ReleaseSlot, requestId: string, error: ParleyError, format: FrameFormat, span: Span, parent: Context): void {
-    const { errorRun, writer, maxInflightSends, close } = this.#options;
+    const { errorRun, writer, maxWaitingRefusals, close } = this.#options;
     const answer = () => {
       context.with(trace.setSpan(parent, span), () => {
         writer.answerError(requestId, error, format);
@@ -139,9 +141,9 @@ export class Sends {
       close(CloseCode.TOO_MANY_ERRORS, `${errorRun.count} invalid frames in a row`);
       return;
     }
-    if (this.#waitingRefusals >= maxInflightSends) {
+    if (this.#waitingRefusals >= maxWaitingRefusals) {
       span.end();
-      close(CloseCode.RATE_LIMITED, `more than ${maxInflightSends} refused sends waiting behind unanswered ones`);
+      close(CloseCode.RATE_LIMITED, `more than ${maxWaitingRefusals} refused sends waiting behind unanswered ones`);
       return;
     }
     this.#waitingRefusals++;

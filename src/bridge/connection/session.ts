@@ -56,7 +56,7 @@ export class Connection {
     const writer = new FrameWriter({ socket, connectionId: deps.id, initialFormat: deps.initialFormat, maxBufferedBytes: limits.maxBufferedBytes, log, observe, close });
     const calls = new CoreCalls(deps.token, limits.maxInflightRequests, log);
     const errorRun = new ErrorRun(limits.maxConsecutiveErrors);
-    const sends = new Sends({ sendLink: deps.sendLink, token: deps.token, routeRoom, maxInflightSends: limits.maxInflightSends, writer, errorRun, observe, close });
+    const sends = new Sends({ sendLink: deps.sendLink, token: deps.token, routeRoom, maxInflightSends: limits.maxInflightSends, maxWaitingRefusals: limits.maxInflightSends + limits.frameBurst, writer, errorRun, observe, close });
     const follows = new Follows({ chat: deps.chat, notifications: deps.notifications, roomFeeds: deps.roomFeeds, calls, writer, log });
     this.#writer = writer;
     this.#calls = calls;
