@@ -11,6 +11,14 @@ export interface BackoffPolicy {
 export const DEFAULT_BACKOFF: BackoffPolicy = { initialMs: 50, maxMs: 5_000, multiplier: 1.6 };
 
 /**
+ * Retrying a peer that is expected back within seconds (the bridge's calls,
+ * send stream and follows to core across a core restart): short at first and
+ * capped low, because a caller that waits long is a user who sees nothing.
+ * The one policy for that purpose.
+ */
+export const PEER_RETRY_BACKOFF: BackoffPolicy = { initialMs: 50, maxMs: 2_000, multiplier: 1.6 };
+
+/**
  * The delay before retry number `attempt` (1 for the first retry): uniformly
  * random in [0, min(maxMs, initialMs * multiplier^(attempt-1))] ("full
  * jitter"), so that many clients failing together do not retry together.

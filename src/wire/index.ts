@@ -27,5 +27,5 @@ export { serverFrame } from "./frames/ws-frame.js";
 export { hotCodec } from "./codecs/registry.js";
 
 // Retries.
-export { backoffDelay, sleep } from "./backoff.js";
+export { backoffDelay, PEER_RETRY_BACKOFF, sleep } from "./backoff.js";
 export type { BackoffPolicy } from "./backoff.js";

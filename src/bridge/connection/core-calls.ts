@@ -2,10 +2,9 @@
 // the limit of un-answered requests, retried with backoff while core is
 // unavailable, and cancelled when the connection closes.
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
-import { backoffDelay, type BackoffPolicy, ParleyError, sleep } from "../../wire/index.js";
+import { backoffDelay, ParleyError, PEER_RETRY_BACKOFF, sleep } from "../../wire/index.js";
 import type { CallOptions, Logger } from "../../runtime/index.js";
 
-const CALL_RETRY: BackoffPolicy = { initialMs: 50, maxMs: 2_000, multiplier: 1.6 };
 const CALL_ATTEMPTS = 5;
 const CALL_TIMEOUT_MS = 10_000;
 
@@ -53,7 +52,7 @@ export class CoreCalls {
           const transient = failure.category === ErrorCategory.UNAVAILABLE || failure.category === ErrorCategory.TIMEOUT;
           if (!transient || attempt >= CALL_ATTEMPTS || this.#closed) throw failure;
           this.#log.warn({ category: failure.categoryName, call: name, attempt }, "core call failed; retrying");
-          await sleep(backoffDelay(attempt, CALL_RETRY));
+          await sleep(backoffDelay(attempt, PEER_RETRY_BACKOFF));
         }
       }
     } finally {

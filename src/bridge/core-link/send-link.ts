@@ -8,7 +8,7 @@ import {
   type SendStreamResponse,
   SendStreamResponseSchema,
 } from "../../../gen/parley/v1/chat_pb.js";
-import { backoffDelay, type BackoffPolicy, MAX_BATCH_ITEMS, ParleyError, toErrorDetail } from "../../wire/index.js";
+import { backoffDelay, type BackoffPolicy, MAX_BATCH_ITEMS, ParleyError, PEER_RETRY_BACKOFF, toErrorDetail } from "../../wire/index.js";
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
 import { atEndOfTurn, failSpan, fromGrpcError, type Logger, parleyMetrics, recordRetry, type ServiceClient, tracer } from "../../runtime/index.js";
 import { context, trace } from "@opentelemetry/api";
@@ -39,8 +39,6 @@ interface Entry {
   readonly request: SendStreamRequest;
   readonly answer: AnswerSink;
 }
-
-const DEFAULT_BACKOFF: BackoffPolicy = { initialMs: 50, maxMs: 2_000, multiplier: 1.6 };
 
 /**
  * All of a bridge's sends travel over one `SendBatches` stream to core, each
@@ -201,7 +199,7 @@ export class SendLink {
     const span = tracer().startSpan("bridge.send_stream.retry", { attributes: { "parley.attempt": this.#attempt, "parley.pending": this.#pending.size } });
     recordRetry(span, this.#attempt, cause);
     failSpan(span, cause);
-    const delay = backoffDelay(this.#attempt, this.options.backoff ?? DEFAULT_BACKOFF);
+    const delay = backoffDelay(this.#attempt, this.options.backoff ?? PEER_RETRY_BACKOFF);
     context.with(trace.setSpan(context.active(), span), () => {
       this.options.logger.warn(
         { category: cause.categoryName, attempt: this.#attempt, pending: this.#pending.size, delay_ms: Math.round(delay) },

@@ -1,15 +1,9 @@
 // Following a sequenced stream across breaks: on failure, back off and resume
 // from the last seq passed on. The one copy of that loop (room follows, inbox
 // follows and the bridge's shared room feeds all use it).
-import { backoffDelay, type BackoffPolicy, ParleyError, sleep } from "../../wire/index.js";
+import { backoffDelay, type BackoffPolicy, ParleyError, PEER_RETRY_BACKOFF, sleep } from "../../wire/index.js";
 import type { Sequenced } from "./hub.js";
 
-/**
- * The backoff between attempts of a resumable follow. Short at first (a core
- * restart is over in a second or two) and capped low: a follower that waits
- * long is a user who sees nothing.
- */
-const FOLLOW_BACKOFF: BackoffPolicy = { initialMs: 50, maxMs: 2_000, multiplier: 1.6 };
 
 /**
  * Where a resumable follow stands. An attempt records here what it passes on;
@@ -89,7 +83,7 @@ export async function followResumably(options: ResumableFollowOptions): Promise<
   const { signal } = options;
   const position = new FollowPosition(options.afterSeq);
   const retryable = options.retryable ?? ((error: ParleyError) => error.retryable);
-  const backoff = options.backoff ?? FOLLOW_BACKOFF;
+  const backoff = options.backoff ?? PEER_RETRY_BACKOFF;
   // A function, not the property: the loop must see it change.
   const stopped = () => signal.aborted;
   for (let attempt = 0; !stopped(); ) {
