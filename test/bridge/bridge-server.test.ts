@@ -778,6 +778,19 @@ describe("notifications on /ws/notifications", () => {
   });
 });
 
+describe("a quiet inbox", () => {
+  it("stays one core subscription past the unary call deadline (10 s): no interruption, and a late notification still arrives", { timeout: 30_000 }, async () => {
+    const user = "quiet-inbox";
+    const service = await core.notifications("quiet-sender", { sender: true });
+    const inbox = await connect("/ws/notifications", user);
+    await inbox.waitFor((frame) => frame.kind.case === "caughtUp", { what: "caught_up" });
+    await new Promise((resolve) => setTimeout(resolve, 11_000));
+    await service.sendNotification({ recipients: [user], kind: "ping", title: "late", idempotencyKey: "quiet-1" });
+    await inbox.waitFor((frame) => frame.kind.case === "notification", { what: "the late notification" });
+    expect(bridgeLogs.lines.filter((line) => line.msg === "inbox follow interrupted; resuming" && line.user === user)).toEqual([]);
+  });
+});
+
 describe("connection health", () => {
   it("a peer that does not answer pings is closed with 4000 after a go_away; one that answers stays", async () => {
     const fast = await bridge({ heartbeatIntervalMs: 200 });

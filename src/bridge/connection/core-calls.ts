@@ -26,9 +26,18 @@ export class CoreCalls {
     this.#log = log;
   }
 
-  /** Options for a call that `signal` cancels (a follow's own calls). */
+  /** Options for a unary call that `signal` cancels (a follow's own reads), with the call deadline. */
   options(signal: AbortSignal): CallOptions {
     return { headers: this.#headers, timeoutMs: CALL_TIMEOUT_MS, signal };
+  }
+
+  /**
+   * Options for a subscription stream that `signal` cancels: no deadline. A
+   * deadline would end a quiet stream with DEADLINE_EXCEEDED every
+   * CALL_TIMEOUT_MS and make it resume for nothing.
+   */
+  streamOptions(signal: AbortSignal): CallOptions {
+    return { headers: this.#headers, signal };
   }
 
   /**

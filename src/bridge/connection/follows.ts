@@ -111,7 +111,7 @@ export class Follows {
       onEnd: "resume",
       open: async (position) => {
         const request = position.last === undefined ? {} : { afterSeq: position.last };
-        for await (const { event } of notifications.subscribe(request, calls.options(signal))) {
+        for await (const { event } of notifications.subscribe(request, calls.streamOptions(signal))) {
           if (event.case === "notification") {
             if (!position.isNew(event.value)) continue;
             position.passed(event.value);
