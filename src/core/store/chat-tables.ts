@@ -23,6 +23,12 @@ export const RoomEntity = defineEntity({
     /** Highest seq assigned in this room; the next message gets head_seq + 1. */
     headSeq: p.bigint().fieldName("head_seq").default(0),
     createdAt: p.datetime(6).fieldName("created_at").defaultRaw("now()"),
+    /** A RoomKind value (rooms.proto); rooms from before the room model are public. */
+    kind: p.smallint().default(1),
+    name: p.string().columnType("text").default(""),
+    topic: p.string().columnType("text").default(""),
+    /** The user who created the room (for older rooms, its first sender). */
+    createdBy: p.string().columnType("text").fieldName("created_by").default(""),
   }),
 });
 
@@ -35,6 +41,10 @@ export const RoomMemberEntity = defineEntity({
     /** Highest seq this member has read; never moves backwards. */
     readSeq: p.bigint().fieldName("read_seq").default(0),
     updatedAt: p.datetime(6).fieldName("updated_at").defaultRaw("now()"),
+    /** A MembershipState value (rooms.proto). */
+    state: p.smallint().default(2),
+    /** A RoomRole value (rooms.proto); it counts while the state is JOINED. */
+    role: p.smallint().default(2),
   }),
 });
 
