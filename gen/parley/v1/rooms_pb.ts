@@ -40,7 +40,8 @@ export enum RoomKind {
 
   /**
    * A conversation between a fixed set of users (for example two): one room
-   * per set, no invitations, kicks, bans or role changes.
+   * per set, no invitations, kicks, bans, role changes or settings; its users
+   * may leave and come back.
    *
    * @generated from enum value: ROOM_KIND_DIRECT = 3;
    */
@@ -73,22 +74,23 @@ export enum RoomRole {
   READ_ONLY = 1,
 
   /**
-   * May read and send.
+   * May read and send; in a public room, may also invite.
    *
    * @generated from enum value: ROOM_ROLE_MEMBER = 2;
    */
   MEMBER = 2,
 
   /**
-   * May also invite, kick, ban and unban members of lower roles, grant roles
-   * below its own, and change the room's name, topic and settings.
+   * May also invite (in any room), kick, ban and unban users of lower roles,
+   * grant roles below its own, and change the room's name, topic and settings.
    *
    * @generated from enum value: ROOM_ROLE_ADMIN = 3;
    */
   ADMIN = 3,
 
   /**
-   * May also change the room's kind and grant any role, owner included.
+   * May also change the room's kind (public or private) and grant any role,
+   * owner included. A room keeps at least one owner.
    *
    * @generated from enum value: ROOM_ROLE_OWNER = 4;
    */

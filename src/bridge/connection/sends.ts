@@ -142,7 +142,8 @@ export class Sends {
       return;
     }
     if (this.#waitingRefusals >= maxWaitingRefusals) {
-      span.end();
+      // Answered (and so logged and traced) at once, like the 4508 close.
+      answer();
       close(CloseCode.RATE_LIMITED, `more than ${maxWaitingRefusals} refused sends waiting behind unanswered ones`);
       return;
     }

@@ -120,6 +120,15 @@ export class SendLink {
     for (const [seq, entry] of pending) this.#deliver(entry.answer, failed(seq, error));
   }
 
+  /** Answers every pending send with `error`, in a microtask. */
+  #failPending(error: ParleyError): void {
+    const pending = [...this.#pending];
+    this.#pending.clear();
+    queueMicrotask(() => {
+      for (const [seq, entry] of pending) this.#deliver(entry.answer, failed(seq, error));
+    });
+  }
+
   #enqueue(request: SendStreamRequest): void {
     this.#outbox.push(request);
     if (this.#flushScheduled) return;
@@ -143,7 +152,16 @@ export class SendLink {
 
   #open(): void {
     if (this.#closed || this.#stream || this.#reopenTimer) return;
-    const stream = this.options.chat.sendBatches();
+    let stream: ReturnType<ServiceClient<typeof ChatService>["sendBatches"]>;
+    try {
+      stream = this.options.chat.sendBatches();
+    } catch (error) {
+      // The channel itself is gone (grpc-js throws once it is closed): no
+      // stream will open again, so every send waiting is answered, each
+      // exactly once and never during the call that made it.
+      this.#failPending(new ParleyError(ErrorCategory.UNAVAILABLE, "the bridge cannot reach core; resend with the same client_msg_id", { cause: error }));
+      return;
+    }
     this.#stream = stream;
     this.#progressAt = Date.now();
     stream.on("data", (response: SendBatchesResponse) => {

@@ -26,10 +26,11 @@ export interface Membership {
   readonly role: RoomRole;
 }
 
-/** The member an action is aimed at (kick, ban, set_role, ...), and for set_role the role to give. */
+/** The member an action is aimed at (kick, ban, set_role, ...), the role set_role gives, the kind change_kind sets. */
 export interface Target {
   readonly membership: Membership | undefined;
   readonly newRole?: RoomRole;
+  readonly newKind?: RoomKind;
 }
 
 export type Decision = { readonly allowed: true } | { readonly allowed: false; readonly reason: string };
@@ -45,6 +46,14 @@ const RANK: Readonly<Record<RoomRole, number>> = {
   [RoomRole.ADMIN]: 3,
   [RoomRole.OWNER]: 4,
 };
+
+const KINDS: ReadonlySet<number> = new Set([RoomKind.PUBLIC, RoomKind.PRIVATE, RoomKind.DIRECT]);
+const STATES: ReadonlySet<number> = new Set([MembershipState.INVITED, MembershipState.JOINED, MembershipState.LEFT, MembershipState.KICKED, MembershipState.BANNED]);
+
+/** A number outside an enum (a newer writer, a corrupt row) decides nothing: it is refused, never compared. */
+function known(member: Membership | undefined): boolean {
+  return member === undefined || (STATES.has(member.state) && member.role in RANK);
+}
 
 /** Actions that reshape a room's membership or settings: none of them exists in a direct room. */
 const MANAGING: ReadonlySet<RoomAction> = new Set<RoomAction>(["invite", "kick", "ban", "unban", "set_role", "update_room", "change_kind"]);
@@ -67,7 +76,9 @@ function atLeast(member: Membership | undefined, role: RoomRole): boolean {
  * in a room of `kind`. Actions on another member also need `target`.
  */
 export function decide(kind: RoomKind, actor: Membership | undefined, action: RoomAction, target?: Target): Decision {
-  if (kind === RoomKind.UNSPECIFIED) return refuse("the room has no kind");
+  if (!KINDS.has(kind)) return refuse("the room has no known kind");
+  if (!known(actor) || !known(target?.membership)) return refuse("a membership holds an unknown state or role");
+  if (target?.newRole !== undefined && !(target.newRole in RANK)) return refuse("an unknown role");
   if (actor?.state === MembershipState.BANNED) return refuse("banned from this room");
   if (kind === RoomKind.DIRECT && MANAGING.has(action)) return refuse("a direct conversation has a fixed set of members and no settings");
   switch (action) {
@@ -80,7 +91,9 @@ export function decide(kind: RoomKind, actor: Membership | undefined, action: Ro
       return joined(actor) ? ALLOWED : refuse("only members have a read position");
     case "join":
       if (joined(actor) || kind === RoomKind.PUBLIC || actor?.state === MembershipState.INVITED) return ALLOWED;
-      return refuse("joining this room needs an invitation");
+      // A direct conversation's fixed set of users may come back after leaving it.
+      if (kind === RoomKind.DIRECT && actor?.state === MembershipState.LEFT) return ALLOWED;
+      return refuse(kind === RoomKind.DIRECT ? "only the conversation's own users join it" : "joining this room needs an invitation");
     case "leave":
       return joined(actor) || actor?.state === MembershipState.INVITED ? ALLOWED : refuse("not a member");
     case "invite":
@@ -98,7 +111,9 @@ export function decide(kind: RoomKind, actor: Membership | undefined, action: Ro
     case "update_room":
       return atLeast(actor, RoomRole.ADMIN) ? ALLOWED : refuse("only admins and owners change the room");
     case "change_kind":
-      return atLeast(actor, RoomRole.OWNER) ? ALLOWED : refuse("only owners change the room's kind");
+      if (!atLeast(actor, RoomRole.OWNER)) return refuse("only owners change the room's kind");
+      // A group never becomes a direct conversation (those are one per user set).
+      return target?.newKind === RoomKind.PUBLIC || target?.newKind === RoomKind.PRIVATE ? ALLOWED : refuse("a room's kind may become public or private only");
   }
 }
 
@@ -120,7 +135,9 @@ function decideOnMember(actor: Membership | undefined, target: Membership | unde
 
 /**
  * Admins change the roles of lower members to roles below their own; owners
- * change anyone's role (other owners' included) to any role.
+ * change anyone's role (other owners' included) to any role. That a room
+ * keeps at least one owner is a count this table cannot see: the room
+ * service refuses the last owner's demotion (and leave) itself.
  */
 function decideSetRole(actor: Membership | undefined, target: Target | undefined): Decision {
   if (!atLeast(actor, RoomRole.ADMIN)) return refuse("only admins and owners change roles");

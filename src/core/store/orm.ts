@@ -57,18 +57,26 @@ const MIGRATE_LOCK_KEY = 0x7061726c; // "parl"
  * connection of its own, so that two cores starting with PARLEY_MIGRATE=1
  * migrate one after the other (the second finds nothing to do). The lock's
  * connection runs no transaction: on the embedded database every connection
- * is one session, where an open transaction would make the others wait.
+ * is one session, where an open transaction would make the others wait (and
+ * where the lock is re-entrant: one process, nothing to race).
  */
 export async function migrate(orm: Orm): Promise<string[]> {
   const lock = new pg.Client({ connectionString: orm.config.get("clientUrl") });
+  // A lost lock connection must not crash the process: the migration's own
+  // connections fail or finish on their own, and the lock is gone with it.
+  lock.on("error", () => undefined);
   await lock.connect();
   try {
     await lock.query("select pg_advisory_lock($1)", [MIGRATE_LOCK_KEY]);
     const migrations = await orm.migrator.up();
     const definitions = await applySqlDefinitions(orm);
+    // Released explicitly: the embedded database keeps a session's locks
+    // when its client disconnects (all its connections are one session).
+    await lock.query("select pg_advisory_unlock($1)", [MIGRATE_LOCK_KEY]);
     return [...migrations.map((migration) => migration.name), ...definitions.map((name) => `sql/${name}`)];
   } finally {
-    // Closing the session releases the lock, also when a step failed.
-    await lock.end();
+    // On PostgreSQL closing the session releases the lock, also when a step
+    // failed; a failure to close must not hide the step's own error.
+    await lock.end().catch(() => undefined);
   }
 }

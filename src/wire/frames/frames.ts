@@ -55,7 +55,7 @@ const REQUEST_ID = /^[\x21-\x7e]{1,64}$/;
 export function decodeClientFrame(data: string | Uint8Array, format: FrameFormat): ClientFrame {
   const frame = format === "json" ? decodeJson(textOf(data)) : decodeBinary(toBytes(data));
   if (!REQUEST_ID.test(frame.requestId)) {
-    throw new FrameDecodeError("", "request_id", "is required: 1 to 64 printable ASCII characters without spaces");
+    throw new FrameDecodeError("", "request_id", "is required: 1 to 64 printable ASCII characters without spaces", undefined, frame.request.case);
   }
   if (frame.request.case === undefined) {
     throw new FrameDecodeError(frame.requestId, "request", "one request kind (send, subscribe, history, ...) is required");

@@ -31,7 +31,7 @@ const ROOM_ACTION_TABLE: Readonly<Record<"read" | "send" | "mark_read" | "join" 
   read: { [RoomKind.PUBLIC]: ["none", "invited", "left", "kicked", ...JOINED], [RoomKind.PRIVATE]: JOINED, [RoomKind.DIRECT]: JOINED },
   send: { [RoomKind.PUBLIC]: ["member", "admin", "owner"], [RoomKind.PRIVATE]: ["member", "admin", "owner"], [RoomKind.DIRECT]: ["member", "admin", "owner"] },
   mark_read: { [RoomKind.PUBLIC]: JOINED, [RoomKind.PRIVATE]: JOINED, [RoomKind.DIRECT]: JOINED },
-  join: { [RoomKind.PUBLIC]: ["none", "invited", "left", "kicked", ...JOINED], [RoomKind.PRIVATE]: ["invited", ...JOINED], [RoomKind.DIRECT]: ["invited", ...JOINED] },
+  join: { [RoomKind.PUBLIC]: ["none", "invited", "left", "kicked", ...JOINED], [RoomKind.PRIVATE]: ["invited", ...JOINED], [RoomKind.DIRECT]: ["invited", "left", ...JOINED] },
   leave: { [RoomKind.PUBLIC]: ["invited", ...JOINED], [RoomKind.PRIVATE]: ["invited", ...JOINED], [RoomKind.DIRECT]: ["invited", ...JOINED] },
   update_room: { [RoomKind.PUBLIC]: ["admin", "owner"], [RoomKind.PRIVATE]: ["admin", "owner"], [RoomKind.DIRECT]: [] },
   change_kind: { [RoomKind.PUBLIC]: ["owner"], [RoomKind.PRIVATE]: ["owner"], [RoomKind.DIRECT]: [] },
@@ -53,7 +53,7 @@ const CASES: readonly Case[] = [RoomKind.UNSPECIFIED, ...KINDS].flatMap((kind) =
   ALL.flatMap((actor) =>
     ROOM_ACTIONS.flatMap((action) =>
       ALL.flatMap((target) =>
-        NEW_ROLES.map((newRole) => ({ kind, actor, action, target, newRole, decision: decide(kind, STANDINGS[actor], action, { membership: STANDINGS[target], newRole }) })),
+        NEW_ROLES.map((newRole) => ({ kind, actor, action, target, newRole, decision: decide(kind, STANDINGS[actor], action, { membership: STANDINGS[target], newRole, newKind: RoomKind.PRIVATE }) })),
       ),
     ),
   ),
@@ -155,6 +155,33 @@ describe("the room decision table", () => {
     for (const action of [...MEMBER_ACTIONS, ...(Object.keys(ROOM_ACTION_TABLE) as RoomAction[])]) {
       expect(CASES.some((c) => c.action === action && allowed(c)), action).toBe(true);
     }
+  });
+});
+
+/* eslint-disable @typescript-eslint/no-unsafe-enum-assignment -- numbers no enum value has, on purpose: what a stored row or a newer writer could hold */
+const UNKNOWN_KIND = 7 as RoomKind;
+const UNKNOWN_STATE = 9 as MembershipState;
+const UNKNOWN_ROLE = 99 as RoomRole;
+/* eslint-enable @typescript-eslint/no-unsafe-enum-assignment */
+
+describe("values outside the table", () => {
+  const owner = STANDINGS.owner;
+  it("an unknown kind, state, role or new role is refused, never compared", () => {
+    expect(decide(UNKNOWN_KIND, owner, "send").allowed).toBe(false);
+    expect(decide(RoomKind.PUBLIC, { state: UNKNOWN_STATE, role: RoomRole.OWNER }, "read").allowed).toBe(false);
+    expect(decide(RoomKind.PUBLIC, { state: MembershipState.JOINED, role: UNKNOWN_ROLE }, "send").allowed).toBe(false);
+    expect(decide(RoomKind.PUBLIC, STANDINGS.admin, "kick", { membership: { state: MembershipState.JOINED, role: UNKNOWN_ROLE } }).allowed).toBe(false);
+    expect(decide(RoomKind.PUBLIC, STANDINGS.admin, "set_role", { membership: STANDINGS.member, newRole: UNKNOWN_ROLE }).allowed).toBe(false);
+  });
+
+  it("a room's kind changes between public and private only", () => {
+    for (const kind of [RoomKind.PUBLIC, RoomKind.PRIVATE]) {
+      expect(decide(kind, owner, "change_kind", { membership: undefined, newKind: RoomKind.PUBLIC }).allowed).toBe(true);
+      expect(decide(kind, owner, "change_kind", { membership: undefined, newKind: RoomKind.PRIVATE }).allowed).toBe(true);
+      expect(decide(kind, owner, "change_kind", { membership: undefined, newKind: RoomKind.DIRECT }).allowed).toBe(false);
+      expect(decide(kind, owner, "change_kind", { membership: undefined }).allowed).toBe(false);
+    }
+    expect(decide(RoomKind.DIRECT, owner, "change_kind", { membership: undefined, newKind: RoomKind.PRIVATE }).allowed).toBe(false);
   });
 });
 

@@ -1,6 +1,6 @@
 // The room model's migration on a database with today's data: every room
 // becomes public, its senders and readers its joined members, its first
-// sender its owner, and nothing is lost.
+// sender (or first reader) its owner, and nothing is lost.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MembershipState, RoomKind, RoomRole } from "../../../gen/parley/v1/rooms_pb.js";
 import { migrate, openOrm, type Orm } from "../../../src/core/store/orm.js";
@@ -19,7 +19,8 @@ beforeAll(async () => {
     (gen_random_uuid(), 'lobby', 1, 'alice', 'first', 'a1'),
     (gen_random_uuid(), 'lobby', 2, 'bob', 'second', 'b1'),
     (gen_random_uuid(), 'lobby', 3, 'alice', 'third', 'a2')`);
-  await db.sql(`insert into room_members (room_id, user_id, read_seq) values ('lobby', 'carol', 2), ('lobby', 'bob', 2), ('quiet', 'dave', 0)`);
+  await db.sql(`insert into room_members (room_id, user_id, read_seq, updated_at) values
+    ('lobby', 'carol', 2, now()), ('lobby', 'bob', 1, now()), ('quiet', 'erin', 0, now()), ('quiet', 'dave', 0, now() - interval '1 day')`);
   await migrate(orm);
 });
 
@@ -29,23 +30,24 @@ afterAll(async () => {
 });
 
 describe("the room model's migration of existing rooms", () => {
-  it("makes every room public, its first sender its creator", async () => {
+  it("makes every room public, its first sender (or, without messages, its first reader) its creator", async () => {
     const rooms = await db.sql<{ id: string; kind: number; name: string; created_by: string; head_seq: string }>("select id, kind, name, created_by, head_seq from rooms order by id");
     expect(rooms).toEqual([
       { id: "lobby", kind: RoomKind.PUBLIC, name: "", created_by: "alice", head_seq: "3" },
-      { id: "quiet", kind: RoomKind.PUBLIC, name: "", created_by: "", head_seq: "0" },
+      { id: "quiet", kind: RoomKind.PUBLIC, name: "", created_by: "dave", head_seq: "0" },
     ]);
   });
 
-  it("joins every sender and reader as a member, the creator as owner, keeping read positions", async () => {
+  it("joins every sender and reader as a member, the creator as owner; a sender's read position is at least their last message", async () => {
     const members = await db.sql<{ room_id: string; user_id: string; state: number; role: number; read_seq: string }>(
       "select room_id, user_id, state, role, read_seq from room_members order by room_id, user_id",
     );
     expect(members).toEqual([
-      { room_id: "lobby", user_id: "alice", state: MembershipState.JOINED, role: RoomRole.OWNER, read_seq: "0" },
+      { room_id: "lobby", user_id: "alice", state: MembershipState.JOINED, role: RoomRole.OWNER, read_seq: "3" },
       { room_id: "lobby", user_id: "bob", state: MembershipState.JOINED, role: RoomRole.MEMBER, read_seq: "2" },
       { room_id: "lobby", user_id: "carol", state: MembershipState.JOINED, role: RoomRole.MEMBER, read_seq: "2" },
-      { room_id: "quiet", user_id: "dave", state: MembershipState.JOINED, role: RoomRole.MEMBER, read_seq: "0" },
+      { room_id: "quiet", user_id: "dave", state: MembershipState.JOINED, role: RoomRole.OWNER, read_seq: "0" },
+      { room_id: "quiet", user_id: "erin", state: MembershipState.JOINED, role: RoomRole.MEMBER, read_seq: "0" },
     ]);
   });
 
