@@ -1,5 +1,6 @@
 import type { DescEnum, DescField, DescMessage } from "@bufbuild/protobuf";
 import { validationError } from "./errors/parley-error.js";
+import { underSegment } from "./field-path.js";
 
 /** An enum field holding a number its enum does not define. */
 export interface UndefinedEnumValue {
@@ -160,8 +161,7 @@ function enumCheck(desc: DescEnum): Check {
 
 /** `found` seen from one level up: `segment` is a field name or an index like `[2]`. */
 function under(segment: string, found: UndefinedEnumValue): UndefinedEnumValue {
-  const path = found.path === "" ? segment : found.path.startsWith("[") ? `${segment}${found.path}` : `${segment}.${found.path}`;
-  return { ...found, path };
+  return { ...found, path: underSegment(segment, found.path) };
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {

@@ -1,4 +1,5 @@
 import { type DescField, type DescMessage, type JsonValue, ScalarType } from "@bufbuild/protobuf";
+import { underSegment } from "./field-path.js";
 
 /** An integer field given as a JSON string that is not a decimal integer. */
 export interface LooseIntegerString {
@@ -137,8 +138,7 @@ function integerCheck(json: JsonValue): LooseIntegerString | undefined {
 
 /** `found` seen from one level up: `segment` is a field name or an index like `[2]`. */
 function under(segment: string, found: LooseIntegerString): LooseIntegerString {
-  const path = found.path === "" ? segment : found.path.startsWith("[") ? `${segment}${found.path}` : `${segment}.${found.path}`;
-  return { ...found, path };
+  return { ...found, path: underSegment(segment, found.path) };
 }
 
 function isObject(json: JsonValue): json is { [key: string]: JsonValue } {

@@ -33,15 +33,15 @@ export interface SendsOptions {
  * checked synchronously, handed to the send link with a callback, and
  * answered through an OrderedRelease in which every send frame takes its
  * place when it arrives. A refusal waits there for the answers of earlier
- * sends. Held sends (core unreachable) have no deadline, so refusals waiting
- * behind them are bounded on their own: past `maxWaitingRefusals` of them
- * (max_inflight_sends + the frame burst) the connection is closed with 4029, and the refusal that completes a run of
- * invalid frames closes it (4508) at once rather than in line. Either way
- * the unanswered sends are resent by the client with their client_msg_id.
- * Each frame's span ends when its
- * answer is out; core continues the span's trace from its traceparent, and
- * the span becomes the active context only where a rare error answer needs
- * its trace id.
+ * sends. Held sends (core unreachable) have no deadline, so refusals
+ * waiting behind them are bounded on their own: past `maxWaitingRefusals`
+ * of them (max_inflight_sends + the frame burst) the connection is closed
+ * with 4029, and the refusal that completes a run of invalid frames closes
+ * it (4508) at once rather than in line. Either way the unanswered sends
+ * are resent by the client with their client_msg_id. Each frame's span
+ * ends when its answer is out; core continues the span's trace from its
+ * traceparent, and the span becomes the active context only where a rare
+ * error answer needs its trace id.
  */
 export class Sends {
   readonly #options: SendsOptions;
@@ -70,15 +70,11 @@ export class Sends {
     const item = { room, body: send.body, clientMsgId: send.clientMsgId, actingToken: this.#options.token, traceparent: traceparentOfSpan(span.spanContext()) };
     // The link answers in the order sends were made; the slot keeps this
     // connection's answers in its send order whatever happens underneath.
-    try {
-      this.#options.sendLink.send(item, (response) => {
-        this.#answered(slot, requestId, send, format, span, parent, startedAt, response);
-      });
-    } catch (error) {
-      // The link refused synchronously (it is shutting down): answer in line, or the slot would hold every later answer.
-      this.#inflight--;
-      this.#refuse(slot, requestId, new ParleyError(ErrorCategory.UNAVAILABLE, "the bridge cannot reach core now; resend", { cause: error }), format, span, parent);
-    }
+    // It answers every send exactly once, never during this call, even when
+    // core's channel is gone (send-link.ts): the slot is always completed.
+    this.#options.sendLink.send(item, (response) => {
+      this.#answered(slot, requestId, send, format, span, parent, startedAt, response);
+    });
   }
 
   /** Core's answer to an admitted send, released in the send's place in line. */

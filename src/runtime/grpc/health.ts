@@ -31,7 +31,6 @@ export class HealthRegistry {
     for (const service of this.#statuses.keys()) this.setStatus(service, ServingStatus.NOT_SERVING);
   }
 
-
   handlers(): ServiceHandlers<typeof Health> {
     return {
       check: (request) => {

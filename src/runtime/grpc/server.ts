@@ -264,4 +264,3 @@ function sinkFor(call: WritableCall, signal: AbortSignal): ResponseSink<unknown>
     },
   };
 }
-

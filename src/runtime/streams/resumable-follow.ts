@@ -4,7 +4,6 @@
 import { backoffDelay, type BackoffPolicy, ParleyError, PEER_RETRY_BACKOFF, sleep } from "../../wire/index.js";
 import type { Sequenced } from "./hub.js";
 
-
 /**
  * Where a resumable follow stands. An attempt records here what it passes on;
  * the next attempt resumes after `last`.
