@@ -10,13 +10,15 @@ import type { CaughtUp, ListDirection } from "./common_pb.js";
 import { file_parley_v1_common } from "./common_pb.js";
 import type { ErrorDetail } from "./errors_pb.js";
 import { file_parley_v1_errors } from "./errors_pb.js";
+import type { MembershipState, RoomKind, RoomRole } from "./rooms_pb.js";
+import { file_parley_v1_rooms } from "./rooms_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file parley/v1/chat.proto.
  */
 export const file_parley_v1_chat: GenFile = /*@__PURE__*/
-  fileDesc("ChRwYXJsZXkvdjEvY2hhdC5wcm90bxIJcGFybGV5LnYxIpkBCgtDaGF0TWVzc2FnZRIKCgJpZBgBIAEoCRIMCgRyb29tGAIgASgJEgsKA3NlcRgDIAEoAxIOCgZzZW5kZXIYBCABKAkSDAoEYm9keRgFIAEoCRIVCg1jbGllbnRfbXNnX2lkGAYgASgJEi4KCmNyZWF0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkcKElNlbmRNZXNzYWdlUmVxdWVzdBIMCgRyb29tGAEgASgJEgwKBGJvZHkYAiABKAkSFQoNY2xpZW50X21zZ19pZBgDIAEoCSJRChNTZW5kTWVzc2FnZVJlc3BvbnNlEicKB21lc3NhZ2UYASABKAsyFi5wYXJsZXkudjEuQ2hhdE1lc3NhZ2USEQoJZHVwbGljYXRlGAIgASgIIoUBChFTZW5kU3RyZWFtUmVxdWVzdBISCgpzdHJlYW1fc2VxGAEgASgDEgwKBHJvb20YAiABKAkSDAoEYm9keRgDIAEoCRIVCg1jbGllbnRfbXNnX2lkGAQgASgJEhQKDGFjdGluZ190b2tlbhgFIAEoCRITCgt0cmFjZXBhcmVudBgGIAEoCSJBChJTZW5kQmF0Y2hlc1JlcXVlc3QSKwoFaXRlbXMYASADKAsyHC5wYXJsZXkudjEuU2VuZFN0cmVhbVJlcXVlc3QiRQoTU2VuZEJhdGNoZXNSZXNwb25zZRIuCgdhbnN3ZXJzGAEgAygLMh0ucGFybGV5LnYxLlNlbmRTdHJlYW1SZXNwb25zZSKZAQoSU2VuZFN0cmVhbVJlc3BvbnNlEhIKCnN0cmVhbV9zZXEYASABKAMSKQoHbWVzc2FnZRgCIAEoCzIWLnBhcmxleS52MS5DaGF0TWVzc2FnZUgAEicKBWVycm9yGAMgASgLMhYucGFybGV5LnYxLkVycm9yRGV0YWlsSAASEQoJZHVwbGljYXRlGAQgASgIQggKBnJlc3VsdCJ3ChNMaXN0TWVzc2FnZXNSZXF1ZXN0EgwKBHJvb20YASABKAkSKwoJZGlyZWN0aW9uGAIgASgOMhgucGFybGV5LnYxLkxpc3REaXJlY3Rpb24SEgoKY3Vyc29yX3NlcRgDIAEoAxIRCglwYWdlX3NpemUYBCABKAUifQoUTGlzdE1lc3NhZ2VzUmVzcG9uc2USKAoIbWVzc2FnZXMYASADKAsyFi5wYXJsZXkudjEuQ2hhdE1lc3NhZ2USFwoPbmV4dF9jdXJzb3Jfc2VxGAIgASgDEhAKCGhhc19tb3JlGAMgASgIEhAKCGhlYWRfc2VxGAQgASgDImIKG0NoYXRTZXJ2aWNlU3Vic2NyaWJlUmVxdWVzdBIMCgRyb29tGAEgASgJEhYKCWFmdGVyX3NlcRgCIAEoA0gAiAEBEg8KB2JhdGNoZWQYAyABKAhCDAoKX2FmdGVyX3NlcSKtAQocQ2hhdFNlcnZpY2VTdWJzY3JpYmVSZXNwb25zZRIpCgdtZXNzYWdlGAEgASgLMhYucGFybGV5LnYxLkNoYXRNZXNzYWdlSAASKAoJY2F1Z2h0X3VwGAIgASgLMhMucGFybGV5LnYxLkNhdWdodFVwSAASLwoIbWVzc2FnZXMYAyABKAsyGy5wYXJsZXkudjEuQ2hhdE1lc3NhZ2VCYXRjaEgAQgcKBWV2ZW50IjwKEENoYXRNZXNzYWdlQmF0Y2gSKAoIbWVzc2FnZXMYASADKAsyFi5wYXJsZXkudjEuQ2hhdE1lc3NhZ2UiLAoPTWFya1JlYWRSZXF1ZXN0EgwKBHJvb20YASABKAkSCwoDc2VxGAIgASgDIkwKEE1hcmtSZWFkUmVzcG9uc2USEAoIcmVhZF9zZXEYASABKAMSFAoMdW5yZWFkX2NvdW50GAIgASgDEhAKCGhlYWRfc2VxGAMgASgDMvIDCgtDaGF0U2VydmljZRJMCgtTZW5kTWVzc2FnZRIdLnBhcmxleS52MS5TZW5kTWVzc2FnZVJlcXVlc3QaHi5wYXJsZXkudjEuU2VuZE1lc3NhZ2VSZXNwb25zZRJNCgpTZW5kU3RyZWFtEhwucGFybGV5LnYxLlNlbmRTdHJlYW1SZXF1ZXN0Gh0ucGFybGV5LnYxLlNlbmRTdHJlYW1SZXNwb25zZSgBMAESUAoLU2VuZEJhdGNoZXMSHS5wYXJsZXkudjEuU2VuZEJhdGNoZXNSZXF1ZXN0Gh4ucGFybGV5LnYxLlNlbmRCYXRjaGVzUmVzcG9uc2UoATABEk8KDExpc3RNZXNzYWdlcxIeLnBhcmxleS52MS5MaXN0TWVzc2FnZXNSZXF1ZXN0Gh8ucGFybGV5LnYxLkxpc3RNZXNzYWdlc1Jlc3BvbnNlEl4KCVN1YnNjcmliZRImLnBhcmxleS52MS5DaGF0U2VydmljZVN1YnNjcmliZVJlcXVlc3QaJy5wYXJsZXkudjEuQ2hhdFNlcnZpY2VTdWJzY3JpYmVSZXNwb25zZTABEkMKCE1hcmtSZWFkEhoucGFybGV5LnYxLk1hcmtSZWFkUmVxdWVzdBobLnBhcmxleS52MS5NYXJrUmVhZFJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp, file_parley_v1_common, file_parley_v1_errors]);
+  fileDesc("ChRwYXJsZXkvdjEvY2hhdC5wcm90bxIJcGFybGV5LnYxIpkBCgtDaGF0TWVzc2FnZRIKCgJpZBgBIAEoCRIMCgRyb29tGAIgASgJEgsKA3NlcRgDIAEoAxIOCgZzZW5kZXIYBCABKAkSDAoEYm9keRgFIAEoCRIVCg1jbGllbnRfbXNnX2lkGAYgASgJEi4KCmNyZWF0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIv8BCglSb29tRXZlbnQSDAoEcm9vbRgBIAEoCRILCgNzZXEYAiABKAMSLgoKY3JlYXRlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFYWN0b3IYBCABKAkSKQoHbWVzc2FnZRgKIAEoCzIWLnBhcmxleS52MS5DaGF0TWVzc2FnZUgAEjEKCm1lbWJlcnNoaXAYCyABKAsyGy5wYXJsZXkudjEuTWVtYmVyc2hpcENoYW5nZUgAEjEKCHNldHRpbmdzGAwgASgLMh0ucGFybGV5LnYxLlJvb21TZXR0aW5nc0NoYW5nZUgAQgcKBWV2ZW50It4BChBNZW1iZXJzaGlwQ2hhbmdlEgwKBHVzZXIYASABKAkSKQoFc3RhdGUYAiABKA4yGi5wYXJsZXkudjEuTWVtYmVyc2hpcFN0YXRlEiEKBHJvbGUYAyABKA4yEy5wYXJsZXkudjEuUm9vbVJvbGUSMgoOcHJldmlvdXNfc3RhdGUYBCABKA4yGi5wYXJsZXkudjEuTWVtYmVyc2hpcFN0YXRlEioKDXByZXZpb3VzX3JvbGUYBSABKA4yEy5wYXJsZXkudjEuUm9vbVJvbGUSDgoGcmVhc29uGAYgASgJImUKElJvb21TZXR0aW5nc0NoYW5nZRIhCgRraW5kGAEgASgOMhMucGFybGV5LnYxLlJvb21LaW5kEgwKBG5hbWUYAiABKAkSDQoFdG9waWMYAyABKAkSDwoHY3JlYXRlZBgEIAEoCCJHChJTZW5kTWVzc2FnZVJlcXVlc3QSDAoEcm9vbRgBIAEoCRIMCgRib2R5GAIgASgJEhUKDWNsaWVudF9tc2dfaWQYAyABKAkiUQoTU2VuZE1lc3NhZ2VSZXNwb25zZRInCgdtZXNzYWdlGAEgASgLMhYucGFybGV5LnYxLkNoYXRNZXNzYWdlEhEKCWR1cGxpY2F0ZRgCIAEoCCKFAQoRU2VuZFN0cmVhbVJlcXVlc3QSEgoKc3RyZWFtX3NlcRgBIAEoAxIMCgRyb29tGAIgASgJEgwKBGJvZHkYAyABKAkSFQoNY2xpZW50X21zZ19pZBgEIAEoCRIUCgxhY3RpbmdfdG9rZW4YBSABKAkSEwoLdHJhY2VwYXJlbnQYBiABKAkiQQoSU2VuZEJhdGNoZXNSZXF1ZXN0EisKBWl0ZW1zGAEgAygLMhwucGFybGV5LnYxLlNlbmRTdHJlYW1SZXF1ZXN0IkUKE1NlbmRCYXRjaGVzUmVzcG9uc2USLgoHYW5zd2VycxgBIAMoCzIdLnBhcmxleS52MS5TZW5kU3RyZWFtUmVzcG9uc2UimQEKElNlbmRTdHJlYW1SZXNwb25zZRISCgpzdHJlYW1fc2VxGAEgASgDEikKB21lc3NhZ2UYAiABKAsyFi5wYXJsZXkudjEuQ2hhdE1lc3NhZ2VIABInCgVlcnJvchgDIAEoCzIWLnBhcmxleS52MS5FcnJvckRldGFpbEgAEhEKCWR1cGxpY2F0ZRgEIAEoCEIICgZyZXN1bHQidwoTTGlzdE1lc3NhZ2VzUmVxdWVzdBIMCgRyb29tGAEgASgJEisKCWRpcmVjdGlvbhgCIAEoDjIYLnBhcmxleS52MS5MaXN0RGlyZWN0aW9uEhIKCmN1cnNvcl9zZXEYAyABKAMSEQoJcGFnZV9zaXplGAQgASgFIn0KFExpc3RNZXNzYWdlc1Jlc3BvbnNlEigKCG1lc3NhZ2VzGAEgAygLMhYucGFybGV5LnYxLkNoYXRNZXNzYWdlEhcKD25leHRfY3Vyc29yX3NlcRgCIAEoAxIQCghoYXNfbW9yZRgDIAEoCBIQCghoZWFkX3NlcRgEIAEoAyJiChtDaGF0U2VydmljZVN1YnNjcmliZVJlcXVlc3QSDAoEcm9vbRgBIAEoCRIWCglhZnRlcl9zZXEYAiABKANIAIgBARIPCgdiYXRjaGVkGAMgASgIQgwKCl9hZnRlcl9zZXEi2QEKHENoYXRTZXJ2aWNlU3Vic2NyaWJlUmVzcG9uc2USKQoHbWVzc2FnZRgBIAEoCzIWLnBhcmxleS52MS5DaGF0TWVzc2FnZUgAEigKCWNhdWdodF91cBgCIAEoCzITLnBhcmxleS52MS5DYXVnaHRVcEgAEi8KCG1lc3NhZ2VzGAMgASgLMhsucGFybGV5LnYxLkNoYXRNZXNzYWdlQmF0Y2hIABIqCgpyb29tX2V2ZW50GAQgASgLMhQucGFybGV5LnYxLlJvb21FdmVudEgAQgcKBWV2ZW50IjwKEENoYXRNZXNzYWdlQmF0Y2gSKAoIbWVzc2FnZXMYASADKAsyFi5wYXJsZXkudjEuQ2hhdE1lc3NhZ2UieQoVTGlzdFJvb21FdmVudHNSZXF1ZXN0EgwKBHJvb20YASABKAkSKwoJZGlyZWN0aW9uGAIgASgOMhgucGFybGV5LnYxLkxpc3REaXJlY3Rpb24SEgoKY3Vyc29yX3NlcRgDIAEoAxIRCglwYWdlX3NpemUYBCABKAUiewoWTGlzdFJvb21FdmVudHNSZXNwb25zZRIkCgZldmVudHMYASADKAsyFC5wYXJsZXkudjEuUm9vbUV2ZW50EhcKD25leHRfY3Vyc29yX3NlcRgCIAEoAxIQCghoYXNfbW9yZRgDIAEoCBIQCghoZWFkX3NlcRgEIAEoAyIsCg9NYXJrUmVhZFJlcXVlc3QSDAoEcm9vbRgBIAEoCRILCgNzZXEYAiABKAMiTAoQTWFya1JlYWRSZXNwb25zZRIQCghyZWFkX3NlcRgBIAEoAxIUCgx1bnJlYWRfY291bnQYAiABKAMSEAoIaGVhZF9zZXEYAyABKAMyyQQKC0NoYXRTZXJ2aWNlEkwKC1NlbmRNZXNzYWdlEh0ucGFybGV5LnYxLlNlbmRNZXNzYWdlUmVxdWVzdBoeLnBhcmxleS52MS5TZW5kTWVzc2FnZVJlc3BvbnNlEk0KClNlbmRTdHJlYW0SHC5wYXJsZXkudjEuU2VuZFN0cmVhbVJlcXVlc3QaHS5wYXJsZXkudjEuU2VuZFN0cmVhbVJlc3BvbnNlKAEwARJQCgtTZW5kQmF0Y2hlcxIdLnBhcmxleS52MS5TZW5kQmF0Y2hlc1JlcXVlc3QaHi5wYXJsZXkudjEuU2VuZEJhdGNoZXNSZXNwb25zZSgBMAESTwoMTGlzdE1lc3NhZ2VzEh4ucGFybGV5LnYxLkxpc3RNZXNzYWdlc1JlcXVlc3QaHy5wYXJsZXkudjEuTGlzdE1lc3NhZ2VzUmVzcG9uc2USVQoOTGlzdFJvb21FdmVudHMSIC5wYXJsZXkudjEuTGlzdFJvb21FdmVudHNSZXF1ZXN0GiEucGFybGV5LnYxLkxpc3RSb29tRXZlbnRzUmVzcG9uc2USXgoJU3Vic2NyaWJlEiYucGFybGV5LnYxLkNoYXRTZXJ2aWNlU3Vic2NyaWJlUmVxdWVzdBonLnBhcmxleS52MS5DaGF0U2VydmljZVN1YnNjcmliZVJlc3BvbnNlMAESQwoITWFya1JlYWQSGi5wYXJsZXkudjEuTWFya1JlYWRSZXF1ZXN0GhsucGFybGV5LnYxLk1hcmtSZWFkUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp, file_parley_v1_common, file_parley_v1_errors, file_parley_v1_rooms]);
 
 /**
  * ChatMessage is one stored chat message. It is immutable once stored.
@@ -87,11 +89,180 @@ export const ChatMessageSchema: GenMessage<ChatMessage> = /*@__PURE__*/
   messageDesc(file_parley_v1_chat, 0);
 
 /**
+ * RoomEvent is one entry of a room's log. Messages, membership changes and
+ * settings changes share the room's one sequence: seq is gapless from 1
+ * across all of them, assigned in the transaction that stored the change, so
+ * history, resume and ordering cover every durable change of a room alike.
+ * A later kind of change (an edit, a reaction) is a new case of `event`.
+ *
+ * @generated from message parley.v1.RoomEvent
+ */
+export type RoomEvent = Message<"parley.v1.RoomEvent"> & {
+  /**
+   * The room the event belongs to.
+   *
+   * @generated from field: string room = 1;
+   */
+  room: string;
+
+  /**
+   * Position in the room's log, shared with its messages.
+   *
+   * @generated from field: int64 seq = 2;
+   */
+  seq: bigint;
+
+  /**
+   * When the event was stored (database clock).
+   *
+   * @generated from field: google.protobuf.Timestamp created_at = 3;
+   */
+  createdAt?: Timestamp | undefined;
+
+  /**
+   * The user who made the change: the acting user of the call (for a service
+   * acting for a user, that user).
+   *
+   * @generated from field: string actor = 4;
+   */
+  actor: string;
+
+  /**
+   * @generated from oneof parley.v1.RoomEvent.event
+   */
+  event: {
+    /**
+     * A stored chat message (its own seq, room and created_at are the event's).
+     *
+     * @generated from field: parley.v1.ChatMessage message = 10;
+     */
+    value: ChatMessage;
+    case: "message";
+  } | {
+    /**
+     * A user's standing in the room changed.
+     *
+     * @generated from field: parley.v1.MembershipChange membership = 11;
+     */
+    value: MembershipChange;
+    case: "membership";
+  } | {
+    /**
+     * The room was created, or its kind, name or topic changed.
+     *
+     * @generated from field: parley.v1.RoomSettingsChange settings = 12;
+     */
+    value: RoomSettingsChange;
+    case: "settings";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message parley.v1.RoomEvent.
+ * Use `create(RoomEventSchema)` to create a new message.
+ */
+export const RoomEventSchema: GenMessage<RoomEvent> = /*@__PURE__*/
+  messageDesc(file_parley_v1_chat, 1);
+
+/**
+ * MembershipChange: `user` now stands at `state` (with `role` while
+ * JOINED). Invites, joins, leaves, kicks, bans, unbans and role changes are
+ * all one of these.
+ *
+ * @generated from message parley.v1.MembershipChange
+ */
+export type MembershipChange = Message<"parley.v1.MembershipChange"> & {
+  /**
+   * The user whose membership changed (the actor for a join or a leave).
+   *
+   * @generated from field: string user = 1;
+   */
+  user: string;
+
+  /**
+   * The state after the change.
+   *
+   * @generated from field: parley.v1.MembershipState state = 2;
+   */
+  state: MembershipState;
+
+  /**
+   * The role after the change (UNSPECIFIED unless the state is JOINED).
+   *
+   * @generated from field: parley.v1.RoomRole role = 3;
+   */
+  role: RoomRole;
+
+  /**
+   * The state and role before the change.
+   *
+   * @generated from field: parley.v1.MembershipState previous_state = 4;
+   */
+  previousState: MembershipState;
+
+  /**
+   * @generated from field: parley.v1.RoomRole previous_role = 5;
+   */
+  previousRole: RoomRole;
+
+  /**
+   * An optional reason given for a kick or a ban, up to 512 code points.
+   *
+   * @generated from field: string reason = 6;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message parley.v1.MembershipChange.
+ * Use `create(MembershipChangeSchema)` to create a new message.
+ */
+export const MembershipChangeSchema: GenMessage<MembershipChange> = /*@__PURE__*/
+  messageDesc(file_parley_v1_chat, 2);
+
+/**
+ * RoomSettingsChange: the room's settings after the change, in full. The
+ * first event of every room created through RoomService is one of these.
+ *
+ * @generated from message parley.v1.RoomSettingsChange
+ */
+export type RoomSettingsChange = Message<"parley.v1.RoomSettingsChange"> & {
+  /**
+   * @generated from field: parley.v1.RoomKind kind = 1;
+   */
+  kind: RoomKind;
+
+  /**
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * @generated from field: string topic = 3;
+   */
+  topic: string;
+
+  /**
+   * True for the event that created the room.
+   *
+   * @generated from field: bool created = 4;
+   */
+  created: boolean;
+};
+
+/**
+ * Describes the message parley.v1.RoomSettingsChange.
+ * Use `create(RoomSettingsChangeSchema)` to create a new message.
+ */
+export const RoomSettingsChangeSchema: GenMessage<RoomSettingsChange> = /*@__PURE__*/
+  messageDesc(file_parley_v1_chat, 3);
+
+/**
  * @generated from message parley.v1.SendMessageRequest
  */
 export type SendMessageRequest = Message<"parley.v1.SendMessageRequest"> & {
   /**
-   * Target room; created on first use. Required.
+   * Target room, which the sender has joined. Required.
    *
    * @generated from field: string room = 1;
    */
@@ -119,7 +290,7 @@ export type SendMessageRequest = Message<"parley.v1.SendMessageRequest"> & {
  * Use `create(SendMessageRequestSchema)` to create a new message.
  */
 export const SendMessageRequestSchema: GenMessage<SendMessageRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 1);
+  messageDesc(file_parley_v1_chat, 4);
 
 /**
  * @generated from message parley.v1.SendMessageResponse
@@ -145,7 +316,7 @@ export type SendMessageResponse = Message<"parley.v1.SendMessageResponse"> & {
  * Use `create(SendMessageResponseSchema)` to create a new message.
  */
 export const SendMessageResponseSchema: GenMessage<SendMessageResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 2);
+  messageDesc(file_parley_v1_chat, 5);
 
 /**
  * @generated from message parley.v1.SendStreamRequest
@@ -208,7 +379,7 @@ export type SendStreamRequest = Message<"parley.v1.SendStreamRequest"> & {
  * Use `create(SendStreamRequestSchema)` to create a new message.
  */
 export const SendStreamRequestSchema: GenMessage<SendStreamRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 3);
+  messageDesc(file_parley_v1_chat, 6);
 
 /**
  * Items of a SendBatches stream, in stream_seq order.
@@ -229,7 +400,7 @@ export type SendBatchesRequest = Message<"parley.v1.SendBatchesRequest"> & {
  * Use `create(SendBatchesRequestSchema)` to create a new message.
  */
 export const SendBatchesRequestSchema: GenMessage<SendBatchesRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 4);
+  messageDesc(file_parley_v1_chat, 7);
 
 /**
  * Answers of a SendBatches stream, in stream_seq order.
@@ -250,7 +421,7 @@ export type SendBatchesResponse = Message<"parley.v1.SendBatchesResponse"> & {
  * Use `create(SendBatchesResponseSchema)` to create a new message.
  */
 export const SendBatchesResponseSchema: GenMessage<SendBatchesResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 5);
+  messageDesc(file_parley_v1_chat, 8);
 
 /**
  * @generated from message parley.v1.SendStreamResponse
@@ -297,7 +468,7 @@ export type SendStreamResponse = Message<"parley.v1.SendStreamResponse"> & {
  * Use `create(SendStreamResponseSchema)` to create a new message.
  */
 export const SendStreamResponseSchema: GenMessage<SendStreamResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 6);
+  messageDesc(file_parley_v1_chat, 9);
 
 /**
  * @generated from message parley.v1.ListMessagesRequest
@@ -338,7 +509,7 @@ export type ListMessagesRequest = Message<"parley.v1.ListMessagesRequest"> & {
  * Use `create(ListMessagesRequestSchema)` to create a new message.
  */
 export const ListMessagesRequestSchema: GenMessage<ListMessagesRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 7);
+  messageDesc(file_parley_v1_chat, 10);
 
 /**
  * @generated from message parley.v1.ListMessagesResponse
@@ -378,7 +549,7 @@ export type ListMessagesResponse = Message<"parley.v1.ListMessagesResponse"> & {
  * Use `create(ListMessagesResponseSchema)` to create a new message.
  */
 export const ListMessagesResponseSchema: GenMessage<ListMessagesResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 8);
+  messageDesc(file_parley_v1_chat, 11);
 
 /**
  * @generated from message parley.v1.ChatServiceSubscribeRequest
@@ -416,7 +587,7 @@ export type ChatServiceSubscribeRequest = Message<"parley.v1.ChatServiceSubscrib
  * Use `create(ChatServiceSubscribeRequestSchema)` to create a new message.
  */
 export const ChatServiceSubscribeRequestSchema: GenMessage<ChatServiceSubscribeRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 9);
+  messageDesc(file_parley_v1_chat, 12);
 
 /**
  * @generated from message parley.v1.ChatServiceSubscribeResponse
@@ -450,6 +621,15 @@ export type ChatServiceSubscribeResponse = Message<"parley.v1.ChatServiceSubscri
      */
     value: ChatMessageBatch;
     case: "messages";
+  } | {
+    /**
+     * An event of the room's log that is not a message (a membership or
+     * settings change), in its place in the seq.
+     *
+     * @generated from field: parley.v1.RoomEvent room_event = 4;
+     */
+    value: RoomEvent;
+    case: "roomEvent";
   } | { case: undefined; value?: undefined };
 };
 
@@ -458,7 +638,7 @@ export type ChatServiceSubscribeResponse = Message<"parley.v1.ChatServiceSubscri
  * Use `create(ChatServiceSubscribeResponseSchema)` to create a new message.
  */
 export const ChatServiceSubscribeResponseSchema: GenMessage<ChatServiceSubscribeResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 10);
+  messageDesc(file_parley_v1_chat, 13);
 
 /**
  * Consecutive messages of one room, in seq order.
@@ -479,7 +659,79 @@ export type ChatMessageBatch = Message<"parley.v1.ChatMessageBatch"> & {
  * Use `create(ChatMessageBatchSchema)` to create a new message.
  */
 export const ChatMessageBatchSchema: GenMessage<ChatMessageBatch> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 11);
+  messageDesc(file_parley_v1_chat, 14);
+
+/**
+ * @generated from message parley.v1.ListRoomEventsRequest
+ */
+export type ListRoomEventsRequest = Message<"parley.v1.ListRoomEventsRequest"> & {
+  /**
+   * Room to read. Required.
+   *
+   * @generated from field: string room = 1;
+   */
+  room: string;
+
+  /**
+   * As for ListMessagesRequest.
+   *
+   * @generated from field: parley.v1.ListDirection direction = 2;
+   */
+  direction: ListDirection;
+
+  /**
+   * @generated from field: int64 cursor_seq = 3;
+   */
+  cursorSeq: bigint;
+
+  /**
+   * Maximum number of events, 1 to 500; 0 means the default of 50.
+   *
+   * @generated from field: int32 page_size = 4;
+   */
+  pageSize: number;
+};
+
+/**
+ * Describes the message parley.v1.ListRoomEventsRequest.
+ * Use `create(ListRoomEventsRequestSchema)` to create a new message.
+ */
+export const ListRoomEventsRequestSchema: GenMessage<ListRoomEventsRequest> = /*@__PURE__*/
+  messageDesc(file_parley_v1_chat, 15);
+
+/**
+ * @generated from message parley.v1.ListRoomEventsResponse
+ */
+export type ListRoomEventsResponse = Message<"parley.v1.ListRoomEventsResponse"> & {
+  /**
+   * The page, in the requested direction, with no gap in seq.
+   *
+   * @generated from field: repeated parley.v1.RoomEvent events = 1;
+   */
+  events: RoomEvent[];
+
+  /**
+   * @generated from field: int64 next_cursor_seq = 2;
+   */
+  nextCursorSeq: bigint;
+
+  /**
+   * @generated from field: bool has_more = 3;
+   */
+  hasMore: boolean;
+
+  /**
+   * @generated from field: int64 head_seq = 4;
+   */
+  headSeq: bigint;
+};
+
+/**
+ * Describes the message parley.v1.ListRoomEventsResponse.
+ * Use `create(ListRoomEventsResponseSchema)` to create a new message.
+ */
+export const ListRoomEventsResponseSchema: GenMessage<ListRoomEventsResponse> = /*@__PURE__*/
+  messageDesc(file_parley_v1_chat, 16);
 
 /**
  * @generated from message parley.v1.MarkReadRequest
@@ -505,7 +757,7 @@ export type MarkReadRequest = Message<"parley.v1.MarkReadRequest"> & {
  * Use `create(MarkReadRequestSchema)` to create a new message.
  */
 export const MarkReadRequestSchema: GenMessage<MarkReadRequest> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 12);
+  messageDesc(file_parley_v1_chat, 17);
 
 /**
  * @generated from message parley.v1.MarkReadResponse
@@ -519,7 +771,7 @@ export type MarkReadResponse = Message<"parley.v1.MarkReadResponse"> & {
   readSeq: bigint;
 
   /**
-   * Messages in the room after read_seq.
+   * Messages in the room after read_seq (other events do not count).
    *
    * @generated from field: int64 unread_count = 2;
    */
@@ -538,12 +790,17 @@ export type MarkReadResponse = Message<"parley.v1.MarkReadResponse"> & {
  * Use `create(MarkReadResponseSchema)` to create a new message.
  */
 export const MarkReadResponseSchema: GenMessage<MarkReadResponse> = /*@__PURE__*/
-  messageDesc(file_parley_v1_chat, 13);
+  messageDesc(file_parley_v1_chat, 18);
 
 /**
  * ChatService stores and serves chat messages. Every call needs
  * `authorization: Bearer <JWT>` metadata; the token's `sub` is the acting
- * user. Errors carry a parley.v1.ErrorDetail in the status details:
+ * user. Every call is decided by the room's kind and the caller's membership
+ * (see RoomService): sending needs a joined member of role MEMBER or above;
+ * reading (history, subscribe) needs a joined member, or any user who is not
+ * banned for a public room; a read position belongs to joined members. A
+ * refusal is PERMISSION_DENIED, and a room that does not exist is refused the
+ * same way as one the caller may not see, so that room names do not leak. Errors carry a parley.v1.ErrorDetail in the status details:
  * a missing, expired or forged token gives UNAUTHENTICATED on every RPC.
  *
  * @generated from service parley.v1.ChatService
@@ -604,7 +861,8 @@ export const ChatService: GenService<{
     output: typeof SendBatchesResponseSchema;
   },
   /**
-   * ListMessages reads a room's history by seq, one bounded page at a time.
+   * ListMessages reads a room's messages by seq, one bounded page at a time.
+   * Only messages: their seqs skip the room's other events (ListRoomEvents).
    * Errors: VALIDATION (room, cursor or page size invalid), PERSISTENCE,
    * UNAVAILABLE, PERMISSION_DENIED.
    *
@@ -616,10 +874,29 @@ export const ChatService: GenService<{
     output: typeof ListMessagesResponseSchema;
   },
   /**
-   * Subscribe streams a room's messages in seq order: first every stored
-   * message after `after_seq` (replayed from the database), then a CaughtUp
-   * marker, then live messages, with no gap and no duplicate at the seam.
-   * The stream runs until the caller cancels it.
+   * ListRoomEvents reads a room's whole log by seq: messages, membership
+   * and settings changes, one bounded page at a time, with no gap.
+   * Errors: as for ListMessages.
+   *
+   * @generated from rpc parley.v1.ChatService.ListRoomEvents
+   */
+  listRoomEvents: {
+    methodKind: "unary";
+    input: typeof ListRoomEventsRequestSchema;
+    output: typeof ListRoomEventsResponseSchema;
+  },
+  /**
+   * Subscribe streams a room's log in seq order: first every stored event
+   * after `after_seq` (replayed from the database), then a CaughtUp marker,
+   * then live events, with no gap and no duplicate at the seam. Messages
+   * come as `message` (or `messages`), every other event as `room_event`; seq
+   * increases by exactly 1 across all three. The stream runs until the
+   * caller cancels it.
+   * Revocation: when the caller loses the right to read the room (kicked,
+   * banned or left a room that is not public, banned from a public one, or a
+   * public room turned private while they were not a member), the stream
+   * ends right after the event that revoked it, with PERMISSION_DENIED;
+   * nothing after that event reaches the caller.
    * Errors: VALIDATION, PERMISSION_DENIED, UNAVAILABLE (the server is shutting
    * down or lost the database; resubscribe with the last seq seen).
    *

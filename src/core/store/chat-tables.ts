@@ -17,6 +17,7 @@ import { timestampFromPg } from "./pg-timestamp.js";
 export const RoomEntity = defineEntity({
   name: "Room",
   tableName: "rooms",
+  indexes: [{ name: "rooms_created_by_index", properties: ["createdBy"] }],
   properties: (p) => ({
     /** The room id, as chosen by the first sender. */
     id: p.string().columnType("text").primary(),
@@ -29,12 +30,15 @@ export const RoomEntity = defineEntity({
     topic: p.string().columnType("text").default(""),
     /** The user who created the room (for older rooms, its first sender). */
     createdBy: p.string().columnType("text").fieldName("created_by").default(""),
+    /** When the room's log last grew (ListMyRooms orders by it). */
+    lastEventAt: p.datetime(6).fieldName("last_event_at").defaultRaw("now()"),
   }),
 });
 
 export const RoomMemberEntity = defineEntity({
   name: "RoomMember",
   tableName: "room_members",
+  indexes: [{ name: "room_members_user_id_index", properties: ["userId"] }],
   properties: (p) => ({
     room: p.manyToOne(RoomEntity).fieldName("room_id").primary().deleteRule("cascade"),
     userId: p.string().columnType("text").fieldName("user_id").primary(),
@@ -45,6 +49,24 @@ export const RoomMemberEntity = defineEntity({
     state: p.smallint().default(2),
     /** A RoomRole value (rooms.proto); it counts while the state is JOINED. */
     role: p.smallint().default(2),
+  }),
+});
+
+/**
+ * room_events: the room log's entries that are not messages, numbered in the
+ * room's one sequence. `type` is the RoomEvent case's field number, `payload`
+ * that case's protobuf binary (room-events.ts reads and writes them).
+ */
+export const RoomEventEntity = defineEntity({
+  name: "RoomEventRow",
+  tableName: "room_events",
+  properties: (p) => ({
+    room: p.manyToOne(RoomEntity).fieldName("room_id").primary().deleteRule("cascade"),
+    seq: p.bigint().primary(),
+    type: p.smallint(),
+    actor: p.string().columnType("text"),
+    payload: p.blob().columnType("bytea"),
+    createdAt: p.datetime(6).fieldName("created_at").defaultRaw("now()"),
   }),
 });
 

@@ -1,5 +1,5 @@
 import { defineEntity } from "@mikro-orm/core";
-import { ChatMessageEntity, RoomEntity, RoomMemberEntity } from "./chat-tables.js";
+import { ChatMessageEntity, RoomEntity, RoomEventEntity, RoomMemberEntity } from "./chat-tables.js";
 
 export { ChatMessageEntity, RoomEntity };
 
@@ -115,6 +115,7 @@ const WebhookAttemptEntity = defineEntity({
 export const ENTITIES = [
   RoomEntity,
   RoomMemberEntity,
+  RoomEventEntity,
   ChatMessageEntity,
   InboxEntity,
   NotificationSendEntity,
