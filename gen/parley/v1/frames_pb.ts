@@ -6,19 +6,21 @@ import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2"
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Duration } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration } from "@bufbuild/protobuf/wkt";
-import type { ChatMessage, ChatServiceSubscribeRequest, ListMessagesRequest, ListMessagesResponse, MarkReadRequest, MarkReadResponse } from "./chat_pb.js";
+import type { ChatMessage, ChatServiceSubscribeRequest, ListMessagesRequest, ListMessagesResponse, ListRoomEventsRequest, ListRoomEventsResponse, MarkReadRequest, MarkReadResponse, RoomEvent } from "./chat_pb.js";
 import { file_parley_v1_chat } from "./chat_pb.js";
 import type { ErrorDetail } from "./errors_pb.js";
 import { file_parley_v1_errors } from "./errors_pb.js";
 import type { AckNotificationsRequest, AckNotificationsResponse, ListNotificationsRequest, ListNotificationsResponse, Notification, NotificationServiceSubscribeRequest } from "./notifications_pb.js";
 import { file_parley_v1_notifications } from "./notifications_pb.js";
+import type { BanRequest, BanResponse, CreateRoomRequest, CreateRoomResponse, GetRoomRequest, GetRoomResponse, InviteRequest, InviteResponse, JoinRequest, JoinResponse, KickRequest, KickResponse, LeaveRequest, LeaveResponse, ListMembersRequest, ListMembersResponse, ListMyRoomsRequest, ListMyRoomsResponse, SetRoleRequest, SetRoleResponse, UnbanRequest, UnbanResponse, UpdateRoomRequest, UpdateRoomResponse } from "./room_service_pb.js";
+import { file_parley_v1_room_service } from "./room_service_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file parley/v1/frames.proto.
  */
 export const file_parley_v1_frames: GenFile = /*@__PURE__*/
-  fileDesc("ChZwYXJsZXkvdjEvZnJhbWVzLnByb3RvEglwYXJsZXkudjEiuQQKC0NsaWVudEZyYW1lEhIKCnJlcXVlc3RfaWQYASABKAkSEwoLdHJhY2VwYXJlbnQYAiABKAkSJAoEc2VuZBgKIAEoCzIULnBhcmxleS52MS5TZW5kRnJhbWVIABI7CglzdWJzY3JpYmUYCyABKAsyJi5wYXJsZXkudjEuQ2hhdFNlcnZpY2VTdWJzY3JpYmVSZXF1ZXN0SAASMgoLdW5zdWJzY3JpYmUYDCABKAsyGy5wYXJsZXkudjEuVW5zdWJzY3JpYmVGcmFtZUgAEjEKB2hpc3RvcnkYDSABKAsyHi5wYXJsZXkudjEuTGlzdE1lc3NhZ2VzUmVxdWVzdEgAEi8KCW1hcmtfcmVhZBgOIAEoCzIaLnBhcmxleS52MS5NYXJrUmVhZFJlcXVlc3RIABJBChJsaXN0X25vdGlmaWNhdGlvbnMYDyABKAsyIy5wYXJsZXkudjEuTGlzdE5vdGlmaWNhdGlvbnNSZXF1ZXN0SAASPwoRYWNrX25vdGlmaWNhdGlvbnMYECABKAsyIi5wYXJsZXkudjEuQWNrTm90aWZpY2F0aW9uc1JlcXVlc3RIABJRChdzdWJzY3JpYmVfbm90aWZpY2F0aW9ucxgRIAEoCzIuLnBhcmxleS52MS5Ob3RpZmljYXRpb25TZXJ2aWNlU3Vic2NyaWJlUmVxdWVzdEgAEiQKBHBpbmcYEiABKAsyFC5wYXJsZXkudjEuUGluZ0ZyYW1lSABCCQoHcmVxdWVzdCJLCglTZW5kRnJhbWUSCwoDc2VxGAEgASgDEgwKBHJvb20YAiABKAkSDAoEYm9keRgDIAEoCRIVCg1jbGllbnRfbXNnX2lkGAQgASgJIiAKEFVuc3Vic2NyaWJlRnJhbWUSDAoEcm9vbRgBIAEoCSILCglQaW5nRnJhbWUimQUKC1NlcnZlckZyYW1lEhIKCnJlcXVlc3RfaWQYASABKAkSJQoHd2VsY29tZRgKIAEoCzISLnBhcmxleS52MS5XZWxjb21lSAASJgoIc2VuZF9hY2sYCyABKAsyEi5wYXJsZXkudjEuU2VuZEFja0gAEicKBWVycm9yGAwgASgLMhYucGFybGV5LnYxLkVycm9yRGV0YWlsSAASKQoHbWVzc2FnZRgNIAEoCzIWLnBhcmxleS52MS5DaGF0TWVzc2FnZUgAEi8KDG5vdGlmaWNhdGlvbhgOIAEoCzIXLnBhcmxleS52MS5Ob3RpZmljYXRpb25IABI0CgljYXVnaHRfdXAYDyABKAsyHy5wYXJsZXkudjEuU3Vic2NyaXB0aW9uQ2F1Z2h0VXBIABIvCgx1bnN1YnNjcmliZWQYECABKAsyFy5wYXJsZXkudjEuVW5zdWJzY3JpYmVkSAASMgoHaGlzdG9yeRgRIAEoCzIfLnBhcmxleS52MS5MaXN0TWVzc2FnZXNSZXNwb25zZUgAEjAKCW1hcmtfcmVhZBgSIAEoCzIbLnBhcmxleS52MS5NYXJrUmVhZFJlc3BvbnNlSAASPQoNbm90aWZpY2F0aW9ucxgTIAEoCzIkLnBhcmxleS52MS5MaXN0Tm90aWZpY2F0aW9uc1Jlc3BvbnNlSAASQgoTbm90aWZpY2F0aW9uc19hY2tlZBgUIAEoCzIjLnBhcmxleS52MS5BY2tOb3RpZmljYXRpb25zUmVzcG9uc2VIABIkCgRwb25nGBUgASgLMhQucGFybGV5LnYxLlBvbmdGcmFtZUgAEiQKB2dvX2F3YXkYFiABKAsyES5wYXJsZXkudjEuR29Bd2F5SABCBgoEa2luZCKoAQoHV2VsY29tZRIVCg1jb25uZWN0aW9uX2lkGAEgASgJEgwKBHVzZXIYAiABKAkSDAoEcm9vbRgDIAEoCRIXCg9tYXhfZnJhbWVfYnl0ZXMYBCABKAUSGgoSbWF4X2luZmxpZ2h0X3NlbmRzGAUgASgFEjUKEmhlYXJ0YmVhdF9pbnRlcnZhbBgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJSCgdTZW5kQWNrEgsKA3NlcRgBIAEoAxInCgdtZXNzYWdlGAIgASgLMhYucGFybGV5LnYxLkNoYXRNZXNzYWdlEhEKCWR1cGxpY2F0ZRgDIAEoCCI2ChRTdWJzY3JpcHRpb25DYXVnaHRVcBIMCgRyb29tGAEgASgJEhAKCGhlYWRfc2VxGAIgASgDIhwKDFVuc3Vic2NyaWJlZBIMCgRyb29tGAEgASgJIgsKCVBvbmdGcmFtZSJ2CgZHb0F3YXkSDgoGcmVhc29uGAEgASgJEigKCmNsb3NlX2NvZGUYAiABKA4yFC5wYXJsZXkudjEuQ2xvc2VDb2RlEjIKD3JlY29ubmVjdF9hZnRlchgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiqCAwoJQ2xvc2VDb2RlEhoKFkNMT1NFX0NPREVfVU5TUEVDSUZJRUQQABIWChFDTE9TRV9DT0RFX05PUk1BTBDoBxIaChVDTE9TRV9DT0RFX0dPSU5HX0FXQVkQ6QcSHwoaQ0xPU0VfQ09ERV9JTlZBTElEX1BBWUxPQUQQ7wcSHwoaQ0xPU0VfQ09ERV9NRVNTQUdFX1RPT19CSUcQ8QcSHgoZQ0xPU0VfQ09ERV9JTlRFUk5BTF9FUlJPUhDzBxIhChxDTE9TRV9DT0RFX0hFQVJUQkVBVF9USU1FT1VUEKAfEh0KGENMT1NFX0NPREVfU0xPV19DT05TVU1FUhChHxIcChdDTE9TRV9DT0RFX1JBVEVfTElNSVRFRBC9HxIfChpDTE9TRV9DT0RFX1VOQVVUSEVOVElDQVRFRBCVIxIhChxDTE9TRV9DT0RFX1BFUk1JU1NJT05fREVOSUVEEJcjEh8KGkNMT1NFX0NPREVfVE9PX01BTllfRVJST1JTEJwjYgZwcm90bzM", [file_google_protobuf_duration, file_parley_v1_chat, file_parley_v1_errors, file_parley_v1_notifications]);
+  fileDesc("ChZwYXJsZXkvdjEvZnJhbWVzLnByb3RvEglwYXJsZXkudjEinwkKC0NsaWVudEZyYW1lEhIKCnJlcXVlc3RfaWQYASABKAkSEwoLdHJhY2VwYXJlbnQYAiABKAkSJAoEc2VuZBgKIAEoCzIULnBhcmxleS52MS5TZW5kRnJhbWVIABI7CglzdWJzY3JpYmUYCyABKAsyJi5wYXJsZXkudjEuQ2hhdFNlcnZpY2VTdWJzY3JpYmVSZXF1ZXN0SAASMgoLdW5zdWJzY3JpYmUYDCABKAsyGy5wYXJsZXkudjEuVW5zdWJzY3JpYmVGcmFtZUgAEjEKB2hpc3RvcnkYDSABKAsyHi5wYXJsZXkudjEuTGlzdE1lc3NhZ2VzUmVxdWVzdEgAEi8KCW1hcmtfcmVhZBgOIAEoCzIaLnBhcmxleS52MS5NYXJrUmVhZFJlcXVlc3RIABJBChJsaXN0X25vdGlmaWNhdGlvbnMYDyABKAsyIy5wYXJsZXkudjEuTGlzdE5vdGlmaWNhdGlvbnNSZXF1ZXN0SAASPwoRYWNrX25vdGlmaWNhdGlvbnMYECABKAsyIi5wYXJsZXkudjEuQWNrTm90aWZpY2F0aW9uc1JlcXVlc3RIABJRChdzdWJzY3JpYmVfbm90aWZpY2F0aW9ucxgRIAEoCzIuLnBhcmxleS52MS5Ob3RpZmljYXRpb25TZXJ2aWNlU3Vic2NyaWJlUmVxdWVzdEgAEiQKBHBpbmcYEiABKAsyFC5wYXJsZXkudjEuUGluZ0ZyYW1lSAASMwoLY3JlYXRlX3Jvb20YEyABKAsyHC5wYXJsZXkudjEuQ3JlYXRlUm9vbVJlcXVlc3RIABItCghnZXRfcm9vbRgUIAEoCzIZLnBhcmxleS52MS5HZXRSb29tUmVxdWVzdEgAEjMKC3VwZGF0ZV9yb29tGBUgASgLMhwucGFybGV5LnYxLlVwZGF0ZVJvb21SZXF1ZXN0SAASKgoGaW52aXRlGBYgASgLMhgucGFybGV5LnYxLkludml0ZVJlcXVlc3RIABImCgRqb2luGBcgASgLMhYucGFybGV5LnYxLkpvaW5SZXF1ZXN0SAASKAoFbGVhdmUYGCABKAsyFy5wYXJsZXkudjEuTGVhdmVSZXF1ZXN0SAASJgoEa2ljaxgZIAEoCzIWLnBhcmxleS52MS5LaWNrUmVxdWVzdEgAEiQKA2JhbhgaIAEoCzIVLnBhcmxleS52MS5CYW5SZXF1ZXN0SAASKAoFdW5iYW4YGyABKAsyFy5wYXJsZXkudjEuVW5iYW5SZXF1ZXN0SAASLQoIc2V0X3JvbGUYHCABKAsyGS5wYXJsZXkudjEuU2V0Um9sZVJlcXVlc3RIABI1CgxsaXN0X21lbWJlcnMYHSABKAsyHS5wYXJsZXkudjEuTGlzdE1lbWJlcnNSZXF1ZXN0SAASNgoNbGlzdF9teV9yb29tcxgeIAEoCzIdLnBhcmxleS52MS5MaXN0TXlSb29tc1JlcXVlc3RIABI3Cgtyb29tX2V2ZW50cxgfIAEoCzIgLnBhcmxleS52MS5MaXN0Um9vbUV2ZW50c1JlcXVlc3RIAEIJCgdyZXF1ZXN0IksKCVNlbmRGcmFtZRILCgNzZXEYASABKAMSDAoEcm9vbRgCIAEoCRIMCgRib2R5GAMgASgJEhUKDWNsaWVudF9tc2dfaWQYBCABKAkiIAoQVW5zdWJzY3JpYmVGcmFtZRIMCgRyb29tGAEgASgJIgsKCVBpbmdGcmFtZSK4CgoLU2VydmVyRnJhbWUSEgoKcmVxdWVzdF9pZBgBIAEoCRIlCgd3ZWxjb21lGAogASgLMhIucGFybGV5LnYxLldlbGNvbWVIABImCghzZW5kX2FjaxgLIAEoCzISLnBhcmxleS52MS5TZW5kQWNrSAASJwoFZXJyb3IYDCABKAsyFi5wYXJsZXkudjEuRXJyb3JEZXRhaWxIABIpCgdtZXNzYWdlGA0gASgLMhYucGFybGV5LnYxLkNoYXRNZXNzYWdlSAASLwoMbm90aWZpY2F0aW9uGA4gASgLMhcucGFybGV5LnYxLk5vdGlmaWNhdGlvbkgAEjQKCWNhdWdodF91cBgPIAEoCzIfLnBhcmxleS52MS5TdWJzY3JpcHRpb25DYXVnaHRVcEgAEi8KDHVuc3Vic2NyaWJlZBgQIAEoCzIXLnBhcmxleS52MS5VbnN1YnNjcmliZWRIABIyCgdoaXN0b3J5GBEgASgLMh8ucGFybGV5LnYxLkxpc3RNZXNzYWdlc1Jlc3BvbnNlSAASMAoJbWFya19yZWFkGBIgASgLMhsucGFybGV5LnYxLk1hcmtSZWFkUmVzcG9uc2VIABI9Cg1ub3RpZmljYXRpb25zGBMgASgLMiQucGFybGV5LnYxLkxpc3ROb3RpZmljYXRpb25zUmVzcG9uc2VIABJCChNub3RpZmljYXRpb25zX2Fja2VkGBQgASgLMiMucGFybGV5LnYxLkFja05vdGlmaWNhdGlvbnNSZXNwb25zZUgAEiQKBHBvbmcYFSABKAsyFC5wYXJsZXkudjEuUG9uZ0ZyYW1lSAASJAoHZ29fYXdheRgWIAEoCzIRLnBhcmxleS52MS5Hb0F3YXlIABIqCgpyb29tX2V2ZW50GBcgASgLMhQucGFybGV5LnYxLlJvb21FdmVudEgAEjQKC2NyZWF0ZV9yb29tGBggASgLMh0ucGFybGV5LnYxLkNyZWF0ZVJvb21SZXNwb25zZUgAEi4KCGdldF9yb29tGBkgASgLMhoucGFybGV5LnYxLkdldFJvb21SZXNwb25zZUgAEjQKC3VwZGF0ZV9yb29tGBogASgLMh0ucGFybGV5LnYxLlVwZGF0ZVJvb21SZXNwb25zZUgAEisKBmludml0ZRgbIAEoCzIZLnBhcmxleS52MS5JbnZpdGVSZXNwb25zZUgAEicKBGpvaW4YHCABKAsyFy5wYXJsZXkudjEuSm9pblJlc3BvbnNlSAASKQoFbGVhdmUYHSABKAsyGC5wYXJsZXkudjEuTGVhdmVSZXNwb25zZUgAEicKBGtpY2sYHiABKAsyFy5wYXJsZXkudjEuS2lja1Jlc3BvbnNlSAASJQoDYmFuGB8gASgLMhYucGFybGV5LnYxLkJhblJlc3BvbnNlSAASKQoFdW5iYW4YICABKAsyGC5wYXJsZXkudjEuVW5iYW5SZXNwb25zZUgAEi4KCHNldF9yb2xlGCEgASgLMhoucGFybGV5LnYxLlNldFJvbGVSZXNwb25zZUgAEjYKDGxpc3RfbWVtYmVycxgiIAEoCzIeLnBhcmxleS52MS5MaXN0TWVtYmVyc1Jlc3BvbnNlSAASNwoNbGlzdF9teV9yb29tcxgjIAEoCzIeLnBhcmxleS52MS5MaXN0TXlSb29tc1Jlc3BvbnNlSAASOAoLcm9vbV9ldmVudHMYJCABKAsyIS5wYXJsZXkudjEuTGlzdFJvb21FdmVudHNSZXNwb25zZUgAQgYKBGtpbmQiqAEKB1dlbGNvbWUSFQoNY29ubmVjdGlvbl9pZBgBIAEoCRIMCgR1c2VyGAIgASgJEgwKBHJvb20YAyABKAkSFwoPbWF4X2ZyYW1lX2J5dGVzGAQgASgFEhoKEm1heF9pbmZsaWdodF9zZW5kcxgFIAEoBRI1ChJoZWFydGJlYXRfaW50ZXJ2YWwYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iUgoHU2VuZEFjaxILCgNzZXEYASABKAMSJwoHbWVzc2FnZRgCIAEoCzIWLnBhcmxleS52MS5DaGF0TWVzc2FnZRIRCglkdXBsaWNhdGUYAyABKAgiNgoUU3Vic2NyaXB0aW9uQ2F1Z2h0VXASDAoEcm9vbRgBIAEoCRIQCghoZWFkX3NlcRgCIAEoAyJECgxVbnN1YnNjcmliZWQSDAoEcm9vbRgBIAEoCRImCgZyZWFzb24YAiABKAsyFi5wYXJsZXkudjEuRXJyb3JEZXRhaWwiCwoJUG9uZ0ZyYW1lInYKBkdvQXdheRIOCgZyZWFzb24YASABKAkSKAoKY2xvc2VfY29kZRgCIAEoDjIULnBhcmxleS52MS5DbG9zZUNvZGUSMgoPcmVjb25uZWN0X2FmdGVyGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uKoIDCglDbG9zZUNvZGUSGgoWQ0xPU0VfQ09ERV9VTlNQRUNJRklFRBAAEhYKEUNMT1NFX0NPREVfTk9STUFMEOgHEhoKFUNMT1NFX0NPREVfR09JTkdfQVdBWRDpBxIfChpDTE9TRV9DT0RFX0lOVkFMSURfUEFZTE9BRBDvBxIfChpDTE9TRV9DT0RFX01FU1NBR0VfVE9PX0JJRxDxBxIeChlDTE9TRV9DT0RFX0lOVEVSTkFMX0VSUk9SEPMHEiEKHENMT1NFX0NPREVfSEVBUlRCRUFUX1RJTUVPVVQQoB8SHQoYQ0xPU0VfQ09ERV9TTE9XX0NPTlNVTUVSEKEfEhwKF0NMT1NFX0NPREVfUkFURV9MSU1JVEVEEL0fEh8KGkNMT1NFX0NPREVfVU5BVVRIRU5USUNBVEVEEJUjEiEKHENMT1NFX0NPREVfUEVSTUlTU0lPTl9ERU5JRUQQlyMSHwoaQ0xPU0VfQ09ERV9UT09fTUFOWV9FUlJPUlMQnCNiBnByb3RvMw", [file_google_protobuf_duration, file_parley_v1_chat, file_parley_v1_errors, file_parley_v1_notifications, file_parley_v1_room_service]);
 
 /**
  * ClientFrame is everything a browser may send.
@@ -123,6 +125,97 @@ export type ClientFrame = Message<"parley.v1.ClientFrame"> & {
      */
     value: PingFrame;
     case: "ping";
+  } | {
+    /**
+     * Room operations: each is the RoomService call of the same name, made
+     * with the connection's user's token, and is answered by the ServerFrame
+     * case of the same name or `error`. Accepted on every route; `room` is
+     * never taken from the route. See room_service.proto for what each does.
+     *
+     * @generated from field: parley.v1.CreateRoomRequest create_room = 19;
+     */
+    value: CreateRoomRequest;
+    case: "createRoom";
+  } | {
+    /**
+     * @generated from field: parley.v1.GetRoomRequest get_room = 20;
+     */
+    value: GetRoomRequest;
+    case: "getRoom";
+  } | {
+    /**
+     * @generated from field: parley.v1.UpdateRoomRequest update_room = 21;
+     */
+    value: UpdateRoomRequest;
+    case: "updateRoom";
+  } | {
+    /**
+     * @generated from field: parley.v1.InviteRequest invite = 22;
+     */
+    value: InviteRequest;
+    case: "invite";
+  } | {
+    /**
+     * Joins a room (membership); following it is `subscribe`.
+     *
+     * @generated from field: parley.v1.JoinRequest join = 23;
+     */
+    value: JoinRequest;
+    case: "join";
+  } | {
+    /**
+     * Leaves a room (membership); to stop following it, `unsubscribe`.
+     *
+     * @generated from field: parley.v1.LeaveRequest leave = 24;
+     */
+    value: LeaveRequest;
+    case: "leave";
+  } | {
+    /**
+     * @generated from field: parley.v1.KickRequest kick = 25;
+     */
+    value: KickRequest;
+    case: "kick";
+  } | {
+    /**
+     * @generated from field: parley.v1.BanRequest ban = 26;
+     */
+    value: BanRequest;
+    case: "ban";
+  } | {
+    /**
+     * @generated from field: parley.v1.UnbanRequest unban = 27;
+     */
+    value: UnbanRequest;
+    case: "unban";
+  } | {
+    /**
+     * @generated from field: parley.v1.SetRoleRequest set_role = 28;
+     */
+    value: SetRoleRequest;
+    case: "setRole";
+  } | {
+    /**
+     * @generated from field: parley.v1.ListMembersRequest list_members = 29;
+     */
+    value: ListMembersRequest;
+    case: "listMembers";
+  } | {
+    /**
+     * @generated from field: parley.v1.ListMyRoomsRequest list_my_rooms = 30;
+     */
+    value: ListMyRoomsRequest;
+    case: "listMyRooms";
+  } | {
+    /**
+     * Read a page of a room's whole log: messages, membership and settings
+     * changes (ChatService.ListRoomEvents). `room` empty means the room of
+     * the connection's path. Answered by `room_events` or `error`.
+     *
+     * @generated from field: parley.v1.ListRoomEventsRequest room_events = 31;
+     */
+    value: ListRoomEventsRequest;
+    case: "roomEvents";
   } | { case: undefined; value?: undefined };
 };
 
@@ -221,7 +314,10 @@ export const PingFrameSchema: GenMessage<PingFrame> = /*@__PURE__*/
 export type ServerFrame = Message<"parley.v1.ServerFrame"> & {
   /**
    * The request_id of the ClientFrame this answers; empty for pushed events
-   * (`message`, `notification`, `go_away`) and for `welcome`.
+   * (`message`, `room_event`, `notification`, `go_away`) and for `welcome`.
+   * The end of a follow that the server decided (an `error` and then
+   * `unsubscribed` with its `reason`) carries the request_id of the
+   * `subscribe` that started it (empty for the route's own subscription).
    *
    * @generated from field: string request_id = 1;
    */
@@ -335,6 +431,98 @@ export type ServerFrame = Message<"parley.v1.ServerFrame"> & {
      */
     value: GoAway;
     case: "goAway";
+  } | {
+    /**
+     * A membership or settings change in a followed room, in its place among
+     * the room's `message` frames: seq increases by exactly 1 across both.
+     * Never a message (those come as `message`).
+     *
+     * @generated from field: parley.v1.RoomEvent room_event = 23;
+     */
+    value: RoomEvent;
+    case: "roomEvent";
+  } | {
+    /**
+     * Answers to the room operations of ClientFrame, case for case.
+     *
+     * @generated from field: parley.v1.CreateRoomResponse create_room = 24;
+     */
+    value: CreateRoomResponse;
+    case: "createRoom";
+  } | {
+    /**
+     * @generated from field: parley.v1.GetRoomResponse get_room = 25;
+     */
+    value: GetRoomResponse;
+    case: "getRoom";
+  } | {
+    /**
+     * @generated from field: parley.v1.UpdateRoomResponse update_room = 26;
+     */
+    value: UpdateRoomResponse;
+    case: "updateRoom";
+  } | {
+    /**
+     * @generated from field: parley.v1.InviteResponse invite = 27;
+     */
+    value: InviteResponse;
+    case: "invite";
+  } | {
+    /**
+     * @generated from field: parley.v1.JoinResponse join = 28;
+     */
+    value: JoinResponse;
+    case: "join";
+  } | {
+    /**
+     * @generated from field: parley.v1.LeaveResponse leave = 29;
+     */
+    value: LeaveResponse;
+    case: "leave";
+  } | {
+    /**
+     * @generated from field: parley.v1.KickResponse kick = 30;
+     */
+    value: KickResponse;
+    case: "kick";
+  } | {
+    /**
+     * @generated from field: parley.v1.BanResponse ban = 31;
+     */
+    value: BanResponse;
+    case: "ban";
+  } | {
+    /**
+     * @generated from field: parley.v1.UnbanResponse unban = 32;
+     */
+    value: UnbanResponse;
+    case: "unban";
+  } | {
+    /**
+     * @generated from field: parley.v1.SetRoleResponse set_role = 33;
+     */
+    value: SetRoleResponse;
+    case: "setRole";
+  } | {
+    /**
+     * @generated from field: parley.v1.ListMembersResponse list_members = 34;
+     */
+    value: ListMembersResponse;
+    case: "listMembers";
+  } | {
+    /**
+     * @generated from field: parley.v1.ListMyRoomsResponse list_my_rooms = 35;
+     */
+    value: ListMyRoomsResponse;
+    case: "listMyRooms";
+  } | {
+    /**
+     * Answer to `room_events`.
+     *
+     * @generated from field: parley.v1.ListRoomEventsResponse room_events = 36;
+     */
+    value: ListRoomEventsResponse;
+    case: "roomEvents";
   } | { case: undefined; value?: undefined };
 };
 
@@ -466,6 +654,17 @@ export type Unsubscribed = Message<"parley.v1.Unsubscribed"> & {
    * @generated from field: string room = 1;
    */
   room: string;
+
+  /**
+   * Set when the server ended the follow: the user may no longer read the
+   * room (kicked, banned, left a room that is not public, or the room became
+   * private). The same error came just before as an `error` frame; nothing
+   * of the room follows. Unset when the client asked (`unsubscribe`, or a
+   * new `subscribe` to the room).
+   *
+   * @generated from field: parley.v1.ErrorDetail reason = 2;
+   */
+  reason?: ErrorDetail | undefined;
 };
 
 /**
