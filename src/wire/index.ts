@@ -11,6 +11,10 @@
 export { DEFAULT_PAGE_SIZE, IDEMPOTENCY_KEY, MAX_BATCH_ITEMS, MAX_BODY_CODE_POINTS, MAX_PAGE_SIZE, ROOM_ID, checkBody, checkIdempotencyKey, checkPageSize, checkRoom, checkSeq, checkText } from "./limits.js";
 export { canHoldEnums, checkEnums } from "./enum-check.js";
 
+// Who may read a room's log: the read row of core's decision table, which the bridge applies per connection.
+export { mayReadRoom } from "./room-read.js";
+export type { ReaderStanding } from "./room-read.js";
+
 // The error model: one class, one closed category, one wire detail.
 export { ParleyError, validationError } from "./errors/parley-error.js";
 export type { ErrorContext, ParleyErrorOptions } from "./errors/parley-error.js";
