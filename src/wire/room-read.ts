@@ -11,7 +11,7 @@
 import { MembershipState, RoomKind, RoomRole } from "../../gen/parley/v1/rooms_pb.js";
 
 /** A user's standing in a room as the wire carries it (GetRoom's my_state and my_role, a MembershipChange); state UNSPECIFIED means no record. */
-export interface ReaderStanding {
+interface ReaderStanding {
   readonly state: MembershipState;
   readonly role: RoomRole;
 }

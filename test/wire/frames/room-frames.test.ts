@@ -76,7 +76,7 @@ describe("room request frames", () => {
       expect(error.field, text).toMatch(new RegExp(`^${field.replace(".", "\\.")}`));
       expect(error.requestId, text).toBe("e-1");
     }
-    const bytes = toBinary(ClientFrameSchema, create(ClientFrameSchema, { requestId: "e-2", request: { case: "setRole", value: { room: "r", user: "bob", role: 77 as RoomRole } } }));
+    const bytes = toBinary(ClientFrameSchema, create(ClientFrameSchema, { requestId: "e-2", request: { case: "setRole", value: { room: "r", user: "bob", role: 77 as unknown as RoomRole } } }));
     const binary = decodeError(bytes, "binary");
     expect(binary.field).toBe("set_role.role");
     expect(binary.requestId).toBe("e-2");
