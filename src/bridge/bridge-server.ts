@@ -7,6 +7,7 @@ import { ChatService } from "../../gen/parley/v1/chat_pb.js";
 import { ErrorCategory } from "../../gen/parley/v1/errors_pb.js";
 import { CloseCode } from "../../gen/parley/v1/frames_pb.js";
 import { NotificationService } from "../../gen/parley/v1/notifications_pb.js";
+import { RoomService } from "../../gen/parley/v1/room_service_pb.js";
 import { createClient, failSpan, type Identity, logError, type Logger, mintToken, parleyMetrics, telemetry, TokenVerifier, tracer } from "../runtime/index.js";
 import { type FrameFormat, httpStatusForCategory, ParleyError, ROOM_ID, validationError } from "../wire/index.js";
 import { context, type Span, SpanKind, trace } from "@opentelemetry/api";
@@ -81,6 +82,8 @@ export async function startBridge(options: BridgeOptions): Promise<RunningBridge
   const clientOptions = { headers: () => ({ authorization: `Bearer ${bridgeToken}` }) };
   const chat = createClient(ChatService, options.coreAddress, clientOptions);
   const notifications = createClient(NotificationService, options.coreAddress, clientOptions);
+  // Room operations always carry the user's own token (set per call).
+  const rooms = createClient(RoomService, options.coreAddress, clientOptions);
   const health = createClient(Health, options.coreAddress);
 
   const sendLink = new SendLink({ chat, logger, answerTimeoutMs: options.sendAnswerTimeoutMs });
@@ -164,6 +167,7 @@ export async function startBridge(options: BridgeOptions): Promise<RunningBridge
         initialFormat: accepted.format,
         chat,
         notifications,
+        rooms,
         sendLink,
         roomFeeds,
         limits,
@@ -211,6 +215,7 @@ export async function startBridge(options: BridgeOptions): Promise<RunningBridge
       wss.close();
       chat.close();
       notifications.close();
+      rooms.close();
       health.close();
       clearInterval(renew);
       logger.info("bridge stopped");

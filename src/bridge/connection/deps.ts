@@ -4,6 +4,7 @@
 import type { WebSocket } from "ws";
 import type { ChatService } from "../../../gen/parley/v1/chat_pb.js";
 import type { NotificationService } from "../../../gen/parley/v1/notifications_pb.js";
+import type { RoomService } from "../../../gen/parley/v1/room_service_pb.js";
 import type { FrameFormat } from "../../wire/index.js";
 import type { Identity, Logger, ServiceClient } from "../../runtime/index.js";
 import type { RoomFeeds } from "../core-link/room-feeds.js";
@@ -25,6 +26,7 @@ export interface ConnectionDeps {
   readonly initialFormat: FrameFormat;
   readonly chat: ServiceClient<typeof ChatService>;
   readonly notifications: ServiceClient<typeof NotificationService>;
+  readonly rooms: ServiceClient<typeof RoomService>;
   readonly sendLink: SendLink;
   readonly roomFeeds: RoomFeeds;
   readonly limits: ConnectionLimits;

@@ -1,25 +1,39 @@
-// What a connection follows: rooms (replayed from core with the user's
-// token, then the bridge's shared feed) and the user's inbox, each resumed
-// from its last seq when core's stream breaks, each request answered once.
-import { ListDirection } from "../../../gen/parley/v1/common_pb.js";
-import { type FrameFormat, ParleyError } from "../../wire/index.js";
+// What a connection follows: rooms (authorized and replayed from core with
+// the user's token, then the bridge's shared feed, ended when the user may
+// no longer read them) and the user's inbox, each resumed from its last seq
+// when core's stream breaks, each request answered once.
+import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
+import { type FrameFormat, ParleyError, toErrorDetail } from "../../wire/index.js";
 import { followResumably, follow as followTopic, type Logger } from "../../runtime/index.js";
 import { EncodedEvent } from "../encoded-event.js";
 import type { CoreCalls } from "./core-calls.js";
 import { type FrameRequestName, inFrameTerms } from "./frame-fields.js";
 import type { ConnectionDeps } from "./deps.js";
+import { RoomStanding } from "./room-standing.js";
 import type { FrameWriter, ServerFrameKind } from "./writer.js";
 
 /** A room or inbox subscription of one connection. */
 interface Follow {
+  /** The subscribe that started it; empty for the route's own subscription. */
+  readonly requestId: string;
+  /** The room followed; empty for the inbox. */
+  readonly room: string;
+  /** Its request, as error fields name it. */
+  readonly request: FrameRequestName;
+  /** The format of its request's frame (undefined: the format of pushed frames). */
+  readonly format: FrameFormat | undefined;
   readonly controller: AbortController;
   /** Its request has been answered (caught_up, error or unsubscribed). */
   answered: boolean;
+  /** The server ended it (#end): nothing more of it is written. */
+  ended: boolean;
   /** Stops it, answering its request if that has not happened yet. */
   cancel(): void;
 }
 
-export interface FollowsOptions extends Pick<ConnectionDeps, "chat" | "notifications" | "roomFeeds"> {
+export interface FollowsOptions extends Pick<ConnectionDeps, "chat" | "notifications" | "rooms" | "roomFeeds"> {
+  /** The connection's user, whose membership events end their follows. */
+  readonly user: string;
   readonly calls: CoreCalls;
   readonly writer: FrameWriter;
   readonly log: Logger;
@@ -41,55 +55,76 @@ export class Follows {
   }
 
   /**
-   * Follows a room: replay after `afterSeq` through ListMessages (with the
-   * user's token, so read permission is the user's), then the bridge's shared
-   * feed. Survives core restarts: the follow resumes from the last seq it sent.
-   * `requestId` is empty for the route's own subscription.
+   * Follows a room: first GetRoom with the user's token (a refusal answers
+   * the subscribe), then replay after `afterSeq` through ListRoomEvents (with
+   * the user's token, so read permission is the user's), then the bridge's
+   * shared feed, each event checked against the user's standing (see
+   * #passOn). Survives core restarts: the follow resumes from the last seq it
+   * sent, authorized again. `requestId` is empty for the route's own
+   * subscription.
    */
   followRoom(requestId: string, room: string, afterSeq: bigint | undefined, format?: FrameFormat): void {
     this.#rooms.get(room)?.cancel();
-    const follow = this.#newFollow(requestId, room, format);
+    const follow = this.#newFollow(requestId, room, requestId === "" ? "route" : "subscribe", format);
     const { signal } = follow.controller;
     this.#rooms.set(room, follow);
-    const { chat, roomFeeds, calls, writer, log } = this.#options;
+    const { chat, rooms, roomFeeds, calls, log, user } = this.#options;
     const leave = roomFeeds.join(room);
     followResumably({
       afterSeq,
       signal,
       onEnd: "done",
-      open: (position) =>
-        followTopic<EncodedEvent>({
+      open: async (position) => {
+        const { room: answer } = await rooms.getRoom({ room }, calls.options(signal));
+        if (answer === undefined) throw new ParleyError(ErrorCategory.INTERNAL, "GetRoom answered without a room", { context: { room } });
+        const standing = new RoomStanding(user, answer);
+        await followTopic<EncodedEvent>({
           hub: roomFeeds.hub,
           topic: room,
           afterSeq: position.last,
           readAfter: async (seq, limit) => {
-            const page = await chat.listMessages({ room, cursorSeq: seq, pageSize: Math.min(limit, 500) }, calls.options(signal));
-            return page.messages.map((message) => EncodedEvent.message(message));
+            const page = await chat.listRoomEvents({ room, cursorSeq: seq, pageSize: Math.min(limit, 500) }, calls.options(signal));
+            return page.events.map((event) => EncodedEvent.roomEvent(event));
           },
-          readHead: async () => {
-            const page = await chat.listMessages({ room, direction: ListDirection.BACKWARD, pageSize: 1 }, calls.options(signal));
-            return page.headSeq;
-          },
+          // GetRoom's head: where a live-only follow starts (what came after
+          // it is read, and checked, like a replay), and how far a resume
+          // point may go.
+          readHead: () => Promise.resolve(standing.headSeq),
           send: (event) => {
+            if (follow.ended) return;
             position.passed(event);
-            writer.pushEvent(event, "message");
+            this.#passOn(follow, standing, event);
           },
           caughtUp: (headSeq) => {
             position.caughtUp(headSeq);
-            this.#answerOnce(follow, requestId, { case: "caughtUp", value: { room, headSeq } }, format);
+            if (!follow.ended) this.#answerOnce(follow, { case: "caughtUp", value: { room, headSeq } });
             return Promise.resolve();
           },
           signal,
-        }),
+        });
+      },
       interrupted: (failure, attempt) => {
         log.warn({ category: failure?.categoryName, room, attempt }, "room follow interrupted; resuming");
       },
     })
       .catch((error: unknown) => {
-        this.#failed(follow, requestId, ParleyError.from(error), requestId === "" ? "route" : "subscribe", format);
-        if (this.#rooms.get(room) === follow) this.#rooms.delete(room);
+        this.#end(follow, ParleyError.from(error));
       })
       .finally(leave);
+  }
+
+  /**
+   * Writes one event of a followed room. A membership or settings change
+   * after the standing's head may take the user's right to read: the event
+   * itself still goes out (it says what happened), then the follow ends and
+   * nothing later of the room reaches this connection. Messages are not
+   * looked at: only these events change who may read.
+   */
+  #passOn(follow: Follow, standing: RoomStanding, event: EncodedEvent): void {
+    this.#options.writer.pushEvent(event);
+    if (event.roomEvent === undefined) return;
+    const revoked = standing.apply(event.roomEvent);
+    if (revoked !== undefined) this.#end(follow, revoked);
   }
 
   /** Stops following `room` (answering its subscribe if it had not caught up yet). */
@@ -101,7 +136,7 @@ export class Follows {
   /** Follows the user's inbox through core's notification subscription, resuming after breaks. */
   followInbox(requestId: string, afterSeq: bigint | undefined, format?: FrameFormat): void {
     this.#inbox?.cancel();
-    const follow = this.#newFollow(requestId, "", format);
+    const follow = this.#newFollow(requestId, "", requestId === "" ? "route" : "subscribe_notifications", format);
     const { signal } = follow.controller;
     this.#inbox = follow;
     const { notifications, calls, writer, log } = this.#options;
@@ -115,10 +150,10 @@ export class Follows {
           if (event.case === "notification") {
             if (!position.isNew(event.value)) continue;
             position.passed(event.value);
-            writer.pushEvent(EncodedEvent.notification(event.value), "notification");
+            writer.pushEvent(EncodedEvent.notification(event.value));
           } else if (event.case === "caughtUp") {
             position.caughtUp(event.value.headSeq);
-            this.#answerOnce(follow, requestId, { case: "caughtUp", value: { room: "", headSeq: event.value.headSeq } }, format);
+            this.#answerOnce(follow, { case: "caughtUp", value: { room: "", headSeq: event.value.headSeq } });
           }
         }
       },
@@ -126,7 +161,7 @@ export class Follows {
         if (failure) log.warn({ category: failure.categoryName, attempt }, "inbox follow interrupted; resuming");
       },
     }).catch((error: unknown) => {
-      this.#failed(follow, requestId, ParleyError.from(error), requestId === "" ? "route" : "subscribe_notifications", format);
+      this.#end(follow, ParleyError.from(error));
     });
   }
 
@@ -142,31 +177,51 @@ export class Follows {
    * answer: `caught_up`, an error, or — when it is replaced or unsubscribed
    * before catching up — `unsubscribed`.
    */
-  #newFollow(requestId: string, room: string, format: FrameFormat | undefined): Follow {
+  #newFollow(requestId: string, room: string, request: FrameRequestName, format: FrameFormat | undefined): Follow {
     const follow: Follow = {
+      requestId,
+      room,
+      request,
+      format,
       controller: new AbortController(),
       answered: false,
+      ended: false,
       cancel: () => {
         follow.controller.abort();
         // The route's own subscription (no request id) has nobody to answer.
-        if (requestId !== "") this.#answerOnce(follow, requestId, { case: "unsubscribed", value: { room } }, format);
+        if (requestId !== "") this.#answerOnce(follow, { case: "unsubscribed", value: { room } });
       },
     };
     return follow;
   }
 
   /** Answers the follow's request unless that happened already. */
-  #answerOnce(follow: Follow, requestId: string, kind: ServerFrameKind, format: FrameFormat | undefined): void {
+  #answerOnce(follow: Follow, kind: ServerFrameKind): void {
     if (follow.answered) return;
     follow.answered = true;
     const { writer } = this.#options;
-    writer.answer(requestId, kind, format ?? writer.pushFormat);
+    writer.answer(follow.requestId, kind, follow.format ?? writer.pushFormat);
   }
 
-  /** A follow that cannot go on (core refused it for good): its request is answered with the reason. */
-  #failed(follow: Follow, requestId: string, error: ParleyError, request: FrameRequestName, format: FrameFormat | undefined): void {
-    follow.answered = true;
+  /**
+   * A follow that cannot go on (core refused it for good, or the user lost
+   * the right to read the room): it stops at once and says why. Before its
+   * request was answered, the `error` is that answer; after (a room follow
+   * that had caught up), the `error` is followed by `unsubscribed` carrying
+   * the same reason, so that the client knows the room is no longer followed.
+   */
+  #end(follow: Follow, error: ParleyError): void {
+    if (follow.ended) return;
+    follow.ended = true;
+    follow.controller.abort();
+    const { requestId, room } = follow;
+    if (room !== "" && this.#rooms.get(room) === follow) this.#rooms.delete(room);
     const { writer } = this.#options;
-    writer.answerError(requestId, inFrameTerms(error, request), format ?? writer.pushFormat);
+    const format = follow.format ?? writer.pushFormat;
+    const answered = follow.answered;
+    follow.answered = true;
+    const failure = inFrameTerms(error, follow.request);
+    writer.answerError(requestId, failure, format);
+    if (answered && room !== "") writer.answer(requestId, { case: "unsubscribed", value: { room, reason: toErrorDetail(failure) } }, format);
   }
 }

@@ -15,12 +15,25 @@ export type FrameRequestName =
   | "list_notifications"
   | "ack_notifications"
   | "subscribe_notifications"
+  | "create_room"
+  | "get_room"
+  | "update_room"
+  | "invite"
+  | "join"
+  | "leave"
+  | "kick"
+  | "ban"
+  | "unban"
+  | "set_role"
+  | "list_members"
+  | "list_my_rooms"
+  | "room_events"
   | "route";
 
 /**
- * The frame field a field of core's request stands for. History, mark_read
- * and the notification requests are core's own request messages, so their
- * fields only gain the prefix; a send and a subscribe are carried by other
+ * The frame field a field of core's request stands for. History, mark_read,
+ * the notification and room requests are core's own request messages, so
+ * their fields only gain the prefix; a send and a subscribe are carried by other
  * requests (SendStreamRequest, ListMessagesRequest), whose fields are mapped
  * by name. A core field with no counterpart in the frame (set by the bridge)
  * names the request as a whole.
@@ -58,6 +71,19 @@ function frameFieldOf(request: FrameRequestName, coreField: string): string {
     case "list_notifications":
     case "ack_notifications":
     case "subscribe_notifications":
+    case "create_room":
+    case "get_room":
+    case "update_room":
+    case "invite":
+    case "join":
+    case "leave":
+    case "kick":
+    case "ban":
+    case "unban":
+    case "set_role":
+    case "list_members":
+    case "list_my_rooms":
+    case "room_events":
       return `${request}.${coreField}`;
   }
 }
@@ -98,7 +124,20 @@ export function roomOfRequest(frame: ClientFrame): string | undefined {
     case "unsubscribe":
     case "history":
     case "markRead":
+    case "createRoom":
+    case "getRoom":
+    case "updateRoom":
+    case "invite":
+    case "join":
+    case "leave":
+    case "kick":
+    case "ban":
+    case "unban":
+    case "setRole":
+    case "listMembers":
+    case "roomEvents":
       return request.value.room === "" ? undefined : request.value.room;
+    case "listMyRooms":
     case "listNotifications":
     case "ackNotifications":
     case "subscribeNotifications":

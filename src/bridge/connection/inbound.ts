@@ -9,13 +9,14 @@ import { checkRoom, checkSeq, decodeClientFrame, FrameDecodeError, type FrameFor
 import { type CallOptions, contextFromTraceparent, tracer } from "../../runtime/index.js";
 import type { CoreCalls } from "./core-calls.js";
 import type { ErrorRun } from "./error-run.js";
+import { roomCall } from "./room-calls.js";
 import { type FrameRequestName, inFrameTerms, roomOfRequest, roomOr } from "./frame-fields.js";
 import type { Follows } from "./follows.js";
 import type { Sends } from "./sends.js";
 import type { ConnectionDeps } from "./deps.js";
 import type { FrameWriter, ServerFrameKind } from "./writer.js";
 
-export interface InboundOptions extends Pick<ConnectionDeps, "limits" | "chat" | "notifications" | "observe"> {
+export interface InboundOptions extends Pick<ConnectionDeps, "limits" | "chat" | "notifications" | "rooms" | "observe"> {
   readonly connectionId: string;
   readonly user: string;
   /** The room of the connection's path, for requests that name none. */
@@ -120,7 +121,7 @@ export class Inbound {
   /** Handles one decoded request other than a send; resolves once it has been answered. */
   async #dispatch(frame: ClientFrame, format: FrameFormat): Promise<void> {
     const { requestId } = frame;
-    const { chat, notifications, follows, writer, limits, routeRoom } = this.#options;
+    const { chat, notifications, rooms, follows, writer, limits, routeRoom } = this.#options;
     const request = frame.request;
     switch (request.case) {
       case "send":
@@ -172,6 +173,27 @@ export class Inbound {
         const afterSeq = request.value.afterSeq === undefined ? undefined : checkSeq(request.value.afterSeq, "subscribe_notifications.after_seq");
         this.#accepted();
         follows.followInbox(requestId, afterSeq, format);
+        return;
+      }
+      case "roomEvents": {
+        const value = { ...request.value, room: roomOr(request.value.room, "room_events.room", routeRoom) };
+        await this.#relay(requestId, format, "room_events", (options) => chat.listRoomEvents(value, options), (page) => ({ case: "roomEvents", value: page }));
+        return;
+      }
+      case "createRoom":
+      case "getRoom":
+      case "updateRoom":
+      case "invite":
+      case "join":
+      case "leave":
+      case "kick":
+      case "ban":
+      case "unban":
+      case "setRole":
+      case "listMembers":
+      case "listMyRooms": {
+        const { name, call } = roomCall(request, rooms);
+        await this.#relay(requestId, format, name, call, (kind) => kind);
         return;
       }
       case "ping":

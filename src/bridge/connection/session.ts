@@ -57,7 +57,7 @@ export class Connection {
     const calls = new CoreCalls(deps.token, limits.maxInflightRequests, log);
     const errorRun = new ErrorRun(limits.maxConsecutiveErrors);
     const sends = new Sends({ sendLink: deps.sendLink, token: deps.token, routeRoom, maxInflightSends: limits.maxInflightSends, maxWaitingRefusals: limits.maxInflightSends + limits.frameBurst, writer, errorRun, observe, close });
-    const follows = new Follows({ chat: deps.chat, notifications: deps.notifications, roomFeeds: deps.roomFeeds, calls, writer, log });
+    const follows = new Follows({ chat: deps.chat, notifications: deps.notifications, rooms: deps.rooms, roomFeeds: deps.roomFeeds, user: deps.identity.user, calls, writer, log });
     this.#writer = writer;
     this.#calls = calls;
     this.#follows = follows;
@@ -68,6 +68,7 @@ export class Connection {
       limits,
       chat: deps.chat,
       notifications: deps.notifications,
+      rooms: deps.rooms,
       calls,
       writer,
       sends,

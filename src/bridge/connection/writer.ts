@@ -87,7 +87,8 @@ export class FrameWriter {
   }
 
   /** Writes a pushed event: its shared frame, straight to the socket where ws would write exactly that. */
-  pushEvent(event: EncodedEvent, kind: string): void {
+  pushEvent(event: EncodedEvent): void {
+    const kind = event.kind;
     const raw = this.#plainFrames ? this.#rawSocket() : undefined;
     let data: Uint8Array;
     try {

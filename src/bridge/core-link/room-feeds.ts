@@ -9,11 +9,13 @@ interface Feed {
 
 /**
  * One core subscription per room, however many of the bridge's connections
- * follow it: live messages go into a hub, each encoded once (EncodedEvent),
- * and every connection follows the hub from its own position (see follow.ts;
- * a connection's replay and any gap are read through ListMessages with that
- * connection's own token). If the core stream breaks, the feed resubscribes
- * from the last seq it saw and tells followers to check for gaps.
+ * follow it: the room's live log (messages, membership and settings changes,
+ * in one seq) goes into a hub, each event encoded once (EncodedEvent), and
+ * every connection follows the hub from its own position (see follow.ts; a
+ * connection's replay and any gap are read through ListRoomEvents with that
+ * connection's own token, and who may receive what is checked per
+ * connection, in follows.ts). If the core stream breaks, the feed
+ * resubscribes from the last seq it saw and tells followers to check for gaps.
  */
 export class RoomFeeds {
   readonly hub = new FanoutHub<EncodedEvent>(4096);
@@ -76,6 +78,10 @@ export class RoomFeeds {
             if (last === undefined) continue;
             position.passed(last);
             this.hub.publish(room, event.value.messages.map((message) => EncodedEvent.message(message)));
+          } else if (event.case === "roomEvent") {
+            // Membership and settings changes are rare: one event, one plain encode.
+            position.passed(event.value);
+            this.hub.publish(room, [EncodedEvent.roomEvent(event.value)]);
           } else if (event.case === "caughtUp" && position.last === undefined) {
             position.caughtUp(event.value.headSeq);
             // Followers that read the database before this feed's head was
