@@ -16,7 +16,11 @@ export interface FrameChannel {
   send(room: string, body: string, clientMsgId?: string): Promise<ChatMessage>;
   /** Sends a request frame; resolves with the answering frame (re-sent after reconnects). */
   request(request: FrameRequest): Promise<ServerFrame>;
-  /** Sends a frame whose answers are events (subscriptions), if connected; an error frame answering it goes to `onError`. */
-  fire(request: FrameRequest, onError?: (error: ParleyClientError) => void): void;
+  /**
+   * Sends a frame whose answers are events (subscriptions), if connected; an
+   * error frame answering it goes to `onError`. Returns the frame's request
+   * id (undefined when not connected: the frame was not sent).
+   */
+  fire(request: FrameRequest, onError?: (error: ParleyClientError) => void): string | undefined;
   isOpen(): boolean;
 }

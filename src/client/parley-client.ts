@@ -5,6 +5,8 @@ import { backoffDelay, type BackoffPolicy, categoryName, closeMeaning } from "..
 import { ParleyClientError } from "./client-error.js";
 import type { FrameChannel, FrameRequest } from "./frame-channel.js";
 import { NotificationsHandle } from "./notifications.js";
+import { randomId } from "./random-id.js";
+import { RoomOperations } from "./room-operations.js";
 import { type JoinOptions, RoomHandle } from "./rooms.js";
 import { defaultSocketFactory, OPEN, type SocketFactory, type SocketLike } from "./socket.js";
 
@@ -62,6 +64,8 @@ function tokenExpired(token: string): boolean {
  */
 export class ParleyClient implements FrameChannel {
   readonly notifications: NotificationsHandle;
+  /** Room membership and settings (create, invite, join, kick, ...); following a room is `join()`. */
+  readonly rooms: RoomOperations;
   readonly #options: ParleyClientOptions;
   readonly #factory: SocketFactory;
   #socket: SocketLike | undefined;
@@ -96,6 +100,7 @@ export class ParleyClient implements FrameChannel {
     this.#options = options;
     this.#factory = factory;
     this.notifications = new NotificationsHandle(this);
+    this.rooms = new RoomOperations(this);
     void this.#connect();
   }
 
@@ -187,11 +192,12 @@ export class ParleyClient implements FrameChannel {
    * @internal Sends a frame whose answers are events (subscriptions), if
    * connected; an error frame answering it goes to `onError`.
    */
-  fire(request: FrameRequest, onError?: (error: ParleyClientError) => void): void {
-    if (!this.#isOpen()) return;
+  fire(request: FrameRequest, onError?: (error: ParleyClientError) => void): string | undefined {
+    if (!this.#isOpen()) return undefined;
     const requestId = this.#nextRequestId();
     if (onError) this.#subscriptionErrors.set(requestId, onError);
     this.#write({ requestId, request });
+    return requestId;
   }
 
   /** @internal */
@@ -354,6 +360,9 @@ export class ParleyClient implements FrameChannel {
       case "message":
         this.#rooms.get(kind.value.room)?.deliver(kind.value);
         return;
+      case "roomEvent":
+        this.#rooms.get(kind.value.room)?.deliverEvent(kind.value);
+        return;
       case "notification":
         this.notifications.deliver(kind.value);
         return;
@@ -389,6 +398,23 @@ export class ParleyClient implements FrameChannel {
         this.#settleRequest(frame);
         return;
       case "unsubscribed":
+        // With a reason, the server ended the follow (the error frame before it answered nothing pending).
+        if (kind.value.reason) this.#rooms.get(kind.value.room)?.revoke(frame.requestId, ParleyClientError.fromDetail(kind.value.reason));
+        this.#settleRequest(frame);
+        return;
+      case "createRoom":
+      case "getRoom":
+      case "updateRoom":
+      case "invite":
+      case "join":
+      case "leave":
+      case "kick":
+      case "ban":
+      case "unban":
+      case "setRole":
+      case "listMembers":
+      case "listMyRooms":
+      case "roomEvents":
       case "history":
       case "markRead":
       case "notifications":
@@ -429,10 +455,4 @@ export class ParleyClient implements FrameChannel {
     this.#requestCounter++;
     return `r${this.#requestCounter}`;
   }
-}
-
-function randomId(): string {
-  const crypto = (globalThis as { crypto?: { randomUUID?: () => string } }).crypto;
-  if (crypto?.randomUUID) return crypto.randomUUID();
-  return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
 }
