@@ -8,7 +8,7 @@ import { ErrorCategory } from "../../gen/parley/v1/errors_pb.js";
 import { CloseCode } from "../../gen/parley/v1/frames_pb.js";
 import { NotificationService } from "../../gen/parley/v1/notifications_pb.js";
 import { RoomService } from "../../gen/parley/v1/room_service_pb.js";
-import { createClient, failSpan, type Identity, logError, type Logger, mintToken, parleyMetrics, telemetry, TokenVerifier, tracer } from "../runtime/index.js";
+import { createClient, failSpan, type Identity, logError, type Logger, mintToken, parleyMetrics, ROOMS_RELAY_SCOPE, telemetry, TokenVerifier, tracer } from "../runtime/index.js";
 import { type FrameFormat, httpStatusForCategory, ParleyError, ROOM_ID, validationError } from "../wire/index.js";
 import { context, type Span, SpanKind, trace } from "@opentelemetry/api";
 import type { ConnectionObserver } from "./connection/deps.js";
@@ -74,9 +74,12 @@ export async function startBridge(options: BridgeOptions): Promise<RunningBridge
   // The bridge's own identity, for what it does for all connections at once
   // (the shared room feeds, the send stream that carries users' tokens).
   const bridgeUser = `parley-bridge-${randomUUID().slice(0, 8)}`;
-  let bridgeToken = await mintToken(options.jwtSecret, bridgeUser, { expiresInSeconds: 24 * 3600 });
+  // It relays rooms' logs (ROOMS_RELAY_SCOPE): who may receive them is
+  // checked per connection, with that connection's own token.
+  const bridgeClaims = { expiresInSeconds: 24 * 3600, scopes: [ROOMS_RELAY_SCOPE] };
+  let bridgeToken = await mintToken(options.jwtSecret, bridgeUser, bridgeClaims);
   const renew = setInterval(() => {
-    void mintToken(options.jwtSecret, bridgeUser, { expiresInSeconds: 24 * 3600 }).then((token) => (bridgeToken = token));
+    void mintToken(options.jwtSecret, bridgeUser, bridgeClaims).then((token) => (bridgeToken = token));
   }, 3600_000);
   renew.unref();
   const clientOptions = { headers: () => ({ authorization: `Bearer ${bridgeToken}` }) };

@@ -3,6 +3,8 @@ import { ErrorCategory } from "../../gen/parley/v1/errors_pb.js";
 import { authInterceptor, type Logger, loggingInterceptor, startGrpcServer, TokenVerifier, tracingInterceptor } from "../runtime/index.js";
 import { ParleyError } from "../wire/index.js";
 import { createChatModule } from "./chat/chat-module.js";
+import { createRoomModule } from "./rooms/room-module.js";
+import type { RoomLimits } from "./rooms/room-service.js";
 import { migrate, openOrm, type Orm } from "./store/orm.js";
 import { UnitOfWork } from "./store/unit-of-work.js";
 import { PgListener } from "./store/pg-listener.js";
@@ -17,6 +19,13 @@ export interface CoreOptions {
   readonly logger: Logger;
   /** Apply pending migrations before serving. */
   readonly migrate?: boolean;
+  /**
+   * Rooms on first use (default false): a development policy under which a
+   * send to a room that does not exist creates it as a public room.
+   */
+  readonly implicitRooms?: boolean;
+  /** Quotas on rooms (defaults in DEFAULT_ROOM_LIMITS). */
+  readonly roomLimits?: Partial<RoomLimits>;
   /** Most sends per group commit (default 512). */
   readonly maxBatch?: number;
   /** Database connections (default 10). */
@@ -49,7 +58,7 @@ export interface RunningCore {
 
 /**
  * The core process: the only component that touches the database. Serves
- * ChatService and NotificationService over gRPC (with health and
+ * ChatService, RoomService and NotificationService over gRPC (with health and
  * reflection), commits writes in groups, and fans committed items out —
  * across instances through LISTEN/NOTIFY.
  */
@@ -64,7 +73,11 @@ export async function startCore(options: CoreOptions): Promise<RunningCore> {
     }
     const unitOfWork = new UnitOfWork(orm, logger);
     const verifier = new TokenVerifier(options.jwtSecret);
-    const chat = createChatModule({ instanceId, unitOfWork, verifier, logger, maxBatch: options.maxBatch });
+    const chat = createChatModule({ instanceId, unitOfWork, verifier, logger, maxBatch: options.maxBatch, implicitRooms: options.implicitRooms === true });
+    const rooms = createRoomModule({ instanceId, unitOfWork, limits: options.roomLimits, published: (events) => {
+        chat.fanout.committed(events);
+      },
+    });
     const notifications = createNotificationModule({ instanceId, unitOfWork, logger, webhookGraceMs: options.webhook?.graceMs });
     const modules = [chat, notifications];
 
@@ -101,7 +114,7 @@ export async function startCore(options: CoreOptions): Promise<RunningCore> {
 
     const grpc = await startGrpcServer({
       address: options.grpcAddress,
-      services: modules.map((module) => module.binding),
+      services: [...modules.map((module) => module.binding), rooms.binding],
       interceptors: [tracingInterceptor(), loggingInterceptor(logger), authInterceptor(verifier)],
     });
     logger.info({ grpc: grpc.address }, "core serving");

@@ -21,7 +21,7 @@ export { loggingInterceptor } from "./interceptors/logging.js";
 export { CALLER, authInterceptor } from "./interceptors/auth.js";
 
 // Identity.
-export { NOTIFICATIONS_SEND_SCOPE, TokenVerifier, USER_ID, mintToken } from "./auth/tokens.js";
+export { NOTIFICATIONS_SEND_SCOPE, ROOMS_ADMIN_SCOPE, ROOMS_RELAY_SCOPE, TokenVerifier, USER_ID, mintToken } from "./auth/tokens.js";
 export type { Identity } from "./auth/tokens.js";
 
 // Streams: the hub, replay-then-live, resuming, answers in order, end of turn.

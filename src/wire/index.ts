@@ -8,7 +8,7 @@
  */
 
 // Limits and request checks (VALIDATION errors naming the field).
-export { DEFAULT_PAGE_SIZE, IDEMPOTENCY_KEY, MAX_BATCH_ITEMS, MAX_BODY_CODE_POINTS, MAX_PAGE_SIZE, ROOM_ID, checkBody, checkIdempotencyKey, checkPageSize, checkRoom, checkSeq, checkText } from "./limits.js";
+export { DEFAULT_PAGE_SIZE, IDEMPOTENCY_KEY, MAX_BATCH_ITEMS, MAX_BODY_CODE_POINTS, MAX_DIRECT_OTHERS, MAX_PAGE_SIZE, MAX_REASON_CODE_POINTS, MAX_ROOM_NAME_CODE_POINTS, MAX_ROOM_TOPIC_CODE_POINTS, ROOM_ID, checkBody, checkIdempotencyKey, checkPageSize, checkRoom, checkSeq, checkText } from "./limits.js";
 export { canHoldEnums, checkEnums } from "./enum-check.js";
 
 // Who may read a room's log: the read row of core's decision table, which the bridge applies per connection.

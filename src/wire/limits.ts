@@ -9,6 +9,12 @@ export const DEFAULT_PAGE_SIZE = 50;
 export const MAX_PAGE_SIZE = 500;
 /** Most items in one SendBatches request (and answers in one response). */
 export const MAX_BATCH_ITEMS = 512;
+/** Room settings and membership reasons (RoomService). */
+export const MAX_ROOM_NAME_CODE_POINTS = 128;
+export const MAX_ROOM_TOPIC_CODE_POINTS = 1024;
+export const MAX_REASON_CODE_POINTS = 512;
+/** A direct conversation's users besides its creator. */
+export const MAX_DIRECT_OTHERS = 15;
 
 export function checkRoom(room: string, field = "room"): string {
   if (room === "") throw validationError(field, "is required");

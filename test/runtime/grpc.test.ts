@@ -29,6 +29,7 @@ function echoChat() {
     },
     sendBatches: () => Promise.reject(new ParleyError(ErrorCategory.ROUTING, "not served by this test")),
     listMessages: () => Promise.reject(new ParleyError(ErrorCategory.ROUTING, "not served by this test")),
+    listRoomEvents: () => Promise.reject(new ParleyError(ErrorCategory.ROUTING, "not served by this test")),
     subscribe: async (request, responses) => {
       for (let seq = 1n; seq <= 3n; seq++) await responses.send({ event: { case: "message", value: { room: request.room, seq } } });
       await responses.send({ event: { case: "caughtUp", value: { headSeq: 3n } } });

@@ -1,5 +1,6 @@
 import { ChatService } from "../../gen/parley/v1/chat_pb.js";
 import { NotificationService } from "../../gen/parley/v1/notifications_pb.js";
+import { RoomService } from "../../gen/parley/v1/room_service_pb.js";
 import { mintToken, NOTIFICATIONS_SEND_SCOPE } from "../../src/runtime/auth/tokens.js";
 import { type CoreOptions, type RunningCore, startCore } from "../../src/core/core-server.js";
 import { createClient, type ServiceClient } from "../../src/runtime/grpc/client.js";
@@ -13,6 +14,8 @@ export interface TestCore {
   readonly logs: LogCapture;
   /** A ChatService client acting as `user` (a fresh token per client). */
   chat(user: string): Promise<ServiceClient<typeof ChatService>>;
+  /** A RoomService client acting as `user`, with the token scopes given. */
+  rooms(user: string, options?: { scopes?: readonly string[] }): Promise<ServiceClient<typeof RoomService>>;
   /** A NotificationService client acting as `user`; `sender` adds the send scope. */
   notifications(user: string, options?: { sender?: boolean }): Promise<ServiceClient<typeof NotificationService>>;
   /** Stops core; `graceMs` 0 cuts in-flight calls (default 1 s). */
@@ -28,6 +31,9 @@ export async function startTestCore(db: TestDatabase, options: Partial<CoreOptio
     jwtSecret: TEST_JWT_SECRET,
     logger: logs.logger,
     migrate: true,
+    // Most tests send into rooms they never created, as development does;
+    // tests of room permissions turn the policy off.
+    implicitRooms: true,
     ...options,
   });
   const clients: { close(): void }[] = [];
@@ -37,6 +43,12 @@ export async function startTestCore(db: TestDatabase, options: Partial<CoreOptio
     async chat(user) {
       const token = await mintToken(TEST_JWT_SECRET, user);
       const client = createClient(ChatService, core.address, { headers: () => ({ authorization: `Bearer ${token}` }) });
+      clients.push(client);
+      return client;
+    },
+    async rooms(user, options = {}) {
+      const token = await mintToken(TEST_JWT_SECRET, user, { scopes: options.scopes ?? [] });
+      const client = createClient(RoomService, core.address, { headers: () => ({ authorization: `Bearer ${token}` }) });
       clients.push(client);
       return client;
     },

@@ -55,6 +55,7 @@ async function startNoop(): Promise<Running> {
           }
         },
         listMessages: notServed,
+        listRoomEvents: notServed,
         subscribe: notServed,
         markRead: notServed,
       }),

@@ -1,16 +1,18 @@
-import { type ChatMessage, ChatService } from "../../../gen/parley/v1/chat_pb.js";
+import { ChatService } from "../../../gen/parley/v1/chat_pb.js";
 import { bindService, type Logger, type ServiceBinding, type TokenVerifier } from "../../runtime/index.js";
 import type { UnitOfWork } from "../store/unit-of-work.js";
 import { TopicFanout } from "../store/topic-fanout.js";
 import { chatServiceHandlers } from "./chat-service.js";
 import { CHAT_CHANNEL, MessageStore } from "./message-store.js";
 import { createSendCommitter } from "./send-committer.js";
+import { RoomLog, type RoomLogItem } from "./room-log.js";
 
 /** Everything chat needs, assembled: its gRPC binding and its fan-out hooks. */
 export interface ChatModule {
   readonly binding: ServiceBinding;
   readonly channel: string;
-  readonly fanout: TopicFanout<ChatMessage>;
+  /** Every room's log, messages and other events, to the room's followers. */
+  readonly fanout: TopicFanout<RoomLogItem>;
   /** Answers every send already submitted. */
   drain(): Promise<void>;
 }
@@ -21,13 +23,15 @@ export function createChatModule(deps: {
   verifier: TokenVerifier;
   logger: Logger;
   maxBatch?: number;
+  implicitRooms: boolean;
 }): ChatModule {
   const { unitOfWork, logger } = deps;
   const store = new MessageStore(deps.instanceId);
-  const fanout = new TopicFanout<ChatMessage>({
+  const log = new RoomLog(store);
+  const fanout = new TopicFanout<RoomLogItem>({
     origin: deps.instanceId,
-    topicOf: (message) => message.room,
-    readRange: (room, from, to) => unitOfWork.read({ label: "chat.fanout-read", context: { room } }, (em) => store.readRange(em, room, from, to)),
+    topicOf: (item) => item.room,
+    readRange: (room, from, to) => unitOfWork.read({ label: "chat.fanout-read", context: { room } }, (em) => log.readRange(em, room, from, to)),
     logger,
   });
   const committer = createSendCommitter(unitOfWork, store, {
@@ -37,7 +41,7 @@ export function createChatModule(deps: {
     },
   });
   return {
-    binding: bindService(ChatService, chatServiceHandlers({ unitOfWork, store, committer, fanout, verifier: deps.verifier, logger })),
+    binding: bindService(ChatService, chatServiceHandlers({ unitOfWork, store, log, committer, fanout, verifier: deps.verifier, logger, implicitRooms: deps.implicitRooms })),
     channel: CHAT_CHANNEL,
     fanout,
     drain: () => committer.idle(),

@@ -12,20 +12,32 @@ import {
   SendStreamResponseSchema,
 } from "../../../gen/parley/v1/chat_pb.js";
 import { ListDirection } from "../../../gen/parley/v1/common_pb.js";
-import { atEndOfTurn, type CallContext, CALLER, contextFromTraceparent, failSpan, follow, type Identity, logError, type Logger, OrderedQueue, originOf, type ResponseSink, type ServiceHandlers, setAttributesIfRecording, type TokenVerifier, traceDelivery, tracer } from "../../runtime/index.js";
+import { atEndOfTurn, type CallContext, CALLER, contextFromTraceparent, failSpan, follow, type Identity, logError, type Logger, OrderedQueue, originOf, type ResponseSink, ROOMS_RELAY_SCOPE, type ServiceHandlers, setAttributesIfRecording, type TokenVerifier, traceDelivery, tracer } from "../../runtime/index.js";
 import { checkBody, checkIdempotencyKey, checkPageSize, checkRoom, checkSeq, MAX_BATCH_ITEMS, ParleyError, toErrorDetail, validationError } from "../../wire/index.js";
 import { context, trace } from "@opentelemetry/api";
-import { roomAccess } from "../access/room-access.js";
+import type { EntityManager } from "@mikro-orm/postgresql";
+import type { RoomEvent } from "../../../gen/parley/v1/chat_pb.js";
+import { assertAllowed, readStanding, type RoomStanding } from "../access/room-access.js";
+import { ReadGuard } from "../access/read-guard.js";
+import { RoomKind } from "../../../gen/parley/v1/rooms_pb.js";
+import { messageEvent } from "../store/room-event-rows.js";
 import type { UnitOfWork } from "../store/unit-of-work.js";
 import type { TopicFanout } from "../store/topic-fanout.js";
 import type { MessageStore } from "./message-store.js";
+import { isMessage, type RoomLog, type RoomLogItem } from "./room-log.js";
 import type { SendCommand, SendCommitter, SendResult } from "./send-committer.js";
 
 export interface ChatServiceDeps {
   readonly unitOfWork: UnitOfWork;
   readonly store: MessageStore;
+  readonly log: RoomLog;
   readonly committer: SendCommitter;
-  readonly fanout: TopicFanout<ChatMessage>;
+  readonly fanout: TopicFanout<RoomLogItem>;
+  /**
+   * The development policy of rooms on first use: a room that does not exist
+   * reads as an empty public room (the first send creates it).
+   */
+  readonly implicitRooms: boolean;
   /** Verifies SendStream items' acting tokens. */
   readonly verifier: TokenVerifier;
   readonly logger: Logger;
@@ -35,7 +47,17 @@ export interface ChatServiceDeps {
 
 /** parley.v1.ChatService: the transport-free rules, bound to gRPC by the caller. */
 export function chatServiceHandlers(deps: ChatServiceDeps): ServiceHandlers<typeof ChatService> {
-  const { unitOfWork, store, committer, fanout, verifier, logger } = deps;
+  const { unitOfWork, store, log, committer, fanout, verifier, logger } = deps;
+
+  /** A room that does not exist, under the policy of rooms on first use: empty and public. */
+  const IMPLICIT_ROOM: RoomStanding = { kind: RoomKind.PUBLIC, headSeq: 0n, member: undefined };
+
+  /** The caller's standing in `room`, refused unless they may read it. */
+  const readableStanding = async (em: EntityManager, room: string, user: string): Promise<RoomStanding> => {
+    const standing = (await readStanding(em, room, user)) ?? (deps.implicitRooms ? IMPLICIT_ROOM : undefined);
+    assertAllowed(standing, "read");
+    return standing as RoomStanding;
+  };
 
   const toCommand = (caller: Identity, room: string, body: string, clientMsgId: string): SendCommand => {
     const command = {
@@ -44,7 +66,6 @@ export function chatServiceHandlers(deps: ChatServiceDeps): ServiceHandlers<type
       clientMsgId: checkIdempotencyKey(clientMsgId, "client_msg_id"),
       sender: caller.user,
     };
-    roomAccess.assertCanSend(caller, command.room);
     return command;
   };
 
@@ -168,17 +189,31 @@ export function chatServiceHandlers(deps: ChatServiceDeps): ServiceHandlers<type
       const room = checkRoom(request.room);
       const cursor = checkSeq(request.cursorSeq, "cursor_seq");
       const pageSize = checkPageSize(request.pageSize);
-      roomAccess.assertCanRead(caller, room);
       const backward = request.direction === ListDirection.BACKWARD;
       return unitOfWork.read({ label: "chat.list", context: { room } }, async (em) => {
+        const { headSeq } = await readableStanding(em, room, caller.user);
         const rows = backward ? await store.readBefore(em, room, cursor, pageSize + 1) : await store.readAfter(em, room, cursor, pageSize + 1);
         const page = rows.slice(0, pageSize);
         const lastRow = page.at(-1);
+        return { messages: page, hasMore: rows.length > pageSize, nextCursorSeq: lastRow?.seq ?? cursor, headSeq };
+      });
+    },
+
+    async listRoomEvents(request, context) {
+      const caller = context.values.get(CALLER);
+      const room = checkRoom(request.room);
+      const cursor = checkSeq(request.cursorSeq, "cursor_seq");
+      const pageSize = checkPageSize(request.pageSize);
+      const backward = request.direction === ListDirection.BACKWARD;
+      return unitOfWork.read({ label: "chat.list-events", context: { room } }, async (em) => {
+        const { headSeq } = await readableStanding(em, room, caller.user);
+        const items = backward ? await log.readBefore(em, room, cursor, pageSize + 1) : await log.readAfter(em, room, cursor, pageSize + 1);
+        const page = items.slice(0, pageSize);
         return {
-          messages: page,
-          hasMore: rows.length > pageSize,
-          nextCursorSeq: lastRow?.seq ?? cursor,
-          headSeq: await store.headSeq(em, room),
+          events: page.map((item) => (isMessage(item) ? messageEvent(item) : item)),
+          hasMore: items.length > pageSize,
+          nextCursorSeq: page.at(-1)?.seq ?? cursor,
+          headSeq,
         };
       });
     },
@@ -187,21 +222,33 @@ export function chatServiceHandlers(deps: ChatServiceDeps): ServiceHandlers<type
       const caller = context.values.get(CALLER);
       const room = checkRoom(request.room);
       const afterSeq = request.afterSeq === undefined ? undefined : checkSeq(request.afterSeq, "after_seq");
-      roomAccess.assertCanRead(caller, room);
       const read = { label: "chat.replay", context: { room } };
+      // A relay (the bridge) follows any room and checks each of its
+      // connections itself; anyone else is checked here, and watched.
+      const relay = caller.scopes.has(ROOMS_RELAY_SCOPE);
+      const standing = relay ? undefined : await unitOfWork.read(read, (em) => readableStanding(em, room, caller.user));
+      const guard = standing && new ReadGuard(room, caller.user, standing);
       const batches = request.batched ? new EventBatcher(responses) : undefined;
-      await follow({
+      const sendMessage = (message: ChatMessage) =>
+        traceDelivery("message", room, message, originOf(message), () =>
+          batches ? batches.add(message) : responses.send({ event: { case: "message", value: message } } satisfies Partial<ChatServiceSubscribeResponse>),
+        );
+      const sendEvent = async (event: RoomEvent) => {
+        const revoked = guard?.observe(event);
+        await batches?.flush();
+        await responses.send({ event: { case: "roomEvent", value: event } });
+        // Nothing after the event that revoked the right to read goes out.
+        if (revoked) throw revoked;
+      };
+      await follow<RoomLogItem>({
         hub: fanout.hub,
         topic: room,
-        afterSeq,
-        readAfter: (seq, limit) => unitOfWork.read(read, (em) => store.readAfter(em, room, seq, limit)),
+        // Live-only starts after the head the check saw, so that no change
+        // between the check and the follow can pass unwatched.
+        afterSeq: afterSeq ?? (standing && standing !== IMPLICIT_ROOM ? standing.headSeq : undefined),
+        readAfter: (seq, limit) => unitOfWork.read(read, (em) => log.readAfter(em, room, seq, limit)),
         readHead: () => unitOfWork.read(read, (em) => store.headSeq(em, room)),
-        send: (message) =>
-          traceDelivery("message", room, message, originOf(message), () =>
-            batches
-              ? batches.add(message)
-              : responses.send({ event: { case: "message", value: message } } satisfies Partial<ChatServiceSubscribeResponse>),
-          ),
+        send: (item) => (isMessage(item) ? sendMessage(item) : sendEvent(item)),
         caughtUp: async (headSeq) => {
           await batches?.flush();
           await responses.send({ event: { case: "caughtUp", value: { headSeq } } });
@@ -214,7 +261,6 @@ export function chatServiceHandlers(deps: ChatServiceDeps): ServiceHandlers<type
       const caller = context.values.get(CALLER);
       const room = checkRoom(request.room);
       const seq = checkSeq(request.seq, "seq");
-      roomAccess.assertCanRead(caller, room);
       return unitOfWork.transaction({ label: "chat.mark-read", context: { room, user: caller.user } }, async (em) => {
         const { readSeq, headSeq } = await store.markRead(em, room, caller.user, seq);
         // Checked after the write, inside the transaction: throwing rolls it back.

@@ -14,6 +14,19 @@ export interface Identity {
 /** The scope a token needs to send notifications (service identities carry it). */
 export const NOTIFICATIONS_SEND_SCOPE = "notifications:send";
 
+/**
+ * The scope of a service that manages rooms on behalf of users: with it, a
+ * RoomService call may name the user it acts as (`parley-act-as`).
+ */
+export const ROOMS_ADMIN_SCOPE = "rooms:admin";
+
+/**
+ * The scope of a relay (the WebSocket bridge): it may follow any room's log
+ * to pass events on to the connections it has authorized itself, each
+ * through a GetRoom call with that connection's own token.
+ */
+export const ROOMS_RELAY_SCOPE = "rooms:relay";
+
 /** User ids (token `sub`): what may appear as a sender or recipient. */
 export const USER_ID = /^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$/;
 
