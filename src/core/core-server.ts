@@ -74,7 +74,7 @@ export async function startCore(options: CoreOptions): Promise<RunningCore> {
     const unitOfWork = new UnitOfWork(orm, logger);
     const verifier = new TokenVerifier(options.jwtSecret);
     const chat = createChatModule({ instanceId, unitOfWork, verifier, logger, maxBatch: options.maxBatch, implicitRooms: options.implicitRooms === true });
-    const rooms = createRoomModule({ instanceId, unitOfWork, limits: options.roomLimits, published: (events) => {
+    const rooms = createRoomModule({ instanceId, unitOfWork, limits: options.roomLimits, implicitRooms: options.implicitRooms === true, published: (events) => {
         chat.fanout.committed(events);
       },
     });

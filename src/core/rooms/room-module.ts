@@ -15,12 +15,14 @@ export function createRoomModule(deps: {
   unitOfWork: UnitOfWork;
   published: (events: readonly RoomEvent[]) => void;
   limits?: Partial<RoomLimits>;
+  implicitRooms?: boolean;
 }): { readonly binding: ServiceBinding } {
   const handlers = roomServiceHandlers({
     unitOfWork: deps.unitOfWork,
     store: new RoomStore(deps.instanceId),
     published: deps.published,
     limits: { ...DEFAULT_ROOM_LIMITS, ...deps.limits },
+    implicitRooms: deps.implicitRooms,
   });
   return { binding: bindService(RoomService, handlers) };
 }

@@ -2,7 +2,7 @@ import { createHash, randomUUID } from "node:crypto";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import type { RoomEvent } from "../../../gen/parley/v1/chat_pb.js";
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
-import { type Member, MemberSchema, type Room, type RoomService } from "../../../gen/parley/v1/room_service_pb.js";
+import { type Member, MemberSchema, type Room, RoomSchema, type RoomService } from "../../../gen/parley/v1/room_service_pb.js";
 import { MembershipState, RoomKind, RoomRole } from "../../../gen/parley/v1/rooms_pb.js";
 import { create } from "@bufbuild/protobuf";
 import { CALLER, type CallContext, ROOMS_ADMIN_SCOPE, type ServiceHandlers, USER_ID } from "../../runtime/index.js";
@@ -43,6 +43,11 @@ export interface RoomServiceDeps {
   /** Receives each committed event, in seq order per room (the room's followers). */
   readonly published: (events: readonly RoomEvent[]) => void;
   readonly limits: RoomLimits;
+  /**
+   * The development policy of rooms on first use: a room that does not exist
+   * is described as ChatService reads it, an empty public room.
+   */
+  readonly implicitRooms?: boolean;
 }
 
 /** The header a service identity (ROOMS_ADMIN_SCOPE) names the user it acts for with. */
@@ -210,7 +215,7 @@ export function roomServiceHandlers(deps: RoomServiceDeps): ServiceHandlers<type
       const actor = actingUser(context);
       const room = checkRoom(request.room);
       return unitOfWork.read({ label: "rooms.get", context: { room, user: actor } }, async (em) => {
-        const found = await roomSummary(em, actor, room);
+        const found = (await roomSummary(em, actor, room)) ?? (deps.implicitRooms === true ? create(RoomSchema, { id: room, kind: RoomKind.PUBLIC }) : undefined);
         assertAllowed(found && summaryStanding(found), "read");
         return { room: found };
       });
