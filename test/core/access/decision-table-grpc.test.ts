@@ -71,7 +71,11 @@ function settled(c: Case): boolean {
       return t?.state !== MembershipState.BANNED;
     case "set_role":
       return t?.state === MembershipState.JOINED && t.role === c.newRole;
-    default:
+    case "read":
+    case "send":
+    case "mark_read":
+    case "update_room":
+    case "change_kind":
       return false;
   }
 }
