@@ -72,10 +72,10 @@ describe("revocation", () => {
     ];
     const sender = await first.chat("owner");
     const otherSender = await second.chat("carol");
-    let sending = true;
+    const sending = new AbortController();
     let n = 0;
     const load = (async () => {
-      while (sending) {
+      while (!sending.signal.aborted) {
         const i = n++;
         await Promise.all([
           sender.sendMessage({ room, body: `o${i}`, clientMsgId: `ops-o-${i}` }),
@@ -88,7 +88,7 @@ describe("revocation", () => {
     const bannedAt = Date.now();
     const banSeq = banned.event?.seq ?? 0n;
     while (n < 150) await new Promise((resolve) => setTimeout(resolve, 10));
-    sending = false;
+    sending.abort();
     await load;
 
     for (const bob of followers.filter((f) => f.user === "bob")) {
