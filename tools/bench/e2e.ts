@@ -43,7 +43,7 @@ import { type PhaseResult, runPhase } from "./e2e/load.js";
 import { numberFromEnv } from "./env.js";
 import { percentile } from "./latency.js";
 import { type ProfileSummary, summarizeProfile } from "./e2e/profile.js";
-import { startParley, startRaw, startSplit } from "./e2e/servers.js";
+import { seedRooms, startParley, startRaw, startSplit } from "./e2e/servers.js";
 import { STALL_MS, WalFlushWatch, type WalWaitSummary } from "./e2e/wal-flush-watch.js";
 import { type RuntimeSample, runtimeWindow, sampleRuntime } from "./e2e/runtime-metrics.js";
 
@@ -150,6 +150,7 @@ async function main(): Promise<void> {
   );
 
   const db = await createTestDatabase();
+  const seed = () => seedRooms(db, Array.from({ length: roomCount }, (_, i) => roomOf(i)), users, roomOf);
   const walWatch = await WalFlushWatch.start(db);
   const results: PhaseResult[] = [];
   const notes: string[] = [];
@@ -163,6 +164,7 @@ async function main(): Promise<void> {
     if (runs.has("serve")) {
       const parley = await startParley(db, secret);
       children.push(parley.child);
+      await seed();
       const cpu = () => cpuSnapshot(parley.child.pid, db);
       full = await runPhase({ ...parleyPhase, port: parley.port, cpu, label: "parley (bridge → core → PostgreSQL → fan-out)" });
       results.push(full);
@@ -180,6 +182,7 @@ async function main(): Promise<void> {
     if (runs.has("traced")) {
       const parley = await startParley(db, secret, [], { OTEL_TRACES_SAMPLER: "always_on" });
       children.push(parley.child);
+      await seed();
       traced = await runPhase({ ...parleyPhase, port: parley.port, label: "parley, every span recorded (OTEL_TRACES_SAMPLER=always_on)", cpu: () => cpuSnapshot(parley.child.pid, db) });
       results.push(traced);
       await parley.stop();
@@ -191,6 +194,7 @@ async function main(): Promise<void> {
     if (runs.has("split")) {
       const split = await startSplit(db, secret);
       children.push(split.core.child, split.bridge.child);
+      await seed();
       const cpu = () => cpuSnapshot([split.bridge.child.pid, split.core.child.pid], db);
       separate = await runPhase({ ...parleyPhase, port: split.bridge.port, cpu, label: "parley, bridge and core as two processes" });
       results.push(separate);
@@ -277,6 +281,7 @@ async function main(): Promise<void> {
       if (profileMode === "1" || (profileMode !== "0" && missed && saturated)) {
         profileDir = await mkdtemp(path.join(os.tmpdir(), "parley-e2e-cpuprof-"));
         const parley = await startParley(db, secret, ["--cpu-prof", `--cpu-prof-dir=${profileDir}`]);
+        await seed();
         children.push(parley.child);
         const profiled = await runPhase({ ...parleyPhase, port: parley.port, label: "parley under --cpu-prof", cpu: () => cpuSnapshot(parley.child.pid, db) });
         await parley.stop();

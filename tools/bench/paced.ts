@@ -23,7 +23,7 @@ import { createTestDatabase } from "../../test/support/database.js";
 import { processCpuMicros } from "./cpu.js";
 import { cpuSnapshot } from "./e2e/cpu-share.js";
 import { runPhase } from "./e2e/load.js";
-import { type ServerChild, startParley, startSplit } from "./e2e/servers.js";
+import { seedRooms, type ServerChild, startParley, startSplit } from "./e2e/servers.js";
 import { numberFromEnv } from "./env.js";
 import { percentile } from "./latency.js";
 import { STALL_MS, WalFlushWatch } from "./e2e/wal-flush-watch.js";
@@ -85,6 +85,9 @@ async function main(): Promise<void> {
       port = split.bridge.port;
       labels = ["bridge", "core"];
     }
+    const users = Array.from({ length: clients }, (_, i) => `bench-user-${i}`);
+    const roomOf = (i: number) => `bench-room-${i % roomCount}`;
+    await seedRooms(db, Array.from({ length: roomCount }, (_, i) => roomOf(i)), users, roomOf);
     walWatch = await WalFlushWatch.start(db);
     const pids = servers.map((server) => server.child.pid).filter((pid): pid is number => pid !== undefined);
     let samples: ProcessSample[] = [];
@@ -108,7 +111,7 @@ async function main(): Promise<void> {
       const result = await runPhase({
         label: `window ${index}`,
         port,
-        pathOf: (i) => `/ws/chat/bench-room-${i % roomCount}`,
+        pathOf: (i) => `/ws/chat/${roomOf(i)}`,
         tokens,
         readyPrefix: '{"caughtUp"',
         window,

@@ -144,3 +144,18 @@ export function startRaw(): Promise<ServerChild> {
     line.msg === "raw serving" && typeof line.port === "number" ? line.port : undefined,
   );
 }
+
+/**
+ * The benchmark's rooms as production has them: public rooms that every
+ * client has joined (as RoomService.Join would leave them), so that each
+ * send passes the permission check of a real member, and no room is made on
+ * first use. Idempotent: called after each server start (the first one
+ * migrates the database).
+ */
+export async function seedRooms(db: TestDatabase, rooms: readonly string[], users: readonly string[], roomOfUser: (index: number) => string): Promise<void> {
+  await db.sql(`insert into rooms (id, kind, created_by) select id, 1, 'bench' from unnest($1::text[]) as id on conflict (id) do nothing`, [rooms]);
+  await db.sql(
+    `insert into room_members (room_id, user_id, state, role) select r, u, 2, 2 from unnest($1::text[], $2::text[]) as t(r, u) on conflict (room_id, user_id) do nothing`,
+    [users.map((_, index) => roomOfUser(index)), users],
+  );
+}
