@@ -19,6 +19,14 @@ export interface CoreOptions {
   readonly migrate?: boolean;
   /** Most sends per group commit (default 512). */
   readonly maxBatch?: number;
+  /**
+   * Rooms on first use, a development policy (default false): a send or a
+   * read position in a room that does not exist creates it as a public room
+   * owned by the writer, and a writer who is not a member of a public room
+   * (and not banned from it) is joined to it, without room events. Off,
+   * writes to missing rooms and by non-members are refused.
+   */
+  readonly implicitRooms?: boolean;
   /** Database connections (default 10). */
   readonly poolSize?: number;
   /**
@@ -64,7 +72,7 @@ export async function startCore(options: CoreOptions): Promise<RunningCore> {
     }
     const unitOfWork = new UnitOfWork(orm, logger);
     const verifier = new TokenVerifier(options.jwtSecret);
-    const chat = createChatModule({ instanceId, unitOfWork, verifier, logger, maxBatch: options.maxBatch });
+    const chat = createChatModule({ instanceId, unitOfWork, verifier, logger, maxBatch: options.maxBatch, implicitRooms: options.implicitRooms === true });
     const notifications = createNotificationModule({ instanceId, unitOfWork, logger, webhookGraceMs: options.webhook?.graceMs });
     const modules = [chat, notifications];
 

@@ -1,15 +1,12 @@
 import type { Identity } from "../../runtime/index.js";
 
 /**
- * Who may do what in a room. The single place where room permissions are
- * decided: for now any authenticated user may read and write any room (rooms
- * come into being on first use). Room permissions tighten this function,
- * nothing else; it may throw a PERMISSION_DENIED ParleyError.
+ * Who may read a room: for now any authenticated user may read any room.
+ * Room permissions tighten this function; it may throw a PERMISSION_DENIED
+ * ParleyError. Sends and read positions are decided where they are written
+ * (write-access.ts, parley_store_chat_batch, MessageStore.markRead).
  */
 export const roomAccess = {
-  assertCanSend(_caller: Identity, _room: string): void {
-    // Open by design until room permissions exist.
-  },
   assertCanRead(_caller: Identity, _room: string): void {
     // Open by design until room permissions exist.
   },

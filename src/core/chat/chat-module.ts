@@ -21,9 +21,11 @@ export function createChatModule(deps: {
   verifier: TokenVerifier;
   logger: Logger;
   maxBatch?: number;
+  /** Rooms on first use (development; see RoomPolicy). */
+  implicitRooms: boolean;
 }): ChatModule {
   const { unitOfWork, logger } = deps;
-  const store = new MessageStore(deps.instanceId);
+  const store = new MessageStore(deps.instanceId, { implicitRooms: deps.implicitRooms });
   const fanout = new TopicFanout<ChatMessage>({
     origin: deps.instanceId,
     topicOf: (message) => message.room,

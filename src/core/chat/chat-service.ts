@@ -16,6 +16,7 @@ import { atEndOfTurn, type CallContext, CALLER, contextFromTraceparent, failSpan
 import { checkBody, checkIdempotencyKey, checkPageSize, checkRoom, checkSeq, MAX_BATCH_ITEMS, ParleyError, toErrorDetail, validationError } from "../../wire/index.js";
 import { context, trace } from "@opentelemetry/api";
 import { roomAccess } from "../access/room-access.js";
+import { markReadRefused } from "../access/write-access.js";
 import type { UnitOfWork } from "../store/unit-of-work.js";
 import type { TopicFanout } from "../store/topic-fanout.js";
 import type { MessageStore } from "./message-store.js";
@@ -38,14 +39,14 @@ export function chatServiceHandlers(deps: ChatServiceDeps): ServiceHandlers<type
   const { unitOfWork, store, committer, fanout, verifier, logger } = deps;
 
   const toCommand = (caller: Identity, room: string, body: string, clientMsgId: string): SendCommand => {
-    const command = {
+    // Whether the sender may send is decided where the send is stored, in
+    // the room's order (parley_store_chat_batch): a refusal is its answer.
+    return {
       room: checkRoom(room),
       body: checkBody(body),
       clientMsgId: checkIdempotencyKey(clientMsgId, "client_msg_id"),
       sender: caller.user,
     };
-    roomAccess.assertCanSend(caller, command.room);
-    return command;
   };
 
   /**
@@ -214,9 +215,10 @@ export function chatServiceHandlers(deps: ChatServiceDeps): ServiceHandlers<type
       const caller = context.values.get(CALLER);
       const room = checkRoom(request.room);
       const seq = checkSeq(request.seq, "seq");
-      roomAccess.assertCanRead(caller, room);
       return unitOfWork.transaction({ label: "chat.mark-read", context: { room, user: caller.user } }, async (em) => {
-        const { readSeq, headSeq } = await store.markRead(em, room, caller.user, seq);
+        const marked = await store.markRead(em, room, caller.user, seq);
+        if (marked === undefined) throw markReadRefused();
+        const { readSeq, headSeq } = marked;
         // Checked after the write, inside the transaction: throwing rolls it back.
         if (seq > headSeq) throw validationError("seq", `is beyond the room's head (${headSeq})`);
         return { readSeq, headSeq, unreadCount: headSeq - readSeq };
