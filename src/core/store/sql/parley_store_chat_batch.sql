@@ -96,16 +96,21 @@ as $body$
 #variable_conflict use_column
 declare
   locked int;
+  named int;
 begin
-  select count(*) into locked from (
-    select 1 from rooms r
-    where r.id = any (array(select m->>'room_id' from jsonb_array_elements(messages) m))
-    order by r.id
-    for update
-  ) l;
+  -- The rooms the batch names are counted only under the implicit policy
+  -- (a subquery in a CASE branch not taken is never run).
+  select count(*), case when implicit_rooms then (select count(distinct m->>'room_id') from jsonb_array_elements(messages) m) else 0 end
+    into locked, named
+    from (
+      select 1 from rooms r
+      where r.id = any (array(select m->>'room_id' from jsonb_array_elements(messages) m))
+      order by r.id
+      for update
+    ) l;
 
   if implicit_rooms then
-    if locked < (select count(distinct m->>'room_id') from jsonb_array_elements(messages) m) then
+    if locked < named then
       with input as (
         select * from jsonb_to_recordset(messages) as t(ord int, room_id text, sender text, client_msg_id text)
       ),
