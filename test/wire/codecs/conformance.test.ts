@@ -20,7 +20,10 @@ const LEFT_TO_PROTOBUF_ES: Record<string, (message: Message) => boolean> = {
   "parley.v1.ChatMessage": () => false,
   "parley.v1.SendBatchesRequest": () => false,
   "parley.v1.SendBatchesResponse": (message) => (message as SendBatchesResponse).answers.some((answer) => answer.result.case === "error"),
-  "parley.v1.ChatServiceSubscribeResponse": (message) => (message as ChatServiceSubscribeResponse).event.case === "caughtUp",
+  "parley.v1.ChatServiceSubscribeResponse": (message) => {
+    const event = (message as ChatServiceSubscribeResponse).event.case;
+    return event === "caughtUp" || event === "roomEvent";
+  },
   "parley.v1.ServerFrame": (message) => {
     const kind = (message as ServerFrame).kind.case;
     return kind !== "message" && kind !== "sendAck";
