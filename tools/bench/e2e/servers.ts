@@ -99,7 +99,6 @@ export async function startParley(db: TestDatabase, secret: string, nodeFlags: r
       PARLEY_JWT_SECRET: secret,
       PARLEY_MIGRATE: "1",
       // The load sends to rooms nobody created: rooms on first use.
-      PARLEY_IMPLICIT_ROOMS: "1",
       PARLEY_LOG_LEVEL: "info",
       NODE_OPTIONS: SERVER_NODE_OPTIONS,
       ...extraEnv,
@@ -122,7 +121,7 @@ export async function startSplit(db: TestDatabase, secret: string): Promise<{ co
   const core = await startChild(
     "parley core",
     [...SERVER_FLAGS, "bin/parley.js", "core"],
-    { ...base, DATABASE_URL: db.url, PARLEY_GRPC_ADDR: "127.0.0.1:0", PARLEY_METRICS_ADDR: "127.0.0.1:0", PARLEY_MIGRATE: "1", PARLEY_IMPLICIT_ROOMS: "1" },
+    { ...base, DATABASE_URL: db.url, PARLEY_GRPC_ADDR: "127.0.0.1:0", PARLEY_METRICS_ADDR: "127.0.0.1:0", PARLEY_MIGRATE: "1" },
     (line) => {
       if (line.msg === "core serving" && typeof line.grpc === "string") grpcPort = Number(line.grpc.slice(line.grpc.lastIndexOf(":") + 1));
       if (line.msg === "metrics serving" && typeof line.metrics === "string") coreMetricsUrl = line.metrics;
