@@ -26,6 +26,8 @@ Environment:
   PARLEY_WEBHOOK_URL     notification fallback endpoint (optional)
   PARLEY_WEBHOOK_SECRET  HMAC key for webhook signatures (required with the URL)
   PARLEY_MIGRATE=1       apply migrations when core starts
+  PARLEY_IMPLICIT_ROOMS=1  development: sends and read positions create missing
+                         rooms (public) and join public rooms; never in production
   PARLEY_LOG_LEVEL       fatal|error|warn|info|debug|trace|silent (default info)
 `;
 
@@ -42,11 +44,13 @@ const COMMANDS: Record<string, Command> = {
     }
   },
   async core(config, logger) {
+    warnIfImplicitRooms(config.implicitRooms, logger);
     const core = await startCore({
       databaseUrl: requireDatabaseUrl(config),
       grpcAddress: config.grpcAddress,
       jwtSecret: requireJwtSecret(config),
       migrate: config.migrateOnStart,
+      implicitRooms: config.implicitRooms,
       webhook: config.webhook,
       logger,
     });
@@ -70,6 +74,9 @@ const COMMANDS: Record<string, Command> = {
     const embedded = config.databaseUrl === undefined ? await startEmbeddedDatabase(config.dataDir, logger) : undefined;
     const databaseUrl = embedded?.url ?? requireDatabaseUrl(config);
     const secret = config.jwtSecret ?? (embedded ? developmentSecret(embedded.dataDir) : requireJwtSecret(config));
+    // The development mode keeps rooms on first use, as the demo page expects.
+    const implicitRooms = embedded !== undefined || config.implicitRooms;
+    warnIfImplicitRooms(implicitRooms, logger);
     const core = await startCore({
       databaseUrl,
       grpcAddress: config.grpcAddress,
@@ -77,6 +84,7 @@ const COMMANDS: Record<string, Command> = {
       migrate: embedded !== undefined || config.migrateOnStart,
       crossInstanceFanout: embedded === undefined,
       poolSize: embedded === undefined ? undefined : 4,
+      implicitRooms,
       webhook: config.webhook,
       logger,
     });
@@ -115,6 +123,13 @@ function banner(http: string, grpc: string, dataDir: string | undefined): string
     );
   }
   return `${lines.join("\n")}\n\n`;
+}
+
+function warnIfImplicitRooms(on: boolean, logger: Logger): void {
+  if (!on) return;
+  logger.warn(
+    "rooms on first use are on (PARLEY_IMPLICIT_ROOMS, or the development mode): a send or mark_read creates a missing room as a public room and joins any user who is not banned from a public room, without room events; a development policy, never for production",
+  );
 }
 
 function requireDatabaseUrl(config: Config): string {

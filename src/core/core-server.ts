@@ -19,15 +19,19 @@ export interface CoreOptions {
   readonly logger: Logger;
   /** Apply pending migrations before serving. */
   readonly migrate?: boolean;
-  /**
-   * Rooms on first use (default false): a development policy under which a
-   * send to a room that does not exist creates it as a public room.
-   */
-  readonly implicitRooms?: boolean;
   /** Quotas on rooms (defaults in DEFAULT_ROOM_LIMITS). */
   readonly roomLimits?: Partial<RoomLimits>;
   /** Most sends per group commit (default 512). */
   readonly maxBatch?: number;
+  /**
+   * Rooms on first use, a development policy (default false): a send or a
+   * read position in a room that does not exist creates it as a public room
+   * owned by the writer, and a writer who is not a member of a public room
+   * (and not banned from it) is joined to it, without room events. Off,
+   * writes to missing rooms and by non-members are refused. Reads of a
+   * missing room see an empty public room.
+   */
+  readonly implicitRooms?: boolean;
   /** Database connections (default 10). */
   readonly poolSize?: number;
   /**

@@ -35,6 +35,7 @@ const EnvSchema = z
     PARLEY_LOG_LEVEL: z.enum(LOG_LEVELS).default("info"),
     PARLEY_DATA_DIR: z.string().min(1).default(".parley-data"),
     PARLEY_MIGRATE: flag.default(false),
+    PARLEY_IMPLICIT_ROOMS: flag.default(false),
   });
 
 /** Rules across variables, checked even when single variables are bad too. */
@@ -69,6 +70,8 @@ export interface Config {
   readonly dataDir: string;
   /** Apply pending migrations at start. */
   readonly migrateOnStart: boolean;
+  /** Rooms on first use, a development policy (CoreOptions.implicitRooms). */
+  readonly implicitRooms: boolean;
 }
 
 /** Thrown at start when the environment is not valid; names every bad variable. */
@@ -105,6 +108,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
     logLevel: e.PARLEY_LOG_LEVEL,
     dataDir: e.PARLEY_DATA_DIR,
     migrateOnStart: e.PARLEY_MIGRATE,
+    implicitRooms: e.PARLEY_IMPLICIT_ROOMS,
   };
 }
 

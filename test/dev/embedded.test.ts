@@ -42,6 +42,8 @@ async function start(): Promise<{ embedded: EmbeddedDatabase; core: RunningCore 
     migrate: true,
     crossInstanceFanout: false,
     poolSize: 4,
+    // As `parley serve` runs the embedded mode: rooms on first use.
+    implicitRooms: true,
   });
   return { embedded, core };
 }

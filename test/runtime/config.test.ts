@@ -27,6 +27,7 @@ describe("config", () => {
       webhook: undefined,
       logLevel: "info",
       migrateOnStart: false,
+      implicitRooms: false,
     });
   });
 
@@ -41,10 +42,12 @@ describe("config", () => {
       PARLEY_WEBHOOK_SECRET: "s".repeat(16),
       PARLEY_LOG_LEVEL: "debug",
       PARLEY_MIGRATE: "1",
+      PARLEY_IMPLICIT_ROOMS: "1",
     });
     expect(config.coreAddress).toBe("core.internal:50051");
     expect(config.webhook).toEqual({ url: "https://hooks.example.com/p", secret: "s".repeat(16), graceMs: 5000 });
     expect(config.migrateOnStart).toBe(true);
+    expect(config.implicitRooms).toBe(true);
     expect(requireJwtSecret(config)).toBe("x".repeat(32));
   });
 

@@ -44,6 +44,7 @@ beforeAll(async () => {
     jwtSecret: TEST_JWT_SECRET,
     logger: coreLogs.logger,
     migrate: true,
+    implicitRooms: true,
     webhook: {
       url: `http://127.0.0.1:${port}/hook`,
       secret: "webhook-secret-for-tests",
@@ -229,7 +230,7 @@ describe("failures carry their category on the span and the log line", () => {
 
   it("core unavailable, then retried → UNAVAILABLE on the retry span and log line, and the send still succeeds", async () => {
     const { startCore: restartCore } = await import("../../src/core/core-server.js");
-    const spare = await restartCore({ databaseUrl: db.url, grpcAddress: "127.0.0.1:0", jwtSecret: TEST_JWT_SECRET, logger: coreLogs.logger });
+    const spare = await restartCore({ databaseUrl: db.url, grpcAddress: "127.0.0.1:0", jwtSecret: TEST_JWT_SECRET, logger: coreLogs.logger, implicitRooms: true });
     const port = Number(spare.address.split(":")[1]);
     const spareBridge = await startBridge({ httpAddress: "127.0.0.1:0", coreAddress: spare.address, jwtSecret: TEST_JWT_SECRET, logger: bridgeLogs.logger });
     try {
@@ -246,7 +247,7 @@ describe("failures carry their category on the span and the log line", () => {
       expect(retry.events.some((event) => event.name === "retry" && event.attributes?.["error.category"] === "UNAVAILABLE")).toBe(true);
       const metricsText = await (await fetch(`http://${spareBridge.address}/metrics`)).text();
       expect(metricsText).toMatch(/^parley_retries_total\{component="bridge",category="UNAVAILABLE"/m);
-      const revived = await restartCore({ databaseUrl: db.url, grpcAddress: `127.0.0.1:${port}`, jwtSecret: TEST_JWT_SECRET, logger: coreLogs.logger });
+      const revived = await restartCore({ databaseUrl: db.url, grpcAddress: `127.0.0.1:${port}`, jwtSecret: TEST_JWT_SECRET, logger: coreLogs.logger, implicitRooms: true });
       try {
         const ack = await until("the retried ack", () => frames.find((f) => f.requestId === "o-2"), 20_000);
         expect(ack.sendAck).toBeDefined();

@@ -22,7 +22,11 @@ export interface TestCore {
   stop(graceMs?: number): Promise<void>;
 }
 
-/** A real core on port 0 against the test database (migrated on first start). */
+/**
+ * A real core on port 0 against the test database (migrated on first start),
+ * with rooms on first use unless `implicitRooms: false` is passed: most tests
+ * are about messages, not about who may send them.
+ */
 export async function startTestCore(db: TestDatabase, options: Partial<CoreOptions> = {}): Promise<TestCore> {
   const logs = new LogCapture("debug");
   const core = await startCore({
@@ -31,8 +35,6 @@ export async function startTestCore(db: TestDatabase, options: Partial<CoreOptio
     jwtSecret: TEST_JWT_SECRET,
     logger: logs.logger,
     migrate: true,
-    // Most tests send into rooms they never created, as development does;
-    // tests of room permissions turn the policy off.
     implicitRooms: true,
     ...options,
   });

@@ -13,10 +13,13 @@ export interface ParleyProcess {
   stop(): Promise<void>;
 }
 
-/** Runs `parley <command>` as a real child process with the given environment. */
+/**
+ * Runs `parley <command>` as a real child process with the given environment
+ * (rooms on first use, as startTestCore has them, unless `env` says otherwise).
+ */
 export function spawnParley(command: string, env: Record<string, string>): ParleyProcess {
   const child = spawn(process.execPath, ["bin/parley.js", command], {
-    env: { ...process.env, PARLEY_LOG_LEVEL: "info", ...env },
+    env: { ...process.env, PARLEY_LOG_LEVEL: "info", PARLEY_IMPLICIT_ROOMS: "1", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   const lines: Record<string, unknown>[] = [];

@@ -80,6 +80,8 @@ async function startCoreServer(): Promise<Running> {
     jwtSecret,
     logger: createLogger({ level: "warn", name: "parley-bench-core" }),
     migrate: true,
+    // The load sends to rooms nobody created: rooms on first use.
+    implicitRooms: true,
   });
   return { address: core.address, stop: () => core.stop(2_000) };
 }

@@ -23,10 +23,11 @@ export function createChatModule(deps: {
   verifier: TokenVerifier;
   logger: Logger;
   maxBatch?: number;
+  /** Rooms on first use (development; see RoomPolicy). */
   implicitRooms: boolean;
 }): ChatModule {
   const { unitOfWork, logger } = deps;
-  const store = new MessageStore(deps.instanceId);
+  const store = new MessageStore(deps.instanceId, { implicitRooms: deps.implicitRooms });
   const log = new RoomLog(store);
   const fanout = new TopicFanout<RoomLogItem>({
     origin: deps.instanceId,

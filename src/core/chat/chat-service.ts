@@ -21,6 +21,7 @@ import { assertAllowed, readStanding, type RoomStanding } from "../access/room-a
 import { ReadGuard } from "../access/read-guard.js";
 import { RoomKind } from "../../../gen/parley/v1/rooms_pb.js";
 import { messageEvent } from "../store/room-event-rows.js";
+import { markReadRefused } from "../access/write-access.js";
 import type { UnitOfWork } from "../store/unit-of-work.js";
 import type { TopicFanout } from "../store/topic-fanout.js";
 import type { MessageStore } from "./message-store.js";
@@ -60,13 +61,14 @@ export function chatServiceHandlers(deps: ChatServiceDeps): ServiceHandlers<type
   };
 
   const toCommand = (caller: Identity, room: string, body: string, clientMsgId: string): SendCommand => {
-    const command = {
+    // Whether the sender may send is decided where the send is stored, in
+    // the room's order (parley_store_chat_batch): a refusal is its answer.
+    return {
       room: checkRoom(room),
       body: checkBody(body),
       clientMsgId: checkIdempotencyKey(clientMsgId, "client_msg_id"),
       sender: caller.user,
     };
-    return command;
   };
 
   /**
@@ -262,10 +264,13 @@ export function chatServiceHandlers(deps: ChatServiceDeps): ServiceHandlers<type
       const room = checkRoom(request.room);
       const seq = checkSeq(request.seq, "seq");
       return unitOfWork.transaction({ label: "chat.mark-read", context: { room, user: caller.user } }, async (em) => {
-        const { readSeq, headSeq } = await store.markRead(em, room, caller.user, seq);
+        const marked = await store.markRead(em, room, caller.user, seq);
+        if (marked === undefined) throw markReadRefused();
+        const { readSeq, headSeq } = marked;
         // Checked after the write, inside the transaction: throwing rolls it back.
         if (seq > headSeq) throw validationError("seq", `is beyond the room's head (${headSeq})`);
-        return { readSeq, headSeq, unreadCount: headSeq - readSeq };
+        // Unread counts messages: the other events after the position are not.
+        return { readSeq, headSeq, unreadCount: headSeq - readSeq - (await log.countEventsAfter(em, room, readSeq)) };
       });
     },
   };

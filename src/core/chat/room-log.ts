@@ -41,6 +41,12 @@ export class RoomLog {
     return merge(messages, events, ascending);
   }
 
+  /** How many of the room's events after `seq` are not messages (few: membership and settings changes). */
+  async countEventsAfter(em: EntityManager, room: string, seq: bigint): Promise<bigint> {
+    const rows = await em.execute<{ n: string }[]>(`select count(*) as n from room_events where room_id = ? and seq > ?`, [room, seq.toString()]);
+    return BigInt(rows[0]?.n ?? "0");
+  }
+
   /** Items with seq < beforeSeq (the newest when beforeSeq is 0), descending, at most `limit`. */
   async readBefore(em: EntityManager, room: string, beforeSeq: bigint, limit: number): Promise<RoomLogItem[]> {
     const messages = await this.messages.readBefore(em, room, beforeSeq, limit);

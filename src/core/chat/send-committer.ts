@@ -5,6 +5,7 @@ import { classifyDatabaseError } from "../store/database-errors.js";
 import { type ParleyError, validationError } from "../../wire/index.js";
 import { GroupCommitter, type ItemResult } from "../store/group-commit.js";
 import type { UnitOfWork } from "../store/unit-of-work.js";
+import { sendRefused } from "../access/write-access.js";
 import type { MessageStore } from "./message-store.js";
 
 /** A validated, authenticated send. */
@@ -47,6 +48,10 @@ export function createSendCommitter(
         group.positions.forEach((position, nth) => {
           const command = batch[position];
           if (command === undefined) return;
+          if (outcome.kind === "refused") {
+            results[position] = { ok: false, error: sendRefused() };
+            return;
+          }
           const duplicate = outcome.kind === "duplicate" || nth > 0;
           const conflict = duplicate ? contentConflict(command, outcome.message) : undefined;
           results[position] = conflict ? { ok: false, error: conflict } : { ok: true, value: { message: outcome.message, duplicate } };

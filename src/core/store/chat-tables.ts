@@ -1,4 +1,5 @@
 import type { ChatMessage } from "../../../gen/parley/v1/chat_pb.js";
+import type { MembershipState, RoomKind, RoomRole } from "../../../gen/parley/v1/rooms_pb.js";
 import { defineEntity } from "@mikro-orm/core";
 import { timestampFromPg } from "./pg-timestamp.js";
 
@@ -70,6 +71,17 @@ export const RoomEventEntity = defineEntity({
   }),
 });
 
+/**
+ * A room's kind and a member's standing as their smallint columns hold them.
+ * A number no enum value has (a newer writer, a corrupt row) is kept as it
+ * is, not mapped to a known value: the decision table refuses it.
+ */
+export function standingFromRow(kind: number, state: number | null, role: number | null): { kind: RoomKind; membership: { state: MembershipState; role: RoomRole } | undefined } {
+  /* eslint-disable @typescript-eslint/no-unsafe-enum-assignment -- the columns hold enum numbers; unknown ones are decided (refused), not checked here */
+  return { kind, membership: state === null ? undefined : { state, role: role ?? 0 } };
+  /* eslint-enable @typescript-eslint/no-unsafe-enum-assignment */
+}
+
 /** chat_messages; a column added here is added to CHAT_MESSAGE_COLUMNS and toChatMessage below too. */
 export const ChatMessageEntity = defineEntity({
   name: "ChatMessageRow",
@@ -104,10 +116,14 @@ export function inputRow(message: NewMessage, ord: number): Record<string, strin
   return { ord, id: message.id, room_id: message.room, sender: message.sender, body: message.body, client_msg_id: message.clientMsgId };
 }
 
-/** A chat_messages row as read (bigint and timestamptz as text), and as parley_store_chat_batch returns it. */
+/**
+ * A chat_messages row as read (bigint and timestamptz as text), and as
+ * parley_store_chat_batch returns it (a 'refused' row holds only ord, kind,
+ * room_id, sender and client_msg_id).
+ */
 export interface MessageRow {
   ord?: number;
-  kind?: "stored" | "duplicate";
+  kind?: "stored" | "duplicate" | "refused";
   id: string;
   room_id: string;
   seq: string;

@@ -57,12 +57,7 @@ function readSendBatchesResponse(cursor: WireCursor): SendBatchesResponse {
   return { $typeName: "parley.v1.SendBatchesResponse", answers };
 }
 
-/**
- * ChatServiceSubscribeResponse: oneof event { message = 1, caught_up = 2,
- * messages = 3 (ChatMessageBatch: repeated messages = 1), room_event = 4 };
- * caught_up (once per stream) and room_event (a membership or settings
- * change, rare) give up.
- */
+/** ChatServiceSubscribeResponse: oneof event { message = 1, caught_up = 2, messages = 3 (ChatMessageBatch: repeated messages = 1), room_event = 4 }; the rare caught_up and room_event give up. */
 function readChatSubscribeResponse(cursor: WireCursor): ChatServiceSubscribeResponse {
   const response: ChatServiceSubscribeResponse = { $typeName: "parley.v1.ChatServiceSubscribeResponse", event: { case: undefined } };
   let seen = 0;

@@ -56,8 +56,8 @@ export function encodeSendBatchesResponse(response: MessageInitShape<typeof Send
 
 /**
  * ChatServiceSubscribeResponse: oneof event { message = 1, caught_up = 2,
- * messages = 3 (ChatMessageBatch: repeated ChatMessage messages = 1) }. The
- * rare caught_up goes through toBinary.
+ * messages = 3 (ChatMessageBatch: repeated ChatMessage messages = 1),
+ * room_event = 4 }. The rare caught_up and room_event go through toBinary.
  */
 export function encodeChatSubscribeResponse(response: MessageInitShape<typeof ChatServiceSubscribeResponseSchema>): Uint8Array {
   const event = response.event;

@@ -2,6 +2,7 @@ import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { SEND_STANDINGS } from "../../../src/core/access/write-access.js";
 import { migrate, openOrm } from "../../../src/core/store/orm.js";
 import { createTestDatabase, type TestDatabase } from "../../support/database.js";
 
@@ -48,7 +49,7 @@ describe("migrations", () => {
 });
 
 describe("parley_store_chat_batch", () => {
-  it("looks idempotency keys up by index even when its cached plan was made on an empty, analyzed table", async () => {
+  it("looks idempotency keys, rooms and members up by index even when its cached plan was made on empty, analyzed tables", async () => {
     // A plan made once per connection must not be a sequential scan that
     // grows with every message stored: the function rules scans out.
     const fresh = await createTestDatabase();
@@ -58,15 +59,18 @@ describe("parley_store_chat_batch", () => {
       await migrate(orm);
       await client.connect();
       await client.query("analyze");
-      const scans = async () => {
+      const scans = async (table: string) => {
         await client.query("select pg_stat_force_next_flush()");
         await client.query("select pg_stat_clear_snapshot()");
         const { rows } = await client.query<{ seq_scan: string; idx_scan: string }>(
-          "select seq_scan::text, coalesce(idx_scan, 0)::text as idx_scan from pg_stat_user_tables where relname = 'chat_messages'",
+          "select seq_scan::text, coalesce(idx_scan, 0)::text as idx_scan from pg_stat_user_tables where relname = $1",
+          [table],
         );
         return { seq: Number(rows[0]?.seq_scan), idx: Number(rows[0]?.idx_scan) };
       };
-      const before = await scans();
+      const tables = ["chat_messages", "rooms", "room_members"];
+      const allScans = async () => Promise.all(tables.map(scans));
+      const before = await allScans();
       // More calls than PostgreSQL's five custom plans before it settles on a generic one.
       for (let call = 0; call < 12; call++) {
         const batch = [0, 1, 2].map((ord) => ({
@@ -77,12 +81,16 @@ describe("parley_store_chat_batch", () => {
           body: `message ${call}.${ord}`,
           client_msg_id: `key-${call}`,
         }));
-        const { rows } = await client.query<{ kind: string; seq: string }>("select kind, seq::text from parley_store_chat_batch($1::jsonb, 'test')", [JSON.stringify(batch)]);
+        // Rooms on first use: the first call creates the room, the others join their senders.
+        const { rows } = await client.query<{ kind: string; seq: string }>("select kind, seq::text from parley_store_chat_batch($1::jsonb, 'test', $2::int[], true)", [
+          JSON.stringify(batch),
+          SEND_STANDINGS,
+        ]);
         expect(rows.map((row) => row.kind)).toEqual(["stored", "stored", "stored"]);
       }
-      const after = await scans();
-      expect(after.seq - before.seq).toBe(0);
-      expect(after.idx - before.idx).toBeGreaterThanOrEqual(12 * 3);
+      const after = await allScans();
+      expect(after.map((table, index) => table.seq - (before[index]?.seq ?? 0))).toEqual([0, 0, 0]);
+      expect(after.map((table, index) => table.idx - (before[index]?.idx ?? 0) >= 12)).toEqual([true, true, true]);
     } finally {
       await client.end();
       await orm.close();

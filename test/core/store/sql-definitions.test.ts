@@ -28,7 +28,7 @@ async function freshDatabase(): Promise<{ db: TestDatabase; orm: Orm }> {
 
 /** Stores one message in `room` through the store's function, and reads the room back. */
 async function storeAndRead(orm: Orm, room: string, clientMsgId: string): Promise<{ stored: bigint; read: string[] }> {
-  const store = new MessageStore("test");
+  const store = new MessageStore("test", { implicitRooms: true });
   const em = orm.em.fork();
   const [outcome] = await store.storeBatch(em, [{ id: crypto.randomUUID(), room, sender: "ada", body: `body ${clientMsgId}`, clientMsgId }]);
   if (outcome?.kind !== "stored") throw new Error(`not stored: ${outcome?.kind}`);
@@ -84,7 +84,7 @@ describe("repeatable SQL definitions", () => {
     const { db, orm } = await freshDatabase();
     await migrate(orm);
     // As if the function had been changed by hand: gone, and recorded under another checksum.
-    await db.sql("drop function parley_store_chat_batch(jsonb, text)");
+    await db.sql("drop function parley_store_chat_batch(jsonb, text, int[], boolean)");
     await db.sql("update parley_sql_definitions set sha256 = 'tampered' where name = 'parley_store_chat_batch'");
     await expect(storeAndRead(orm, "lobby", "c1")).rejects.toThrow(/parley_store_chat_batch.*does not exist/);
     expect(await migrate(orm)).toEqual(["sql/parley_store_chat_batch"]);

@@ -20,10 +20,9 @@ const LEFT_TO_PROTOBUF_ES: Record<string, (message: Message) => boolean> = {
   "parley.v1.ChatMessage": () => false,
   "parley.v1.SendBatchesRequest": () => false,
   "parley.v1.SendBatchesResponse": (message) => (message as SendBatchesResponse).answers.some((answer) => answer.result.case === "error"),
-  // caught_up comes once per stream, a room_event (a membership or settings change) rarely.
   "parley.v1.ChatServiceSubscribeResponse": (message) => {
-    const kind = (message as ChatServiceSubscribeResponse).event.case;
-    return kind === "caughtUp" || kind === "roomEvent";
+    const event = (message as ChatServiceSubscribeResponse).event.case;
+    return event === "caughtUp" || event === "roomEvent";
   },
   "parley.v1.ServerFrame": (message) => {
     const kind = (message as ServerFrame).kind.case;

@@ -98,6 +98,7 @@ export async function startParley(db: TestDatabase, secret: string, nodeFlags: r
       PARLEY_HTTP_ADDR: "127.0.0.1:0",
       PARLEY_JWT_SECRET: secret,
       PARLEY_MIGRATE: "1",
+      // The load sends to rooms nobody created: rooms on first use.
       PARLEY_LOG_LEVEL: "info",
       NODE_OPTIONS: SERVER_NODE_OPTIONS,
       ...extraEnv,
