@@ -243,6 +243,8 @@ describe("room operations as frames", () => {
       { case: "listMembers", value: { room } },
       { case: "roomEvents", value: { room } },
       { case: "history", value: { room } },
+      { case: "markRead", value: { room, seq: 1n } },
+      { case: "send", value: { seq: ++sendSeq, room, body: "let me in", clientMsgId: `carol-${process.pid}-${sendSeq}` } },
     ] as const satisfies readonly ClientFrameInit["request"][]) {
       const error = await expectError(ask(carol, request));
       expect(error.category, request.case).toBe(ErrorCategory.PERMISSION_DENIED);
@@ -250,6 +252,8 @@ describe("room operations as frames", () => {
     // Bob, invited, may not yet do what members do either.
     const bob = await session("bob");
     expect((await expectError(ask(bob, { case: "invite", value: { room, user: "carol" } }))).category).toBe(ErrorCategory.PERMISSION_DENIED);
+    expect((await expectError(ask(bob, { case: "send", value: { seq: ++sendSeq, room, body: "early", clientMsgId: `bob-${process.pid}-${sendSeq}` } }))).category).toBe(ErrorCategory.PERMISSION_DENIED);
+    expect((await expectError(ask(bob, { case: "markRead", value: { room, seq: 1n } }))).category).toBe(ErrorCategory.PERMISSION_DENIED);
 
     expect(await storedLog("alice", room)).toEqual(before.log);
     expect(await membersRows(room)).toEqual(before.members);
