@@ -18,7 +18,10 @@ import { type ClientFrameInit, WsTestClient } from "../support/ws-client.js";
 
 let db: TestDatabase;
 let core: TestCore;
+/** A second core instance on the same database: the second bridge's. */
+let secondCore: TestCore;
 let bridge: RunningBridge;
+/** A second bridge, in front of the second core: what it delivers crossed instances through NOTIFY. */
 let second: RunningBridge;
 const bridgeLogs = new LogCapture("info");
 const clients: WsTestClient[] = [];
@@ -27,9 +30,10 @@ let unique = 0;
 beforeAll(async () => {
   db = await createTestDatabase();
   core = await startTestCore(db, { implicitRooms: false });
+  secondCore = await startTestCore(db, { implicitRooms: false });
   const options = { httpAddress: "127.0.0.1:0", coreAddress: core.core.address, jwtSecret: TEST_JWT_SECRET, logger: bridgeLogs.logger, limits: { maxConsecutiveErrors: 1_000 } };
   bridge = await startBridge(options);
-  second = await startBridge(options);
+  second = await startBridge({ ...options, coreAddress: secondCore.core.address });
 });
 
 afterEach(async () => {
@@ -40,6 +44,7 @@ afterAll(async () => {
   await bridge.stop(500);
   await second.stop(500);
   await core.stop();
+  await secondCore.stop();
   await db.drop();
 });
 
@@ -430,7 +435,7 @@ describe("revocation in the bridge", () => {
     }
   }
 
-  it("kicked from a private room: the kick, then error (kicked) and unsubscribed; nothing after; on two bridges", async () => {
+  it("kicked from a private room: the kick, then error (kicked) and unsubscribed; nothing after; on two bridges in front of two cores", async () => {
     await revokes({
       kind: RoomKind.PRIVATE,
       setUp: async (alice, room) => {
@@ -478,7 +483,7 @@ describe("revocation in the bridge", () => {
     });
   });
 
-  it("under load: a kick in the middle of a stream of sends ends Bob's follows on two bridges exactly at the kick; the other followers get everything", async () => {
+  it("under load: a kick in the middle of a stream of sends ends Bob's follows on two bridges (in front of two cores) exactly at the kick; the other followers get everything", async () => {
     const alice = await session("alice");
     const room = await createRoom(alice, RoomKind.PRIVATE, ["bob", "dave"]);
     for (const user of ["bob", "dave"]) await expectAnswer(ask(await session(user), { case: "join", value: { room } }), "join");
