@@ -54,6 +54,8 @@ export interface RoomServiceDeps {
 export const ACT_AS_HEADER = "parley-act-as";
 
 const MEMBER_STATES = [MembershipState.INVITED, MembershipState.JOINED];
+/** Every direct room's id starts so (directRoomId); no other room's may. */
+const DIRECT_PREFIX = "dm:";
 const DEFAULT_MEMBERS_PAGE = 100;
 const MAX_MEMBERS_PAGE = 500;
 const DEFAULT_ROOMS_PAGE = 50;
@@ -171,7 +173,10 @@ export function roomServiceHandlers(deps: RoomServiceDeps): ServiceHandlers<type
         const existing = await store.lockRoom(em, plan.id);
         if (existing !== undefined) {
           // A direct room is found by its users; a group room again by its creator (a retried create).
-          const again = plan.kind === RoomKind.DIRECT ? (await store.member(em, plan.id, actor)) !== undefined : existing.createdBy === actor && existing.kind === plan.kind;
+          const again =
+            plan.kind === RoomKind.DIRECT
+              ? existing.kind === RoomKind.DIRECT && (await store.member(em, plan.id, actor)) !== undefined
+              : existing.createdBy === actor && existing.kind === plan.kind;
           if (!again) throw new ParleyError(ErrorCategory.PERMISSION_DENIED, "a room with this id exists", { field: "room", retryable: false });
           return { room: await summary(em, actor, plan.id), existing: true };
         }
@@ -297,8 +302,11 @@ function planCreation(actor: string, request: { kind: RoomKind; room: string; na
     if (members.length < 1 || members.length > MAX_DIRECT_OTHERS) throw validationError("members", `must name 1 to ${MAX_DIRECT_OTHERS} other users for a direct room`);
     return { id: directRoomId([actor, ...members]), kind, name: "", topic: "", members };
   }
+  const id = request.room === "" ? `room-${randomUUID()}` : checkRoom(request.room);
+  // Direct rooms' ids are theirs alone: a group room there would stand in the way of a conversation.
+  if (id.startsWith(DIRECT_PREFIX)) throw validationError("room", `must not start with "${DIRECT_PREFIX}", which is kept for direct rooms`);
   return {
-    id: request.room === "" ? `room-${randomUUID()}` : checkRoom(request.room),
+    id,
     kind,
     name: checkText(request.name, "name", { required: false, maxCodePoints: MAX_ROOM_NAME_CODE_POINTS }),
     topic: checkText(request.topic, "topic", { required: false, maxCodePoints: MAX_ROOM_TOPIC_CODE_POINTS }),
@@ -312,7 +320,7 @@ function planCreation(actor: string, request: { kind: RoomKind; room: string; na
  */
 export function directRoomId(users: readonly string[]): string {
   const set = [...new Set(users)].sort();
-  return `dm:${createHash("sha256").update(set.join("\n")).digest("hex").slice(0, 40)}`;
+  return `${DIRECT_PREFIX}${createHash("sha256").update(set.join("\n")).digest("hex").slice(0, 40)}`;
 }
 
 /** The user a call acts for: the token's, or the one a service with ROOMS_ADMIN_SCOPE names. */

@@ -101,6 +101,8 @@ describe("creating rooms", () => {
       [alice.createRoom({ kind: RoomKind.PUBLIC, members: ["not a user"] }), "members"],
       [alice.createRoom({ kind: RoomKind.DIRECT, members: [] }), "members"],
       [alice.createRoom({ kind: RoomKind.DIRECT, room: "mine", members: ["bob"] }), "room"],
+      // A group room may not take a direct room's id (and so block that conversation).
+      [alice.createRoom({ kind: RoomKind.PUBLIC, room: directRoomId(["mallory", "bob"]) }), "room"],
       [alice.setRole({ room: "lobby", user: "bob", role: 9 as unknown as RoomRole }), "role"],
       [alice.kick({ room: "lobby", user: "bob", reason: "r".repeat(513) }), "reason"],
       [alice.listMyRooms({ pageToken: "garbage" }), "page_token"],
