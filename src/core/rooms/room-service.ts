@@ -31,7 +31,7 @@ export interface RoomLimits {
   readonly maxRoomsCreatedPerUser: number;
   /** Joined and invited members of one room (PERMISSION_DENIED beyond). */
   readonly maxMembersPerRoom: number;
-  /** Rooms one user may have joined or be invited to (PERMISSION_DENIED beyond). */
+  /** Rooms one user may have joined (PERMISSION_DENIED beyond; invitations do not count). */
   readonly maxRoomsPerUser: number;
 }
 
@@ -95,8 +95,9 @@ export function roomServiceHandlers(deps: RoomServiceDeps): ServiceHandlers<type
   const standingOf = (room: RoomRecord, member: MemberRecord | undefined): RoomStanding => ({ kind: room.kind, headSeq: room.headSeq, member });
 
   const assertRoomsPerUser = async (em: EntityManager, user: string): Promise<void> => {
-    if ((await store.countRoomsOf(em, user, MEMBER_STATES)) >= limits.maxRoomsPerUser) {
-      throw new ParleyError(ErrorCategory.PERMISSION_DENIED, `${user} is in ${limits.maxRoomsPerUser} rooms, the most a user may be in`, { retryable: false });
+    // Joined rooms only: invitations cannot fill up someone else's quota.
+    if ((await store.countRoomsOf(em, user, [MembershipState.JOINED])) >= limits.maxRoomsPerUser) {
+      throw new ParleyError(ErrorCategory.PERMISSION_DENIED, `${user} has joined ${limits.maxRoomsPerUser} rooms, the most a user may join`, { retryable: false });
     }
   };
 
@@ -127,10 +128,10 @@ export function roomServiceHandlers(deps: RoomServiceDeps): ServiceHandlers<type
       assertAllowed(standing, operation.action, { membership: target, newRole: role });
       const after = operation.after(target, role);
       await assertKeepsAnOwner(em, record, target, after);
-      if (after.state === MembershipState.INVITED || (after.state === MembershipState.JOINED && target?.state !== MembershipState.INVITED && target?.state !== MembershipState.JOINED)) {
-        await assertRoomHasSpace(em, room);
-        await assertRoomsPerUser(em, targetUser);
-      }
+      const joins = after.state === MembershipState.JOINED && target?.state !== MembershipState.JOINED;
+      // An invitation takes a place in the room; joining after one takes none more.
+      if (after.state === MembershipState.INVITED || (joins && target?.state !== MembershipState.INVITED)) await assertRoomHasSpace(em, room);
+      if (joins) await assertRoomsPerUser(em, targetUser);
       const event = await append(em, events, room, actor, {
         case: "membership",
         value: {
@@ -186,7 +187,7 @@ export function roomServiceHandlers(deps: RoomServiceDeps): ServiceHandlers<type
         if (plan.members.length + 1 > limits.maxMembersPerRoom) {
           throw new ParleyError(ErrorCategory.PERMISSION_DENIED, `a room may have at most ${limits.maxMembersPerRoom} members and invitations`, { field: "members", retryable: false });
         }
-        for (const user of [actor, ...plan.members]) await assertRoomsPerUser(em, user);
+        for (const user of plan.kind === RoomKind.DIRECT ? [actor, ...plan.members] : [actor]) await assertRoomsPerUser(em, user);
         await store.insertRoom(em, { id: plan.id, kind: plan.kind, name: plan.name, topic: plan.topic, createdBy: actor });
         await append(em, events, plan.id, actor, {
           case: "settings",

@@ -265,6 +265,29 @@ describe("quotas", () => {
   });
 });
 
+describe("rooms per user", () => {
+  it("a user joins at most maxRoomsPerUser rooms; invitations do not count, so nobody can fill another's quota", async () => {
+    const small = await startTestCore(db, { implicitRooms: false, roomLimits: { maxRoomsPerUser: 2 } });
+    try {
+      const host = await small.rooms("host");
+      const zoe = await small.rooms("zoe");
+      for (const room of ["z-1", "z-2"]) await host.createRoom({ kind: RoomKind.PRIVATE, room, members: ["zoe"] });
+      await (await small.rooms("other-host")).createRoom({ kind: RoomKind.PRIVATE, room: "z-3", members: ["zoe"] });
+      // The creator joins what it creates: in two rooms, host may create no third.
+      await expectDenied(host.createRoom({ kind: RoomKind.PUBLIC, room: "z-4" }), "host has joined 2 rooms, the most a user may join");
+      await zoe.join({ room: "z-1" });
+      await zoe.createRoom({ kind: RoomKind.PUBLIC, room: "z-own" });
+      const before = await written("z-3");
+      await expectDenied(zoe.join({ room: "z-3" }), "zoe has joined 2 rooms, the most a user may join");
+      expect(await written("z-3")).toEqual(before);
+      await zoe.leave({ room: "z-own" });
+      expect((await zoe.join({ room: "z-3" })).member?.state).toBe(MembershipState.JOINED);
+    } finally {
+      await small.stop();
+    }
+  });
+});
+
 describe("my rooms", () => {
   it("lists joined and invited rooms, most recently active first, with unread counts of messages only", async () => {
     const una = await core.rooms("una");
