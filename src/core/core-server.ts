@@ -4,6 +4,7 @@ import { authInterceptor, type Logger, loggingInterceptor, startGrpcServer, Toke
 import { ParleyError } from "../wire/index.js";
 import { createChatModule } from "./chat/chat-module.js";
 import { createRoomModule } from "./rooms/room-module.js";
+import { actAsGuard } from "./access/act-as-guard.js";
 import type { RoomLimits } from "./rooms/room-service.js";
 import { migrate, openOrm, type Orm } from "./store/orm.js";
 import { UnitOfWork } from "./store/unit-of-work.js";
@@ -119,7 +120,7 @@ export async function startCore(options: CoreOptions): Promise<RunningCore> {
     const grpc = await startGrpcServer({
       address: options.grpcAddress,
       services: [...modules.map((module) => module.binding), rooms.binding],
-      interceptors: [tracingInterceptor(), loggingInterceptor(logger), authInterceptor(verifier)],
+      interceptors: [tracingInterceptor(), loggingInterceptor(logger), authInterceptor(verifier), actAsGuard()],
     });
     logger.info({ grpc: grpc.address }, "core serving");
 

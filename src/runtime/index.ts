@@ -10,7 +10,7 @@
 export { bindService, startGrpcServer } from "./grpc/grpc-server.js";
 export type { ServiceBinding } from "./grpc/grpc-server.js";
 export type { ResponseSink, ServiceHandlers } from "./grpc/server.js";
-export type { CallContext } from "./grpc/call-context.js";
+export type { CallContext, ServerInterceptor } from "./grpc/call-context.js";
 export { createClient } from "./grpc/client.js";
 export type { CallOptions, ServiceClient } from "./grpc/client.js";
 export { fromGrpcError } from "./grpc/status.js";

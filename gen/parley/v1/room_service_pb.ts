@@ -52,8 +52,9 @@ export type CreateRoomRequest = Message<"parley.v1.CreateRoomRequest"> & {
   topic: string;
 
   /**
-   * For PUBLIC and PRIVATE: users invited at creation. For DIRECT: the
-   * other users of the conversation (1 to 15), who are joined at once.
+   * For PUBLIC and PRIVATE: users invited at creation (at most 100; invite
+   * more one at a time). For DIRECT: the other users of the conversation (1
+   * to 15), who are joined at once.
    *
    * @generated from field: repeated string members = 5;
    */

@@ -194,7 +194,10 @@ export function chatServiceHandlers(deps: ChatServiceDeps): ServiceHandlers<type
       const backward = request.direction === ListDirection.BACKWARD;
       return unitOfWork.read({ label: "chat.list", context: { room } }, async (em) => {
         const { headSeq } = await readableStanding(em, room, caller.user);
-        const rows = backward ? await store.readBefore(em, room, cursor, pageSize + 1) : await store.readAfter(em, room, cursor, pageSize + 1);
+        // Capped at the head the check saw: a read is not one snapshot, and a
+        // row committed after a kick that came between must not slip in.
+        const read = backward ? await store.readBefore(em, room, cursor, pageSize + 1) : await store.readAfter(em, room, cursor, pageSize + 1);
+        const rows = read.filter((row) => row.seq <= headSeq);
         const page = rows.slice(0, pageSize);
         const lastRow = page.at(-1);
         return { messages: page, hasMore: rows.length > pageSize, nextCursorSeq: lastRow?.seq ?? cursor, headSeq };
@@ -209,7 +212,9 @@ export function chatServiceHandlers(deps: ChatServiceDeps): ServiceHandlers<type
       const backward = request.direction === ListDirection.BACKWARD;
       return unitOfWork.read({ label: "chat.list-events", context: { room } }, async (em) => {
         const { headSeq } = await readableStanding(em, room, caller.user);
-        const items = backward ? await log.readBefore(em, room, cursor, pageSize + 1) : await log.readAfter(em, room, cursor, pageSize + 1);
+        // Capped at the head the check saw, as for ListMessages.
+        const read = backward ? await log.readBefore(em, room, cursor, pageSize + 1) : await log.readAfter(em, room, cursor, pageSize + 1);
+        const items = read.filter((item) => item.seq <= headSeq);
         const page = items.slice(0, pageSize);
         return {
           events: page.map((item) => (isMessage(item) ? messageEvent(item) : item)),
@@ -229,6 +234,11 @@ export function chatServiceHandlers(deps: ChatServiceDeps): ServiceHandlers<type
       // connections itself; anyone else is checked here, and watched.
       const relay = caller.scopes.has(ROOMS_RELAY_SCOPE);
       const standing = relay ? undefined : await unitOfWork.read(read, (em) => readableStanding(em, room, caller.user));
+      // A resume point past the head the check saw would skip the events
+      // between them unwatched (a kick among them): refused, as follow does.
+      if (standing && standing !== IMPLICIT_ROOM && afterSeq !== undefined && afterSeq > standing.headSeq) {
+        throw validationError("after_seq", `is beyond the head (${standing.headSeq})`);
+      }
       const guard = standing && new ReadGuard(room, caller.user, standing);
       const batches = request.batched ? new EventBatcher(responses) : undefined;
       const sendMessage = (message: ChatMessage) =>

@@ -146,6 +146,8 @@ export class MessageStore {
 
   /** The implicit policy's room creation: public, `user` its joined owner; nothing if it exists. */
   async #createOnFirstUse(em: EntityManager, room: string, user: string): Promise<void> {
+    // Direct rooms' ids are kept for direct rooms (as in parley_store_chat_batch).
+    if (room.startsWith("dm:")) return;
     await em.execute(
       `with created as (
          insert into rooms (id, kind, created_by) values (?, ?, ?)

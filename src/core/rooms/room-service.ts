@@ -16,8 +16,9 @@ import {
   ParleyError,
   validationError,
 } from "../../wire/index.js";
-import { assertAllowed, notVisible, type RoomStanding } from "../access/room-access.js";
-import type { Membership } from "../access/permissions.js";
+import { ACT_AS_HEADER } from "../access/act-as-guard.js";
+import { assertAllowed, notVisible, readStanding, type RoomStanding } from "../access/room-access.js";
+import { decide, type Membership } from "../access/permissions.js";
 import type { RoomChange } from "../store/room-event-rows.js";
 import { timestampFromPg } from "../store/pg-timestamp.js";
 import type { UnitOfWork } from "../store/unit-of-work.js";
@@ -29,13 +30,26 @@ import { membershipOperation, type MembershipOperation } from "./membership-oper
 export interface RoomLimits {
   /** Rooms one user may create (RATE_LIMITED beyond). */
   readonly maxRoomsCreatedPerUser: number;
-  /** Joined and invited members of one room (PERMISSION_DENIED beyond). */
+  /** Joined members of one room (PERMISSION_DENIED beyond). */
   readonly maxMembersPerRoom: number;
-  /** Rooms one user may have joined (PERMISSION_DENIED beyond; invitations do not count). */
+  /** Invitations pending in one room (PERMISSION_DENIED beyond): invitations alone never fill a room. */
+  readonly maxInvitationsPerRoom: number;
+  /** Rooms one user may have joined, direct rooms others opened with them aside (PERMISSION_DENIED beyond). */
   readonly maxRoomsPerUser: number;
+  /** Invitations one user may hold (PERMISSION_DENIED beyond): nobody floods another's room list. */
+  readonly maxInvitationsPerUser: number;
 }
 
-export const DEFAULT_ROOM_LIMITS: RoomLimits = { maxRoomsCreatedPerUser: 1_000, maxMembersPerRoom: 10_000, maxRoomsPerUser: 10_000 };
+export const DEFAULT_ROOM_LIMITS: RoomLimits = {
+  maxRoomsCreatedPerUser: 1_000,
+  maxMembersPerRoom: 10_000,
+  maxInvitationsPerRoom: 1_000,
+  maxRoomsPerUser: 10_000,
+  maxInvitationsPerUser: 1_000,
+};
+
+/** Users a CreateRoom may name (invited, or a direct room's users): more are invited one call at a time. */
+export const MAX_CREATE_MEMBERS = 100;
 
 export interface RoomServiceDeps {
   readonly unitOfWork: UnitOfWork;
@@ -50,8 +64,6 @@ export interface RoomServiceDeps {
   readonly implicitRooms?: boolean;
 }
 
-/** The header a service identity (ROOMS_ADMIN_SCOPE) names the user it acts for with. */
-export const ACT_AS_HEADER = "parley-act-as";
 
 const MEMBER_STATES = [MembershipState.INVITED, MembershipState.JOINED];
 /** Every direct room's id starts so (directRoomId); no other room's may. */
@@ -94,16 +106,25 @@ export function roomServiceHandlers(deps: RoomServiceDeps): ServiceHandlers<type
 
   const standingOf = (room: RoomRecord, member: MemberRecord | undefined): RoomStanding => ({ kind: room.kind, headSeq: room.headSeq, member });
 
-  const assertRoomsPerUser = async (em: EntityManager, user: string): Promise<void> => {
-    // Joined rooms only: invitations cannot fill up someone else's quota.
-    if ((await store.countRoomsOf(em, user, [MembershipState.JOINED])) >= limits.maxRoomsPerUser) {
-      throw new ParleyError(ErrorCategory.PERMISSION_DENIED, `${user} has joined ${limits.maxRoomsPerUser} rooms, the most a user may join`, { retryable: false });
+  const denied = (message: string) => new ParleyError(ErrorCategory.PERMISSION_DENIED, message, { retryable: false });
+
+  /** Before `user` joins `room`: the room's and the user's quotas of joined rooms. */
+  const assertMayJoin = async (em: EntityManager, room: string, user: string): Promise<void> => {
+    if ((await store.countMembers(em, room, [MembershipState.JOINED])) >= limits.maxMembersPerRoom) {
+      throw denied(`the room has ${limits.maxMembersPerRoom} members, the most a room may have`);
+    }
+    if ((await store.countJoinedRoomsOf(em, user, MembershipState.JOINED, RoomKind.DIRECT)) >= limits.maxRoomsPerUser) {
+      throw denied(`${user} has joined ${limits.maxRoomsPerUser} rooms, the most a user may join`);
     }
   };
 
-  const assertRoomHasSpace = async (em: EntityManager, room: string): Promise<void> => {
-    if ((await store.countMembers(em, room, MEMBER_STATES)) >= limits.maxMembersPerRoom) {
-      throw new ParleyError(ErrorCategory.PERMISSION_DENIED, `the room has ${limits.maxMembersPerRoom} members and invitations, the most a room may have`, { retryable: false });
+  /** Before `user` is invited to `room`: the invitations pending there, and those `user` holds. */
+  const assertMayInvite = async (em: EntityManager, room: string, user: string): Promise<void> => {
+    if ((await store.countMembers(em, room, [MembershipState.INVITED])) >= limits.maxInvitationsPerRoom) {
+      throw denied(`the room has ${limits.maxInvitationsPerRoom} pending invitations, the most a room may have`);
+    }
+    if ((await store.countInvitationsOf(em, user, MembershipState.INVITED)) >= limits.maxInvitationsPerUser) {
+      throw denied(`${user} holds ${limits.maxInvitationsPerUser} invitations, the most a user may hold`);
     }
   };
 
@@ -128,10 +149,8 @@ export function roomServiceHandlers(deps: RoomServiceDeps): ServiceHandlers<type
       assertAllowed(standing, operation.action, { membership: target, newRole: role });
       const after = operation.after(target, role);
       await assertKeepsAnOwner(em, record, target, after);
-      const joins = after.state === MembershipState.JOINED && target?.state !== MembershipState.JOINED;
-      // An invitation takes a place in the room; joining after one takes none more.
-      if (after.state === MembershipState.INVITED || (joins && target?.state !== MembershipState.INVITED)) await assertRoomHasSpace(em, room);
-      if (joins) await assertRoomsPerUser(em, targetUser);
+      if (after.state === MembershipState.JOINED && target?.state !== MembershipState.JOINED) await assertMayJoin(em, room, targetUser);
+      if (after.state === MembershipState.INVITED) await assertMayInvite(em, room, targetUser);
       const event = await append(em, events, room, actor, {
         case: "membership",
         value: {
@@ -155,7 +174,8 @@ export function roomServiceHandlers(deps: RoomServiceDeps): ServiceHandlers<type
     const staysOwner = after.state === MembershipState.JOINED && after.role === RoomRole.OWNER;
     if (!wasOwner || staysOwner || room.kind === RoomKind.DIRECT) return;
     if ((await store.countOwners(em, room.id, RoomRole.OWNER, MembershipState.JOINED)) > 1) return;
-    if (after.state === MembershipState.JOINED || (await store.countMembers(em, room.id, [MembershipState.JOINED])) > 1) {
+    // Invited users count: once they join, someone must be able to manage the room.
+    if (after.state === MembershipState.JOINED || (await store.countMembers(em, room.id, [MembershipState.JOINED, MembershipState.INVITED])) > 1) {
       throw new ParleyError(ErrorCategory.PERMISSION_DENIED, "the room's last owner must make another member owner first", { retryable: false });
     }
   };
@@ -178,16 +198,33 @@ export function roomServiceHandlers(deps: RoomServiceDeps): ServiceHandlers<type
             plan.kind === RoomKind.DIRECT
               ? existing.kind === RoomKind.DIRECT && (await store.member(em, plan.id, actor)) !== undefined
               : existing.createdBy === actor && existing.kind === plan.kind;
-          if (!again) throw new ParleyError(ErrorCategory.PERMISSION_DENIED, "a room with this id exists", { field: "room", retryable: false });
-          return { room: await summary(em, actor, plan.id), existing: true };
+          const found = again ? await summary(em, actor, plan.id) : undefined;
+          // A creator who may no longer read their group room (banned, kicked, left) is told only that the id is taken.
+          if (found === undefined || (plan.kind !== RoomKind.DIRECT && !decide(found.kind, summaryStanding(found).member, "read").allowed)) {
+            throw new ParleyError(ErrorCategory.PERMISSION_DENIED, "a room with this id exists", { field: "room", retryable: false });
+          }
+          return { room: found, existing: true };
         }
         if ((await store.countRoomsCreatedBy(em, actor)) >= limits.maxRoomsCreatedPerUser) {
           throw new ParleyError(ErrorCategory.RATE_LIMITED, `${actor} has created ${limits.maxRoomsCreatedPerUser} rooms, the most a user may create`, { retryable: false });
         }
-        if (plan.members.length + 1 > limits.maxMembersPerRoom) {
-          throw new ParleyError(ErrorCategory.PERMISSION_DENIED, `a room may have at most ${limits.maxMembersPerRoom} members and invitations`, { field: "members", retryable: false });
+        if (plan.kind === RoomKind.DIRECT && plan.members.length + 1 > limits.maxMembersPerRoom) {
+          throw denied(`a room may have at most ${limits.maxMembersPerRoom} members`);
         }
-        for (const user of plan.kind === RoomKind.DIRECT ? [actor, ...plan.members] : [actor]) await assertRoomsPerUser(em, user);
+        if (plan.kind !== RoomKind.DIRECT && plan.members.length > limits.maxInvitationsPerRoom) {
+          throw denied(`a room may have at most ${limits.maxInvitationsPerRoom} pending invitations`);
+        }
+        // The room is new: only the users' own quotas apply. A direct room's other users are not counted (it is not theirs).
+        if ((await store.countJoinedRoomsOf(em, actor, MembershipState.JOINED, RoomKind.DIRECT)) >= limits.maxRoomsPerUser) {
+          throw denied(`${actor} has joined ${limits.maxRoomsPerUser} rooms, the most a user may join`);
+        }
+        if (plan.kind !== RoomKind.DIRECT) {
+          for (const user of plan.members) {
+            if ((await store.countInvitationsOf(em, user, MembershipState.INVITED)) >= limits.maxInvitationsPerUser) {
+              throw denied(`${user} holds ${limits.maxInvitationsPerUser} invitations, the most a user may hold`);
+            }
+          }
+        }
         await store.insertRoom(em, { id: plan.id, kind: plan.kind, name: plan.name, topic: plan.topic, createdBy: actor });
         await append(em, events, plan.id, actor, {
           case: "settings",
@@ -221,9 +258,12 @@ export function roomServiceHandlers(deps: RoomServiceDeps): ServiceHandlers<type
       const actor = actingUser(context);
       const room = checkRoom(request.room);
       return unitOfWork.read({ label: "rooms.get", context: { room, user: actor } }, async (em) => {
-        const found = (await roomSummary(em, actor, room)) ?? (deps.implicitRooms === true ? create(RoomSchema, { id: room, kind: RoomKind.PUBLIC }) : undefined);
-        assertAllowed(found && summaryStanding(found), "read");
-        return { room: found };
+        const standing = await readStanding(em, room, actor);
+        // Under rooms on first use a missing room reads as an empty public room, as ChatService reads it.
+        if (standing === undefined && deps.implicitRooms === true) return { room: create(RoomSchema, { id: room, kind: RoomKind.PUBLIC }) };
+        // Checked before the summary is made, so that how long a refusal takes says nothing of the room.
+        assertAllowed(standing, "read");
+        return { room: await summary(em, actor, room) };
       });
     },
 
@@ -296,6 +336,7 @@ interface CreationPlan {
 
 function planCreation(actor: string, request: { kind: RoomKind; room: string; name: string; topic: string; members: readonly string[] }): CreationPlan {
   const kind = checkKind(request.kind, true);
+  if (request.members.length > MAX_CREATE_MEMBERS) throw validationError("members", `must name at most ${MAX_CREATE_MEMBERS} users; invite more one at a time`);
   const members = [...new Set(request.members.map((user) => checkUser(user, "members")))].filter((user) => user !== actor);
   if (kind === RoomKind.DIRECT) {
     if (request.room !== "") throw validationError("room", "must be empty for a direct room: its id comes from its users");

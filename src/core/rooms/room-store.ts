@@ -156,9 +156,23 @@ export class RoomStore {
     return Number(rows[0]?.n ?? 0);
   }
 
-  /** Rooms where `user` stands in one of `states`. */
-  async countRoomsOf(em: EntityManager, user: string, states: readonly MembershipState[]): Promise<number> {
-    const rows = await em.execute<{ n: string }[]>(`select count(*) as n from room_members where user_id = ? and state = any(?::smallint[])`, [user, `{${states.join(",")}}`]);
+  /**
+   * Rooms `user` has joined that count toward their quota: every joined room
+   * but the direct rooms someone else opened with them (which a stranger
+   * could otherwise open by the thousand to use the quota up).
+   */
+  async countJoinedRoomsOf(em: EntityManager, user: string, joined: MembershipState, direct: RoomKind): Promise<number> {
+    const rows = await em.execute<{ n: string }[]>(
+      `select count(*) as n from room_members m join rooms r on r.id = m.room_id
+       where m.user_id = ? and m.state = ? and not (r.kind = ? and r.created_by <> m.user_id)`,
+      [user, joined, direct],
+    );
+    return Number(rows[0]?.n ?? 0);
+  }
+
+  /** Invitations `user` holds, across rooms. */
+  async countInvitationsOf(em: EntityManager, user: string, invited: MembershipState): Promise<number> {
+    const rows = await em.execute<{ n: string }[]>(`select count(*) as n from room_members where user_id = ? and state = ?`, [user, invited]);
     return Number(rows[0]?.n ?? 0);
   }
 

@@ -2,8 +2,9 @@ import { create } from "@bufbuild/protobuf";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import { type Room, RoomSchema } from "../../../gen/parley/v1/room_service_pb.js";
 import { MembershipState, type RoomKind, type RoomRole } from "../../../gen/parley/v1/rooms_pb.js";
-import { validationError } from "../../wire/index.js";
+import { ROOM_ID, validationError } from "../../wire/index.js";
 import { toChatMessage } from "../store/chat-tables.js";
+import { decide } from "../access/permissions.js";
 import { timestampFromPg } from "../store/pg-timestamp.js";
 
 /**
@@ -85,7 +86,7 @@ function parsePageToken(token: string): { at: string; id: string } | undefined {
   if (token === "") return undefined;
   try {
     const parsed: unknown = JSON.parse(Buffer.from(token, "base64url").toString("utf8"));
-    if (Array.isArray(parsed) && parsed.length === 2 && typeof parsed[0] === "string" && typeof parsed[1] === "string") {
+    if (Array.isArray(parsed) && parsed.length === 2 && typeof parsed[0] === "string" && typeof parsed[1] === "string" && ROOM_ID.test(parsed[1])) {
       timestampFromPg(parsed[0]);
       return { at: parsed[0], id: parsed[1] };
     }
@@ -99,6 +100,9 @@ function toRoom(row: SummaryRow): Room {
   const headSeq = BigInt(row.head_seq);
   const readSeq = BigInt(row.my_read_seq);
   const unread = headSeq - readSeq - BigInt(row.events_unread);
+  // Someone who may not read the room (invited to a private one, a former
+  // member answered by CreateRoom) learns of it, never what is said in it.
+  const readable = decide(row.kind, row.my_state === MembershipState.UNSPECIFIED ? undefined : { state: row.my_state, role: row.my_role }, "read").allowed;
   return create(RoomSchema, {
     id: row.id,
     kind: row.kind,
@@ -111,9 +115,9 @@ function toRoom(row: SummaryRow): Room {
     myState: row.my_state,
     myRole: row.my_role,
     myReadSeq: readSeq,
-    unreadCount: unread > 0n ? unread : 0n,
+    unreadCount: readable && unread > 0n ? unread : 0n,
     lastMessage:
-      row.lm_id === null
+      !readable || row.lm_id === null
         ? undefined
         : toChatMessage({
             id: row.lm_id,

@@ -56,6 +56,8 @@ function classifyCode(code: string): DatabaseFailure | undefined {
     case "57P02": // crash_shutdown
     case "57P03": // cannot_connect_now
       return { category: ErrorCategory.UNAVAILABLE, transient: true, code };
+    case "08P01": // protocol_violation: what was sent (a NUL in a text parameter), not the connection
+      return { category: ErrorCategory.VALIDATION, transient: false, code };
   }
   switch (code.slice(0, 2)) {
     case "08": // connection_exception

@@ -192,14 +192,19 @@ describe("subscriptions", () => {
     for (let i = 1; i <= 20; i++) await chat.sendMessage({ room, body: `b${i}`, clientMsgId: `b${i}` });
     const controller = new AbortController();
     const events: { case: string | undefined; seqs: bigint[] }[] = [];
+    let caughtUp!: () => void;
+    const atSeam = new Promise<void>((resolve) => (caughtUp = resolve));
     const following = (async () => {
       for await (const { event } of chat.subscribe({ room, afterSeq: 5n, batched: true }, { signal: controller.signal })) {
         if (event.case === "messages") events.push({ case: event.case, seqs: event.value.messages.map((message) => message.seq) });
         else if (event.case === "message") events.push({ case: event.case, seqs: [event.value.seq] });
         else events.push({ case: event.case, seqs: event.case === "caughtUp" ? [event.value.headSeq] : [] });
+        if (event.case === "caughtUp") caughtUp();
         if (events.flatMap((e) => (e.case === "caughtUp" ? [] : e.seqs)).length >= 95) break;
       }
     })();
+    // Live from here: the replay is done before the next messages are sent.
+    await atSeam;
     // 80 live messages, committed together in a few batches.
     const stream = chat.sendBatches();
     stream.on("data", () => undefined);

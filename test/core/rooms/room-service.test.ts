@@ -5,7 +5,8 @@ import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
 import { MembershipState, RoomKind, RoomRole } from "../../../gen/parley/v1/rooms_pb.js";
 import { ROOMS_ADMIN_SCOPE } from "../../../src/runtime/auth/tokens.js";
 import { NOT_VISIBLE } from "../../../src/core/access/room-access.js";
-import { ACT_AS_HEADER, directRoomId } from "../../../src/core/rooms/room-service.js";
+import { ACT_AS_HEADER } from "../../../src/core/access/act-as-guard.js";
+import { directRoomId } from "../../../src/core/rooms/room-service.js";
 import { startTestCore, type TestCore } from "../../support/core.js";
 import { createTestDatabase, type TestDatabase } from "../../support/database.js";
 import { rejection } from "../../support/assertions.js";
@@ -15,7 +16,7 @@ let core: TestCore;
 
 beforeAll(async () => {
   db = await createTestDatabase();
-  core = await startTestCore(db, { implicitRooms: false, roomLimits: { maxRoomsCreatedPerUser: 5, maxMembersPerRoom: 4 } });
+  core = await startTestCore(db, { implicitRooms: false, roomLimits: { maxRoomsCreatedPerUser: 5, maxMembersPerRoom: 4, maxInvitationsPerRoom: 3 } });
 });
 
 afterAll(async () => {
@@ -251,16 +252,21 @@ describe("service identities", () => {
 });
 
 describe("quotas", () => {
-  it("rooms a user creates and members of a room are bounded, and a refusal writes nothing", async () => {
+  it("rooms a user creates, members of a room and its pending invitations are bounded, and a refusal writes nothing", async () => {
     const quentin = await core.rooms("quentin");
     for (let i = 0; i < 5; i++) await quentin.createRoom({ kind: RoomKind.PUBLIC, room: `q-${i}` });
     const error = await rejection(quentin.createRoom({ kind: RoomKind.PUBLIC, room: "q-5" }));
     expect(error.category).toBe(ErrorCategory.RATE_LIMITED);
     expect(await written("q-5")).toEqual({ head: undefined, events: [], members: [] });
     for (const user of ["u1", "u2", "u3"]) await quentin.invite({ room: "q-0", user });
-    const before = await written("q-0");
-    await expectDenied(quentin.invite({ room: "q-0", user: "u4" }));
-    await expectDenied((await core.rooms("u5")).join({ room: "q-0" }));
+    let before = await written("q-0");
+    // Three invitations pending: no fourth, but they hold no member's place.
+    await expectDenied(quentin.invite({ room: "q-0", user: "u4" }), "the room has 3 pending invitations, the most a room may have");
+    expect(await written("q-0")).toEqual(before);
+    for (const user of ["u1", "u2", "u3"]) await (await core.rooms(user)).join({ room: "q-0" });
+    // Four joined members (quentin and three): nobody else joins.
+    before = await written("q-0");
+    await expectDenied((await core.rooms("u5")).join({ room: "q-0" }), "the room has 4 members, the most a room may have");
     expect(await written("q-0")).toEqual(before);
   });
 });

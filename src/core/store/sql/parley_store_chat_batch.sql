@@ -124,7 +124,9 @@ begin
           where c.sender = i.sender and c.client_msg_id = i.client_msg_id
           limit 1
         ) s on true
-        where s.found is null
+        -- A direct room's id ("dm:...") is never made on first use: a public
+        -- room there would stand in the way of that conversation.
+        where s.found is null and i.room_id not like 'dm:%'
         order by i.room_id, i.ord
       ),
       created as (
