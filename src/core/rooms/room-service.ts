@@ -49,7 +49,7 @@ export const DEFAULT_ROOM_LIMITS: RoomLimits = {
 };
 
 /** Users a CreateRoom may name (invited, or a direct room's users): more are invited one call at a time. */
-export const MAX_CREATE_MEMBERS = 100;
+const MAX_CREATE_MEMBERS = 100;
 
 export interface RoomServiceDeps {
   readonly unitOfWork: UnitOfWork;
