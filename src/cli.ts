@@ -83,7 +83,7 @@ const COMMANDS: Record<string, Command> = {
       jwtSecret: secret,
       migrate: embedded !== undefined || config.migrateOnStart,
       crossInstanceFanout: embedded === undefined,
-      poolSize: embedded === undefined ? undefined : 4,
+      poolSize: embedded?.poolSize,
       implicitRooms,
       webhook: config.webhook,
       logger,

@@ -8,6 +8,8 @@ export interface EmbeddedDatabase {
   /** A postgres:// URL for the MikroORM PostgreSQL driver, like a real server's. */
   readonly url: string;
   readonly dataDir: string;
+  /** How many connections the driver may open: one (see startEmbeddedDatabase). */
+  readonly poolSize: number;
   stop(): Promise<void>;
 }
 
@@ -21,6 +23,13 @@ export interface EmbeddedDatabase {
  * on another connection waits while a transaction is open. parley never
  * holds a transaction open while waiting on another connection, so this
  * costs throughput, not correctness.
+ *
+ * The driver gets one connection. The socket server keeps a connection's
+ * messages together only while a transaction is open, so the
+ * extended-protocol steps (Parse, Bind, Execute) of two connections
+ * interleave on the one session and fail with SQLSTATE 26000 (unnamed
+ * prepared statement does not exist) or 34000. A second connection would
+ * only queue behind the first anyway.
  */
 export async function startEmbeddedDatabase(dataDir: string, logger: Logger): Promise<EmbeddedDatabase> {
   const directory = resolve(dataDir);
@@ -33,6 +42,7 @@ export async function startEmbeddedDatabase(dataDir: string, logger: Logger): Pr
   return {
     url,
     dataDir: directory,
+    poolSize: 1,
     async stop() {
       await server.stop();
       await db.close();

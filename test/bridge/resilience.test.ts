@@ -9,7 +9,7 @@ import { range, startTestCore, TEST_JWT_SECRET, type TestCore } from "../support
 import { createTestDatabase, type TestDatabase } from "../support/database.js";
 import { LogCapture } from "../support/logs.js";
 import { type ParleyProcess, spawnCore } from "../support/processes.js";
-import { type CloseInfo, messagesOf, messagesUpTo, WsTestClient } from "../support/ws-client.js";
+import { type CloseInfo, eventually, messagesOf, messagesUpTo, WsTestClient } from "../support/ws-client.js";
 
 let db: TestDatabase;
 const bridgeLogs = new LogCapture("info");
@@ -144,6 +144,22 @@ async function storedIds(room: string): Promise<{ seq: bigint; clientMsgId: stri
 }
 
 describe("core restart under load", () => {
+  it("a request in flight when its connection closes ends without an error log: nobody is left to answer", { timeout: 30_000 }, async () => {
+    // Core is down (nothing listens there), so the call is retried until the connection goes.
+    const bridge = await startTestBridge(`127.0.0.1:${await freePort()}`);
+    const client = await WsTestClient.connect(`http://${bridge.address}`, "/ws", { token: await mintToken(TEST_JWT_SECRET, "leaver") });
+    clients.push(client);
+    await client.waitFor((frame) => frame.kind.case === "welcome", { what: "welcome" });
+    const from = bridgeLogs.lines.length;
+    client.sendJson({ requestId: "gone-1", request: { case: "listMyRooms", value: {} } });
+    await eventually(() => bridgeLogs.lines.slice(from).some((line) => line.msg === "core call failed; retrying" && line.call === "list_my_rooms"), 10_000, "the call is retried");
+    await client.close();
+    await eventually(() => bridgeLogs.lines.slice(from).some((line) => line.request_id === "gone-1"), 10_000, "the request's end is logged");
+    const lines = bridgeLogs.lines.slice(from);
+    expect(lines.filter((line) => line.request_id === "gone-1")).toMatchObject([{ level: "info", category: "UNAVAILABLE" }]);
+    expect(lines.filter((line) => line.level === "error")).toEqual([]);
+  });
+
   it("kill -9 of core mid-stream: every send acked once, stored in send order, the socket never closes", { timeout: 180_000 }, async () => {
     const port = await freePort();
     const env = { DATABASE_URL: db.url, PARLEY_JWT_SECRET: TEST_JWT_SECRET, PARLEY_MIGRATE: "1", PARLEY_GRPC_ADDR: `127.0.0.1:${port}` };

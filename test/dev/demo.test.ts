@@ -88,6 +88,8 @@ let server: { process: ParleyProcess; grpc: string } | undefined;
 const processes: ParleyProcess[] = [];
 const contexts: BrowserContext[] = [];
 const pageErrors: string[] = [];
+/** Every WebSocket frame each page received, as sent (JSON text frames). */
+const received = new WeakMap<Page, string[]>();
 
 async function startServer(): Promise<{ process: ParleyProcess; grpc: string }> {
   // Empty values count as unset: whatever the environment has, this is the
@@ -133,6 +135,11 @@ async function openDemo(name: string, room: string): Promise<Page> {
   context.setDefaultTimeout(WAIT_MS);
   const page = await context.newPage();
   page.on("pageerror", (error) => pageErrors.push(`${name}: ${error.message}`));
+  const frames: string[] = [];
+  received.set(page, frames);
+  page.on("websocket", (socket) => {
+    socket.on("framereceived", ({ payload }) => frames.push(typeof payload === "string" ? payload : payload.toString("utf8")));
+  });
   await page.goto(`http://127.0.0.1:${port}/`);
   await recordStates(page);
   await page.getByTestId("name").fill(name);
@@ -301,6 +308,116 @@ async function restartMidConversation(room: string, how: "SIGTERM" | "SIGKILL"):
   expect(errors).toEqual([]);
 }
 
+/** One line of the open room's timeline: a message (`sender: body`), a membership or settings change, or a pending send. */
+interface Line {
+  readonly seq: string | null;
+  readonly kind: "message" | "event" | "pending";
+  readonly text: string;
+}
+
+async function timeline(page: Page): Promise<Line[]> {
+  return page.$$eval('[data-testid="messages"] > li', (items) =>
+    items.map((item) => {
+      const own = Array.from(item.childNodes)
+        .filter((node) => node.nodeType === Node.TEXT_NODE)
+        .map((node) => node.textContent)
+        .join("");
+      const testid = item.getAttribute("data-testid");
+      const sender = item.querySelector(".sender")?.textContent ?? "";
+      return {
+        seq: item.getAttribute("data-seq"),
+        kind: testid === "message" ? ("message" as const) : testid === "event" ? ("event" as const) : ("pending" as const),
+        text: testid === "message" ? `${sender}: ${own}` : own,
+      };
+    }),
+  );
+}
+
+/** Polls the open room's timeline until `done` holds; fails after WAIT_MS showing it. */
+async function waitForTimeline(page: Page, what: string, done: (lines: Line[]) => boolean): Promise<Line[]> {
+  const deadline = Date.now() + WAIT_MS;
+  for (;;) {
+    const lines = await timeline(page);
+    if (done(lines)) return lines;
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${WAIT_MS} ms; the page shows ${JSON.stringify(lines)}`);
+    await page.waitForTimeout(50);
+  }
+}
+
+function shows(text: string): (lines: Line[]) => boolean {
+  return (lines) => lines.some((line) => line.text === text && line.seq !== null);
+}
+
+/** Waits until the page's open room is `room`. */
+async function waitForOpen(page: Page, room: string): Promise<void> {
+  await page.locator(`[data-testid="room-name"][data-room="${room}"]`).waitFor();
+}
+
+async function openedRoom(page: Page): Promise<string> {
+  const room = await page.getByTestId("room-name").getAttribute("data-room");
+  if (room === null) throw new Error("no room is open");
+  return room;
+}
+
+function roomEntry(page: Page, room: string) {
+  return page.getByRole("list", { name: "My rooms" }).locator(`li[data-room="${room}"]`);
+}
+
+async function listedRooms(page: Page): Promise<{ room: string; kind: string; state: string; title: string }[]> {
+  return page.$$eval('[data-testid="room-list"] > li', (items) =>
+    items.map((item) => ({
+      room: item.getAttribute("data-room") ?? "",
+      kind: item.getAttribute("data-kind") ?? "",
+      state: item.getAttribute("data-state") ?? "",
+      title: item.querySelector(".room-title")?.textContent ?? "",
+    })),
+  );
+}
+
+/** Clicks Refresh and waits until the page shows that refresh's answer. */
+async function refreshRooms(page: Page): Promise<void> {
+  const list = page.getByTestId("room-list");
+  const before = Number((await list.getAttribute("data-refreshed")) ?? "0");
+  await page.getByRole("button", { name: "Refresh" }).click();
+  await page.waitForFunction((shown) => Number(document.querySelector('[data-testid="room-list"]')?.getAttribute("data-refreshed") ?? "0") > shown, before, { timeout: WAIT_MS });
+}
+
+async function waitForUnread(page: Page, room: string, count: number): Promise<void> {
+  await roomEntry(page, room).locator(`[data-testid="room-unread"][data-count="${count}"]`).waitFor();
+}
+
+async function openByName(page: Page, room: string): Promise<void> {
+  await page.getByLabel("Room to open").fill(room);
+  await page.getByRole("button", { name: "Open", exact: true }).click();
+  await waitForOpen(page, room);
+}
+
+/** The frames `page` received that carry an entry of `room`'s log, by seq. */
+function logFramesOf(page: Page, room: string): { seq: bigint; raw: string }[] {
+  const frames = received.get(page) ?? [];
+  return frames.flatMap((raw) => {
+    const frame = JSON.parse(raw) as { message?: { room?: string; seq?: string }; roomEvent?: { room?: string; seq?: string } };
+    const entry = frame.message ?? frame.roomEvent;
+    return entry?.room === room ? [{ seq: BigInt(entry.seq ?? "0"), raw }] : [];
+  });
+}
+
+/** `room`'s whole log as stored, read through core's gRPC API with `user`'s token. */
+async function storedLog(room: string, user: string): Promise<{ seq: string; message?: string }[]> {
+  const secret = readFileSync(join(dataDir, "dev-jwt-secret"), "utf8").trim();
+  const token = await mintToken(secret, user);
+  const chat = createClient(ChatService, running().grpc, { headers: () => ({ authorization: `Bearer ${token}` }) });
+  try {
+    const page = await chat.listRoomEvents({ room, direction: ListDirection.FORWARD, cursorSeq: 0n, pageSize: 500 }, { timeoutMs: WAIT_MS });
+    return page.events.map((event) => ({
+      seq: event.seq.toString(),
+      ...(event.event.case === "message" ? { message: `${event.event.value.sender}: ${event.event.value.body}` } : {}),
+    }));
+  } finally {
+    chat.close();
+  }
+}
+
 describe.skipIf(unavailable !== undefined)(`demo page in Chromium${unavailable === undefined ? "" : ` (skipped: ${unavailable})`}`, () => {
   beforeAll(async () => {
     dataDir = mkdtempSync(join(tmpdir(), "parley-demo-"));
@@ -380,6 +497,187 @@ describe.skipIf(unavailable !== undefined)(`demo page in Chromium${unavailable =
     expect(png.subarray(1, 4).toString()).toBe("PNG");
     expect(statSync(SCREENSHOT).size).toBeGreaterThan(10_000);
   });
+
+  it("a private room: alice invites bob, carol can neither see nor read it; bob joins and chats, is kicked, and receives nothing after", async () => {
+    const room = "team-secret";
+    const hall = "hall-p";
+    const alice = await openDemo("alice", hall);
+    const bob = await openDemo("bob", hall);
+    const carol = await openDemo("carol", hall);
+
+    // alice creates the private room; it opens, and her list shows it with its kind.
+    await alice.getByLabel("New room name", { exact: true }).fill(room);
+    await alice.getByLabel("New room kind", { exact: true }).selectOption("private");
+    await alice.getByRole("button", { name: "Create", exact: true }).click();
+    await waitForOpen(alice, room);
+    await roomEntry(alice, room).and(alice.locator('[data-kind="private"][data-state="joined"]')).waitFor();
+    await waitForTimeline(alice, "alice sees the room's creation", shows("alice joined"));
+    await alice.getByLabel("Invite user", { exact: true }).fill("bob");
+    await alice.getByRole("button", { name: "Invite", exact: true }).click();
+    await waitForTimeline(alice, "alice sees the invitation", shows("alice invited bob"));
+    await alice.getByTestId("members").locator('li[data-user="bob"]', { hasText: "invited" }).waitFor();
+
+    // carol: not in her list, and opening it by name is refused with nothing of it shown.
+    await refreshRooms(carol);
+    expect((await listedRooms(carol)).map((entry) => entry.room)).not.toContain(room);
+    await openByName(carol, room);
+    const refusal = carol.getByRole("alert");
+    await refusal.waitFor();
+    expect(await refusal.textContent()).toContain("no such room, or you may not see it");
+    expect(await timeline(carol)).toEqual([]);
+    expect(await carol.getByTestId("members").locator("li").count()).toBe(0);
+
+    // bob sees the invitation, opens the room, joins it.
+    await refreshRooms(bob);
+    await roomEntry(bob, room).and(bob.locator('[data-state="invited"]')).waitFor();
+    await roomEntry(bob, room).getByRole("button").click();
+    await waitForOpen(bob, room);
+    // Invited is not joined: he may not read it yet, and is told so.
+    await bob.getByRole("alert").waitFor();
+    expect(await timeline(bob)).toEqual([]);
+    await bob.getByRole("button", { name: "Join", exact: true }).click();
+    await waitForTimeline(bob, "bob sees his join", shows("bob joined"));
+    await bob.getByRole("alert").waitFor({ state: "hidden" });
+    await waitForTimeline(alice, "alice sees bob join", shows("bob joined"));
+    await roomEntry(bob, room).and(bob.locator('[data-state="joined"]')).waitFor();
+
+    // They chat both ways.
+    await say(alice, "welcome bob");
+    await waitForTimeline(bob, "bob gets alice's message", shows("alice: welcome bob"));
+    await say(bob, "thanks alice");
+    await waitForTimeline(alice, "alice gets bob's message", shows("bob: thanks alice"));
+
+    // alice kicks bob: bob's page says so, and the kick is the last entry of the room he gets.
+    await alice.getByRole("button", { name: "Kick bob", exact: true }).click();
+    const onAlice = await waitForTimeline(alice, "alice sees the kick", shows("alice kicked bob"));
+    const kickSeq = BigInt(onAlice.find((line) => line.text === "alice kicked bob")?.seq ?? "0");
+    const notice = bob.getByRole("alert");
+    await notice.waitFor();
+    expect(await notice.textContent()).toMatch(/no longer receive this room.*kicked/);
+    const onBob = await waitForTimeline(bob, "bob sees the kick", shows("alice kicked bob"));
+    expect(onBob.at(-1)?.seq).toBe(kickSeq.toString());
+
+    // What alice sends afterwards is stored (she sees it next in seq), and bob is not sent it.
+    await say(alice, "after the kick");
+    const afterKick = await waitForTimeline(alice, "alice's message after the kick is stored", shows("alice: after the kick"));
+    expect(afterKick.at(-1)).toEqual({ seq: (kickSeq + 1n).toString(), kind: "message", text: "alice: after the kick" });
+
+    // bob's other room still works, both ways; by the time this round trip is
+    // over, a frame for the private room sent with alice's message would
+    // have reached bob (the bridge fans one follow of it out to both).
+    await openByName(bob, hall);
+    await openByName(alice, hall);
+    await say(alice, "bob, still here?");
+    await waitForTimeline(bob, "bob gets alice's message in the other room", shows("alice: bob, still here?"));
+    await say(bob, "yes, in the hall");
+    await waitForTimeline(alice, "alice gets bob's answer in the other room", shows("bob: yes, in the hall"));
+
+    const privateFrames = logFramesOf(bob, room);
+    expect(privateFrames.length).toBeGreaterThan(0);
+    expect(privateFrames.filter((frame) => frame.seq > kickSeq)).toEqual([]);
+    expect((received.get(bob) ?? []).filter((raw) => raw.includes("after the kick"))).toEqual([]);
+    // Carol was sent nothing of the room at all.
+    expect(logFramesOf(carol, room)).toEqual([]);
+    // bob's list drops the room once refreshed.
+    await refreshRooms(bob);
+    expect((await listedRooms(bob)).map((entry) => entry.room)).not.toContain(room);
+
+    // alice's timeline is the room's log as stored: every seq once, in order.
+    await openByName(alice, room);
+    const shown = await waitForTimeline(alice, "alice's timeline of the private room", shows("alice: after the kick"));
+    const stored = await storedLog(room, "alice");
+    expect(shown.map((line) => line.seq)).toEqual(oneTo(stored.length));
+    expect(shown.filter((line) => line.kind === "message").map((line) => line.text)).toEqual(stored.flatMap((entry) => (entry.message === undefined ? [] : [entry.message])));
+    expect(shown.filter((line) => line.kind === "event").map((line) => line.text)).toEqual([
+      'alice created the private room "team-secret"',
+      "alice joined",
+      "alice invited bob",
+      "bob joined",
+      "alice kicked bob",
+    ]);
+    expect(pageErrors).toEqual([]);
+  }, 90_000);
+
+  it("a direct message opened twice is one room; unread badges count messages in rooms not open and clear when opened", async () => {
+    const hall = "hall-d";
+    const frank = await openDemo("frank", hall);
+    const grace = await openDemo("grace", hall);
+
+    const openDirect = async () => {
+      await frank.getByLabel("Direct message to", { exact: true }).fill("grace");
+      await frank.getByRole("button", { name: "Message", exact: true }).click();
+      await frank.locator('[data-testid="room-name"][data-room^="dm:"]').waitFor();
+      return openedRoom(frank);
+    };
+    const dm = await openDirect();
+    await roomEntry(frank, dm).locator(".room-title", { hasText: "@grace" }).waitFor();
+    await openByName(frank, hall);
+    expect(await openDirect()).toBe(dm);
+    const direct = (await listedRooms(frank)).filter((entry) => entry.kind === "direct");
+    expect(direct).toEqual([{ room: dm, kind: "direct", state: "joined", title: "@grace" }]);
+    await refreshRooms(frank);
+    expect((await listedRooms(frank)).filter((entry) => entry.kind === "direct")).toEqual(direct);
+
+    // grace has the hall open; the conversation shows in her list with nothing unread.
+    await refreshRooms(grace);
+    await waitForUnread(grace, dm, 0);
+    await roomEntry(grace, dm).locator(".room-title", { hasText: "@frank" }).waitFor();
+
+    await say(frank, "one");
+    await say(frank, "two");
+    await waitForTimeline(frank, "frank's two messages are stored", (lines) => shows("frank: two")(lines) && shows("frank: one")(lines));
+    await waitForUnread(grace, dm, 2);
+
+    // Opening it shows them and clears the badge; a message while it is open leaves it clear.
+    await roomEntry(grace, dm).getByRole("button").click();
+    await waitForOpen(grace, dm);
+    await waitForTimeline(grace, "grace reads the conversation", shows("frank: two"));
+    await waitForUnread(grace, dm, 0);
+    await say(frank, "three");
+    await waitForTimeline(grace, "grace gets a message in the open room", shows("frank: three"));
+    await waitForUnread(grace, dm, 0);
+
+    // Back in the hall, the next one counts again.
+    await openByName(grace, hall);
+    await say(frank, "four");
+    await waitForUnread(grace, dm, 1);
+
+    // The read position was stored: a new page of grace's counts the same.
+    const later = await openDemo("grace", hall);
+    await waitForUnread(later, dm, 1);
+    expect(pageErrors).toEqual([]);
+  }, 60_000);
+
+  it("a public room is read by name before joining; Join puts it in the list with the member's role, Leave takes it out", async () => {
+    const hall = "hall-j";
+    const room = "open-plaza";
+    const hana = await openDemo("hana", hall);
+    const ivan = await openDemo("ivan", hall);
+    await hana.getByLabel("New room name", { exact: true }).fill(room);
+    await hana.getByLabel("New room kind", { exact: true }).selectOption("public");
+    await hana.getByRole("button", { name: "Create", exact: true }).click();
+    await waitForOpen(hana, room);
+    await say(hana, "anyone may read this");
+    await waitForTimeline(hana, "hana's message is stored", shows("hana: anyone may read this"));
+
+    // Not a member, ivan reads it; the members are listed with their roles.
+    await openByName(ivan, room);
+    await waitForTimeline(ivan, "ivan reads the public room", shows("hana: anyone may read this"));
+    await ivan.getByTestId("members").locator('li[data-user="hana"]', { hasText: "owner" }).waitFor();
+    expect(await roomEntry(ivan, room).count()).toBe(0);
+    await ivan.getByRole("button", { name: "Join", exact: true }).click();
+    await waitForTimeline(hana, "hana sees ivan join", shows("ivan joined"));
+    await ivan.getByTestId("members").locator('li[data-user="ivan"]', { hasText: "member" }).waitFor();
+    await roomEntry(ivan, room).and(ivan.locator('[data-kind="public"][data-state="joined"]')).waitFor();
+
+    await ivan.getByRole("button", { name: "Leave", exact: true }).click();
+    await waitForTimeline(hana, "hana sees ivan leave", shows("ivan left"));
+    await roomEntry(ivan, room).waitFor({ state: "detached" });
+    // Leaving a public room ends no follow: ivan still reads it.
+    await say(hana, "still public");
+    await waitForTimeline(ivan, "ivan still reads the public room", shows("hana: still public"));
+    expect(pageErrors).toEqual([]);
+  }, 60_000);
 
   it("the server restarts mid-conversation (SIGTERM): both pages go reconnecting → resumed, and every message arrives exactly once, in one order", async () => {
     await restartMidConversation("restart-b", "SIGTERM");

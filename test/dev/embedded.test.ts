@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ChatService } from "../../gen/parley/v1/chat_pb.js";
 import { ListDirection } from "../../gen/parley/v1/common_pb.js";
@@ -41,7 +42,7 @@ async function start(): Promise<{ embedded: EmbeddedDatabase; core: RunningCore 
     logger: logs.logger,
     migrate: true,
     crossInstanceFanout: false,
-    poolSize: 4,
+    poolSize: embedded.poolSize,
     // As `parley serve` runs the embedded mode: rooms on first use.
     implicitRooms: true,
   });
@@ -202,6 +203,40 @@ describe("embedded PostgreSQL (PGlite, one backend session)", () => {
     const repeat = await (await chat(running.address, USERS[0])).sendMessage({ room: "room-0", body: "m0", clientMsgId: "burst-0" });
     expect(repeat.duplicate).toBe(true);
     expect(repeat.message?.seq).toBe(history.get("room-0")?.find((message) => message.body === "m0")?.seq);
+  }, 60_000);
+
+  it("the driver's connections (embedded.poolSize) keep their statements apart: transactions and plain queries at once all succeed", async () => {
+    const directory = mkdtempSync(join(tmpdir(), "parley-embedded-pool-"));
+    const own = await startEmbeddedDatabase(directory, logs.logger);
+    const pool = new pg.Pool({ connectionString: own.url, max: own.poolSize });
+    try {
+      await pool.query("create table counters (id int primary key, value int not null)");
+      // With more connections than one, the extended-protocol steps of a
+      // plain query land between those of another connection's transaction
+      // on the one session: SQLSTATE 26000 / 34000, then a hang.
+      const transaction = async (i: number) => {
+        const client = await pool.connect();
+        try {
+          await client.query("begin");
+          await client.query("insert into counters values ($1, 1) on conflict (id) do update set value = counters.value + 1", [i % 10]);
+          await client.query("select value from counters where id = $1", [i % 10]);
+          await client.query("commit");
+        } finally {
+          client.release();
+        }
+      };
+      const plain = async (i: number) => {
+        await pool.query("select value from counters where id = $1", [i % 10]);
+      };
+      const calls = Array.from({ length: 300 }, (_, i) => [`call ${i}`, i % 2 === 0 ? transaction(i) : plain(i)] as const);
+      await allWithin(BURST_BOUND_MS, calls);
+      const total = await pool.query<{ sum: string }>("select sum(value) as sum from counters");
+      expect(total.rows[0]?.sum).toBe("150");
+    } finally {
+      await pool.end();
+      await own.stop();
+      rmSync(directory, { recursive: true, force: true });
+    }
   }, 60_000);
 });
 

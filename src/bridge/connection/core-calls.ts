@@ -58,8 +58,10 @@ export class CoreCalls {
           return await call(options);
         } catch (error) {
           const failure = ParleyError.from(error);
+          // Nobody is left to answer: the cancellation (or the outage) is no failure of ours.
+          if (this.#closed) throw new ParleyError(ErrorCategory.UNAVAILABLE, `${name}: the connection closed before core answered`, { cause: failure, context: { expected: true } });
           const transient = failure.category === ErrorCategory.UNAVAILABLE || failure.category === ErrorCategory.TIMEOUT;
-          if (!transient || attempt >= CALL_ATTEMPTS || this.#closed) throw failure;
+          if (!transient || attempt >= CALL_ATTEMPTS) throw failure;
           this.#log.warn({ category: failure.categoryName, call: name, attempt }, "core call failed; retrying");
           await sleep(backoffDelay(attempt, PEER_RETRY_BACKOFF));
         }
