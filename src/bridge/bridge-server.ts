@@ -96,7 +96,10 @@ export async function startBridge(options: BridgeOptions): Promise<RunningBridge
     noServer: true,
     maxPayload: limits.maxFrameBytes,
     perMessageDeflate: false,
-    handleProtocols: (offered) => (offered.has(SUBPROTOCOL) ? SUBPROTOCOL : ([...offered].find((p) => p.startsWith(BEARER_PREFIX)) ?? false)),
+    // Only parley.v1 is ever selected: the answer is logged and cached by
+    // proxies, and a selected `bearer.` entry would echo the token in it
+    // (tokenOf refuses a bearer entry offered without parley.v1).
+    handleProtocols: (offered) => (offered.has(SUBPROTOCOL) ? SUBPROTOCOL : false),
   });
   let accepting = true;
 
@@ -243,7 +246,12 @@ function tokenOf(request: IncomingMessage, url: URL): string {
   const header = request.headers["sec-websocket-protocol"];
   const offered = (typeof header === "string" ? header : "").split(",").map((p) => p.trim());
   const bearer = offered.find((p) => p.startsWith(BEARER_PREFIX));
-  if (bearer !== undefined) return bearer.slice(BEARER_PREFIX.length);
+  if (bearer !== undefined) {
+    // A browser fails a handshake whose answer selects none of its entries,
+    // and the bridge never selects the token itself: say so at once.
+    if (!offered.includes(SUBPROTOCOL)) throw validationError("Sec-WebSocket-Protocol", `offer "${SUBPROTOCOL}" beside the bearer.<jwt> entry: ["${SUBPROTOCOL}", "bearer." + jwt]`);
+    return bearer.slice(BEARER_PREFIX.length);
+  }
   throw new ParleyError(ErrorCategory.UNAUTHENTICATED, "unauthenticated: no token (use ?token= or the bearer.<jwt> subprotocol)");
 }
 

@@ -225,7 +225,7 @@ describe("upgrade refusals (before any WebSocket opens)", () => {
     ["a forged token", async (): Promise<ConnectOptions> => ({ token: await mintToken("some-other-secret-that-is-long-enough", "mallory") })],
     ["an expired token", async (): Promise<ConnectOptions> => ({ token: await mintToken(TEST_JWT_SECRET, "late", { expiresInSeconds: -60 }) })],
     ["a malformed token", async (): Promise<ConnectOptions> => Promise.resolve({ token: "not.a.jwt" })],
-    ["a forged bearer subprotocol", async (): Promise<ConnectOptions> => ({ bearer: await mintToken("some-other-secret-that-is-long-enough", "mallory") })],
+    ["a forged bearer subprotocol", async (): Promise<ConnectOptions> => ({ protocols: ["parley.v1"], bearer: await mintToken("some-other-secret-that-is-long-enough", "mallory") })],
   ])("%s → 401 UNAUTHENTICATED", async (_label, options) => {
     for (const path of ["/ws/chat/lobby", "/ws/notifications"]) {
       const refusal = await WsTestClient.refusal(base(main), path, await options());
@@ -245,9 +245,17 @@ describe("upgrade refusals (before any WebSocket opens)", () => {
     const welcome = viaHeader.received[0]?.frame.kind;
     expect(welcome?.case === "welcome" && welcome.value.user).toBe("header-user");
 
-    // A browser offering only the bearer entry still gets one of its entries selected.
-    const bearerOnly = await connect("/ws/notifications", "bearer-only", { bearer: await mintToken(TEST_JWT_SECRET, "bearer-only") });
-    expect(bearerOnly.socket.protocol.startsWith("bearer.")).toBe(true);
+  });
+
+  it("never echoes the token: a bearer entry offered without parley.v1 is refused with 400, before any token check", async () => {
+    const jwt = await mintToken(TEST_JWT_SECRET, "bearer-only");
+    const refusal = await WsTestClient.refusal(base(main), "/ws/notifications", { bearer: jwt });
+    expect(refusal.status).toBe(400);
+    expect(refusal.body).toMatchObject({ category: "VALIDATION", field: "Sec-WebSocket-Protocol" });
+    expect(JSON.stringify(refusal)).not.toContain(jwt);
+    // With parley.v1 offered, parley.v1 is the answer, never the bearer entry.
+    const accepted = await connect("/ws/notifications", "bearer-only", { protocols: ["parley.v1"], bearer: jwt });
+    expect(accepted.socket.protocol).toBe("parley.v1");
   });
 });
 

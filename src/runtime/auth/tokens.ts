@@ -27,6 +27,9 @@ export const ROOMS_ADMIN_SCOPE = "rooms:admin";
  */
 export const ROOMS_RELAY_SCOPE = "rooms:relay";
 
+/** The `typ` header values of an access token (RFC 9068), compared in lower case. */
+const ACCESS_TOKEN_TYPES: ReadonlySet<string> = new Set(["jwt", "at+jwt", "application/at+jwt"]);
+
 /** User ids (token `sub`): what may appear as a sender or recipient. */
 export const USER_ID = /^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$/;
 
@@ -85,16 +88,25 @@ export class TokenVerifier {
     if (token === "") throw unauthenticated("no bearer token");
     let payload;
     try {
-      ({ payload } = await jwtVerify(token, this.#key, {
+      let header;
+      ({ payload, protectedHeader: header } = await jwtVerify(token, this.#key, {
         algorithms: ["HS256"],
         clockTolerance: this.#tolerance,
         currentDate: new Date(this.#now()),
+        // A token without an expiry would be valid forever.
+        requiredClaims: ["exp"],
       }));
+      // An ID token or anything else that is not an access token is refused.
+      if (header.typ !== undefined && !ACCESS_TOKEN_TYPES.has(header.typ.toLowerCase())) {
+        throw unauthenticated(`token type \`${header.typ}\` is not an access token (JWT or at+jwt)`);
+      }
     } catch (error) {
+      if (error instanceof ParleyError) throw error;
       throw unauthenticated(describeJoseError(error), error);
     }
-    const sub = payload.sub;
-    if (sub === undefined || !USER_ID.test(sub)) {
+    const sub: unknown = payload.sub;
+    // Checked as a string first: a regular expression would read ["bob"] as "bob".
+    if (typeof sub !== "string" || !USER_ID.test(sub)) {
       throw unauthenticated("token has no valid `sub` (user id: letters, digits, _ . : @ -, up to 128)");
     }
     const scope = payload.scope;
@@ -137,7 +149,9 @@ function describeJoseError(error: unknown): string {
   if (error instanceof joseErrors.JWTExpired) return "token expired";
   if (error instanceof joseErrors.JWSSignatureVerificationFailed) return "token signature does not verify";
   if (error instanceof joseErrors.JOSEAlgNotAllowed) return "token algorithm not allowed (HS256 only)";
-  if (error instanceof joseErrors.JWTClaimValidationFailed) return `token claim \`${error.claim}\` is not valid`;
+  if (error instanceof joseErrors.JWTClaimValidationFailed) {
+    return error.reason === "missing" ? `token has no \`${error.claim}\` claim, which is required` : `token claim \`${error.claim}\` is not valid`;
+  }
   if (error instanceof joseErrors.JWSInvalid || error instanceof joseErrors.JWTInvalid) return "token is malformed";
   return "token could not be verified";
 }
