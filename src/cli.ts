@@ -2,7 +2,7 @@ import { parseArgs } from "node:util";
 import { type Config, ConfigError, createLogger, loadConfig, type Logger, requireJwtSecret, serveMetrics, telemetry } from "./runtime/index.js";
 import { startBridge } from "./bridge/index.js";
 import { migrate, openOrm, startCore } from "./core/index.js";
-import { developmentHttp, developmentSecret, startEmbeddedDatabase } from "./dev/index.js";
+import { assertDevelopmentModeAllowed, developmentHttp, developmentSecret, startEmbeddedDatabase } from "./dev/index.js";
 
 const HELP = `parley — durable, ordered chat and notifications over gRPC and WebSocket
 
@@ -70,10 +70,15 @@ const COMMANDS: Record<string, Command> = {
     await bridge.stop();
   },
   async serve(config, logger) {
-    // Without DATABASE_URL: PostgreSQL embedded in the process (development).
+    // Without DATABASE_URL: PostgreSQL embedded in the process (development),
+    // only where that cannot be production.
+    if (config.databaseUrl === undefined) assertDevelopmentModeAllowed(config);
     const embedded = config.databaseUrl === undefined ? await startEmbeddedDatabase(config.dataDir, logger) : undefined;
     const databaseUrl = embedded?.url ?? requireDatabaseUrl(config);
-    const secret = config.jwtSecret ?? (embedded ? developmentSecret(embedded.dataDir) : requireJwtSecret(config));
+    // The development mode signs with its own key, never PARLEY_JWT_SECRET:
+    // its /dev/token must not mint tokens a production core would accept.
+    if (embedded !== undefined && config.jwtSecret !== undefined) logger.warn("PARLEY_JWT_SECRET is ignored by the development mode, which keeps its own key in its data directory");
+    const secret = embedded ? developmentSecret(embedded.dataDir) : requireJwtSecret(config);
     // The development mode keeps rooms on first use, as the demo page expects.
     const implicitRooms = embedded !== undefined || config.implicitRooms;
     warnIfImplicitRooms(implicitRooms, logger);

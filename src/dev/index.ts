@@ -5,3 +5,4 @@
  */
 export { developmentHttp, developmentSecret } from "./dev-mode.js";
 export { startEmbeddedDatabase } from "./embedded-database.js";
+export { assertDevelopmentModeAllowed } from "./development-guard.js";

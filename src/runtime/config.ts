@@ -35,12 +35,19 @@ const EnvSchema = z
     PARLEY_LOG_LEVEL: z.enum(LOG_LEVELS).default("info"),
     PARLEY_DATA_DIR: z.string().min(1).default(".parley-data"),
     PARLEY_MIGRATE: flag.default(false),
+    PARLEY_ENV: z.string().optional(),
+    NODE_ENV: z.string().optional(),
     PARLEY_IMPLICIT_ROOMS: flag.default(false),
   });
 
 /** Rules across variables, checked even when single variables are bad too. */
-function crossVariableProblems(env: Readonly<Record<string, string>>): string[] {
+function crossVariableProblems(env: Readonly<Record<string, string>>, raw: Readonly<Record<string, string | undefined>>): string[] {
   const problems: string[] = [];
+  // Not "unset": an empty DATABASE_URL (a template left unfilled) must never
+  // start the development mode in front of production users.
+  if (raw.DATABASE_URL !== undefined && raw.DATABASE_URL.trim() === "") {
+    problems.push("DATABASE_URL is set but empty: give a PostgreSQL URL, or unset it for the development mode");
+  }
   if ("PARLEY_WEBHOOK_URL" in env && !("PARLEY_WEBHOOK_SECRET" in env)) {
     problems.push("PARLEY_WEBHOOK_SECRET is required when PARLEY_WEBHOOK_URL is set");
   }
@@ -72,6 +79,8 @@ export interface Config {
   readonly migrateOnStart: boolean;
   /** Rooms on first use, a development policy (CoreOptions.implicitRooms). */
   readonly implicitRooms: boolean;
+  /** `PARLEY_ENV` or `NODE_ENV` is `production`: the development mode refuses to start. */
+  readonly productionMarked: boolean;
 }
 
 /** Thrown at start when the environment is not valid; names every bad variable. */
@@ -82,7 +91,7 @@ export class ConfigError extends Error {
   }
 }
 
-/** Reads and validates the environment. Empty strings count as unset. */
+/** Reads and validates the environment. Empty strings count as unset, but for DATABASE_URL, which is refused. */
 export function loadConfig(env: Readonly<Record<string, string | undefined>> = process.env): Config {
   const present = Object.fromEntries(
     Object.entries(env).filter((entry): entry is [string, string] => entry[1] !== undefined && entry[1] !== ""),
@@ -90,7 +99,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
   const parsed = EnvSchema.safeParse(present);
   const problems = [
     ...(parsed.success ? [] : parsed.error.issues.map((issue) => `${issue.path.join(".")} ${issue.message}`)),
-    ...crossVariableProblems(present),
+    ...crossVariableProblems(present, env),
   ];
   if (!parsed.success || problems.length > 0) throw new ConfigError(problems);
   const e = parsed.data;
@@ -109,6 +118,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
     dataDir: e.PARLEY_DATA_DIR,
     migrateOnStart: e.PARLEY_MIGRATE,
     implicitRooms: e.PARLEY_IMPLICIT_ROOMS,
+    productionMarked: e.PARLEY_ENV === "production" || e.NODE_ENV === "production",
   };
 }
 

@@ -92,13 +92,13 @@ const pageErrors: string[] = [];
 const received = new WeakMap<Page, string[]>();
 
 async function startServer(): Promise<{ process: ParleyProcess; grpc: string }> {
-  // Empty values count as unset: whatever the environment has, this is the
-  // embedded mode with its development secret.
+  // Whatever the environment has, this is the embedded mode with its
+  // development secret (empty values count as unset; DATABASE_URL is removed).
   const child = spawnParley("serve", {
     PARLEY_DATA_DIR: dataDir,
     PARLEY_HTTP_ADDR: `127.0.0.1:${port}`,
     PARLEY_GRPC_ADDR: "127.0.0.1:0",
-    DATABASE_URL: "",
+    DATABASE_URL: undefined,
     PARLEY_CORE_ADDR: "",
     PARLEY_JWT_SECRET: "",
     PARLEY_WEBHOOK_URL: "",

@@ -68,8 +68,17 @@ describe("config", () => {
     expect(text).toMatch(/PARLEY_WEBHOOK_SECRET is required when PARLEY_WEBHOOK_URL is set/);
   });
 
-  it("treats empty variables as unset", () => {
-    expect(loadConfig({ DATABASE_URL: "", PARLEY_JWT_SECRET: "" }).databaseUrl).toBeUndefined();
+  it("treats empty variables as unset, but an empty DATABASE_URL is an error, not the development mode", () => {
+    expect(loadConfig({ PARLEY_JWT_SECRET: "", PARLEY_CORE_ADDR: "" }).jwtSecret).toBeUndefined();
+    expect(() => loadConfig({ DATABASE_URL: "" })).toThrow(/DATABASE_URL is set but empty/);
+    expect(() => loadConfig({ DATABASE_URL: "  " })).toThrow(/DATABASE_URL is set but empty/);
+  });
+
+  it("marks production from PARLEY_ENV or NODE_ENV", () => {
+    expect(loadConfig({}).productionMarked).toBe(false);
+    expect(loadConfig({ NODE_ENV: "production" }).productionMarked).toBe(true);
+    expect(loadConfig({ PARLEY_ENV: "production" }).productionMarked).toBe(true);
+    expect(loadConfig({ NODE_ENV: "development" }).productionMarked).toBe(false);
   });
 
   it("asks for the JWT secret by name when a command needs it", () => {

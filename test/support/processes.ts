@@ -15,11 +15,12 @@ export interface ParleyProcess {
 
 /**
  * Runs `parley <command>` as a real child process with the given environment
- * (rooms on first use, as startTestCore has them, unless `env` says otherwise).
+ * (rooms on first use, as startTestCore has them, unless `env` says otherwise);
+ * a variable given as undefined is removed from the child's environment.
  */
-export function spawnParley(command: string, env: Record<string, string>): ParleyProcess {
+export function spawnParley(command: string, env: Record<string, string | undefined>): ParleyProcess {
   const child = spawn(process.execPath, ["bin/parley.js", command], {
-    env: { ...process.env, PARLEY_LOG_LEVEL: "info", PARLEY_IMPLICIT_ROOMS: "1", ...env },
+    env: withoutUnset({ ...process.env, PARLEY_LOG_LEVEL: "info", PARLEY_IMPLICIT_ROOMS: "1", ...env }),
     stdio: ["ignore", "pipe", "pipe"],
   });
   const lines: Record<string, unknown>[] = [];
@@ -79,4 +80,9 @@ export async function spawnCore(env: Record<string, string>): Promise<{ process:
   const core = spawnParley("core", { PARLEY_GRPC_ADDR: "127.0.0.1:0", ...env });
   const serving = await core.waitFor((line) => line.msg === "core serving");
   return { process: core, address: String(serving.grpc) };
+}
+
+/** The environment without the variables whose value is undefined (a child would see "undefined"). */
+export function withoutUnset(env: Record<string, string | undefined>): Record<string, string> {
+  return Object.fromEntries(Object.entries(env).filter((entry): entry is [string, string] => entry[1] !== undefined));
 }

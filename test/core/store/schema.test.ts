@@ -4,6 +4,7 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SEND_STANDINGS } from "../../../src/core/access/write-access.js";
 import { migrate, openOrm } from "../../../src/core/store/orm.js";
+import { withoutUnset } from "../../support/processes.js";
 import { createTestDatabase, type TestDatabase } from "../../support/database.js";
 
 const run = promisify(execFile);
@@ -38,7 +39,7 @@ describe("migrations", () => {
   });
 
   it("`parley migrate` without DATABASE_URL names the variable and exits 2", async () => {
-    const env = { ...process.env, DATABASE_URL: "" };
+    const env = withoutUnset({ ...process.env, DATABASE_URL: undefined });
     const failure = await run("node", ["bin/parley.js", "migrate"], { env }).then(
       () => undefined,
       (error: unknown) => error as { code: number; stderr: string },
