@@ -32,6 +32,15 @@ export class CoreCalls {
   }
 
   /**
+   * Options for a read the bridge makes as itself (its relay identity), for
+   * a connection already authorized: the log reads of a room follow, whose
+   * every event is then checked against the user's standing.
+   */
+  relayOptions(signal: AbortSignal): CallOptions {
+    return { timeoutMs: CALL_TIMEOUT_MS, signal };
+  }
+
+  /**
    * Options for a subscription stream that `signal` cancels: no deadline. A
    * deadline would end a quiet stream with DEADLINE_EXCEEDED every
    * CALL_TIMEOUT_MS and make it resume for nothing.

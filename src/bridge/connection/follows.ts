@@ -56,8 +56,8 @@ export class Follows {
 
   /**
    * Follows a room: first GetRoom with the user's token (a refusal answers
-   * the subscribe), then replay after `afterSeq` through ListRoomEvents (with
-   * the user's token, so read permission is the user's), then the bridge's
+   * the subscribe), then replay after `afterSeq` through ListRoomEvents (as
+   * the relay, up to GetRoom's head and checked after it), then the bridge's
    * shared feed, each event checked against the user's standing (see
    * #passOn). Survives core restarts: the follow resumes from the last seq it
    * sent, authorized again. `requestId` is empty for the route's own
@@ -82,8 +82,12 @@ export class Follows {
           hub: roomFeeds.hub,
           topic: room,
           afterSeq: position.last,
+          // Read as the relay, not the user: GetRoom authorized everything up
+          // to its head, #passOn checks every event after it, and a read the
+          // shared feed asks for after a kick (a resync) must still reach the
+          // kick itself, so that the follow ends on it and says why.
           readAfter: async (seq, limit) => {
-            const page = await chat.listRoomEvents({ room, cursorSeq: seq, pageSize: Math.min(limit, 500) }, calls.options(signal));
+            const page = await chat.listRoomEvents({ room, cursorSeq: seq, pageSize: Math.min(limit, 500) }, calls.relayOptions(signal));
             return page.events.map((event) => EncodedEvent.roomEvent(event));
           },
           // GetRoom's head: where a live-only follow starts (what came after

@@ -3,11 +3,13 @@ import type { ChatServiceSubscribeResponse, RoomEvent } from "../../../gen/parle
 import { ListDirection } from "../../../gen/parley/v1/common_pb.js";
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
 import { MembershipState, RoomKind, RoomRole } from "../../../gen/parley/v1/rooms_pb.js";
-import { ROOMS_ADMIN_SCOPE } from "../../../src/runtime/auth/tokens.js";
+import { ChatService } from "../../../gen/parley/v1/chat_pb.js";
+import { mintToken, ROOMS_ADMIN_SCOPE, ROOMS_RELAY_SCOPE } from "../../../src/runtime/auth/tokens.js";
+import { createClient } from "../../../src/runtime/grpc/client.js";
 import { NOT_VISIBLE } from "../../../src/core/access/room-access.js";
 import { ACT_AS_HEADER } from "../../../src/core/access/act-as-guard.js";
 import { directRoomId } from "../../../src/core/rooms/room-service.js";
-import { startTestCore, type TestCore } from "../../support/core.js";
+import { startTestCore, TEST_JWT_SECRET, type TestCore } from "../../support/core.js";
 import { createTestDatabase, type TestDatabase } from "../../support/database.js";
 import { rejection } from "../../support/assertions.js";
 
@@ -235,6 +237,21 @@ describe("roles and bans", () => {
     expect(await written("bans")).toEqual(before);
     expect((await owner.unban({ room: "bans", user: "troll" })).member?.state).toBe(MembershipState.LEFT);
     expect((await troll.join({ room: "bans" })).member?.state).toBe(MembershipState.JOINED);
+  });
+});
+
+describe("the relay scope", () => {
+  it("a relay (the bridge's identity) reads any room's log, to pass on to connections it authorized; a user token cannot", async () => {
+    const owner = await core.rooms("olga");
+    await owner.createRoom({ kind: RoomKind.PRIVATE, room: "relayed" });
+    const relayToken = await mintToken(TEST_JWT_SECRET, "parley-bridge-test", { scopes: [ROOMS_RELAY_SCOPE] });
+    const relay = createClient(ChatService, core.core.address, { headers: () => ({ authorization: `Bearer ${relayToken}` }) });
+    try {
+      expect((await relay.listRoomEvents({ room: "relayed" })).events.map((e) => e.event.case)).toEqual(["settings", "membership"]);
+    } finally {
+      relay.close();
+    }
+    await expectDenied((await core.chat("parley-bridge-test")).listRoomEvents({ room: "relayed" }), NOT_VISIBLE);
   });
 });
 
