@@ -97,23 +97,25 @@ describe("creating rooms", () => {
 
   it("refuses malformed requests with VALIDATION, naming the field", async () => {
     const alice = await core.rooms("alice");
-    const cases: [Promise<unknown>, string][] = [
-      [alice.createRoom({ kind: RoomKind.UNSPECIFIED }), "kind"],
-      [alice.createRoom({ kind: RoomKind.PUBLIC, room: "bad room" }), "room"],
-      [alice.createRoom({ kind: RoomKind.PUBLIC, name: "n".repeat(129) }), "name"],
-      [alice.createRoom({ kind: RoomKind.PUBLIC, members: ["not a user"] }), "members"],
-      [alice.createRoom({ kind: RoomKind.DIRECT, members: [] }), "members"],
-      [alice.createRoom({ kind: RoomKind.DIRECT, room: "mine", members: ["bob"] }), "room"],
+    // Each call is made only when its answer is awaited: a refusal that came
+    // before anyone listened would be an unhandled rejection.
+    const cases: [() => Promise<unknown>, string][] = [
+      [() => alice.createRoom({ kind: RoomKind.UNSPECIFIED }), "kind"],
+      [() => alice.createRoom({ kind: RoomKind.PUBLIC, room: "bad room" }), "room"],
+      [() => alice.createRoom({ kind: RoomKind.PUBLIC, name: "n".repeat(129) }), "name"],
+      [() => alice.createRoom({ kind: RoomKind.PUBLIC, members: ["not a user"] }), "members"],
+      [() => alice.createRoom({ kind: RoomKind.DIRECT, members: [] }), "members"],
+      [() => alice.createRoom({ kind: RoomKind.DIRECT, room: "mine", members: ["bob"] }), "room"],
       // A group room may not take a direct room's id (and so block that conversation).
-      [alice.createRoom({ kind: RoomKind.PUBLIC, room: directRoomId(["mallory", "bob"]) }), "room"],
-      [alice.setRole({ room: "lobby", user: "bob", role: 9 as unknown as RoomRole }), "role"],
-      [alice.kick({ room: "lobby", user: "bob", reason: "r".repeat(513) }), "reason"],
-      [alice.listMyRooms({ pageToken: "garbage" }), "page_token"],
-      [alice.listMembers({ room: "lobby", pageSize: 501 }), "page_size"],
-      [alice.updateRoom({ room: "lobby" }), "name"],
+      [() => alice.createRoom({ kind: RoomKind.PUBLIC, room: directRoomId(["mallory", "bob"]) }), "room"],
+      [() => alice.setRole({ room: "lobby", user: "bob", role: 9 as unknown as RoomRole }), "role"],
+      [() => alice.kick({ room: "lobby", user: "bob", reason: "r".repeat(513) }), "reason"],
+      [() => alice.listMyRooms({ pageToken: "garbage" }), "page_token"],
+      [() => alice.listMembers({ room: "lobby", pageSize: 501 }), "page_size"],
+      [() => alice.updateRoom({ room: "lobby" }), "name"],
     ];
     for (const [call, field] of cases) {
-      const error = await rejection(call);
+      const error = await rejection(call());
       expect([error.category, error.field]).toEqual([ErrorCategory.VALIDATION, field]);
     }
   });
