@@ -26,6 +26,7 @@ Environment:
   PARLEY_WEBHOOK_URL     notification fallback endpoint (optional)
   PARLEY_WEBHOOK_SECRET  HMAC key for webhook signatures (required with the URL)
   PARLEY_MIGRATE=1       apply migrations when core starts
+  PARLEY_GRPC_REFLECTION=0  core serves no gRPC server reflection (health stays)
   PARLEY_IMPLICIT_ROOMS=1  development: sends and read positions create missing
                          rooms (public) and join public rooms; never in production
   PARLEY_LOG_LEVEL       fatal|error|warn|info|debug|trace|silent (default info)
@@ -50,6 +51,7 @@ const COMMANDS: Record<string, Command> = {
       grpcAddress: config.grpcAddress,
       jwtSecret: requireJwtSecret(config),
       migrate: config.migrateOnStart,
+      reflection: config.grpcReflection,
       implicitRooms: config.implicitRooms,
       webhook: config.webhook,
       logger,
@@ -87,6 +89,7 @@ const COMMANDS: Record<string, Command> = {
       grpcAddress: config.grpcAddress,
       jwtSecret: secret,
       migrate: embedded !== undefined || config.migrateOnStart,
+      reflection: config.grpcReflection,
       crossInstanceFanout: embedded === undefined,
       poolSize: embedded?.poolSize,
       implicitRooms,

@@ -20,6 +20,8 @@ export interface CoreOptions {
   readonly logger: Logger;
   /** Apply pending migrations before serving. */
   readonly migrate?: boolean;
+  /** Serve gRPC server reflection (default true): it describes the contract, never data; off where even that is not wanted. */
+  readonly reflection?: boolean;
   /** Quotas on rooms (defaults in DEFAULT_ROOM_LIMITS). */
   readonly roomLimits?: Partial<RoomLimits>;
   /** Most sends per group commit (default 512). */
@@ -120,6 +122,7 @@ export async function startCore(options: CoreOptions): Promise<RunningCore> {
     const grpc = await startGrpcServer({
       address: options.grpcAddress,
       services: [...modules.map((module) => module.binding), rooms.binding],
+      reflection: options.reflection,
       interceptors: [tracingInterceptor(), loggingInterceptor(logger), authInterceptor(verifier), actAsGuard()],
     });
     logger.info({ grpc: grpc.address }, "core serving");

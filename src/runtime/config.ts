@@ -35,6 +35,7 @@ const EnvSchema = z
     PARLEY_LOG_LEVEL: z.enum(LOG_LEVELS).default("info"),
     PARLEY_DATA_DIR: z.string().min(1).default(".parley-data"),
     PARLEY_MIGRATE: flag.default(false),
+    PARLEY_GRPC_REFLECTION: flag.default(true),
     PARLEY_ENV: z.string().optional(),
     NODE_ENV: z.string().optional(),
     PARLEY_IMPLICIT_ROOMS: flag.default(false),
@@ -79,6 +80,8 @@ export interface Config {
   readonly migrateOnStart: boolean;
   /** Rooms on first use, a development policy (CoreOptions.implicitRooms). */
   readonly implicitRooms: boolean;
+  /** Core serves gRPC server reflection (PARLEY_GRPC_REFLECTION, default on). */
+  readonly grpcReflection: boolean;
   /** `PARLEY_ENV` or `NODE_ENV` is `production`: the development mode refuses to start. */
   readonly productionMarked: boolean;
 }
@@ -118,6 +121,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
     dataDir: e.PARLEY_DATA_DIR,
     migrateOnStart: e.PARLEY_MIGRATE,
     implicitRooms: e.PARLEY_IMPLICIT_ROOMS,
+    grpcReflection: e.PARLEY_GRPC_REFLECTION,
     productionMarked: e.PARLEY_ENV === "production" || e.NODE_ENV === "production",
   };
 }

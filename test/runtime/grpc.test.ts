@@ -74,6 +74,26 @@ describe("gRPC server plumbing", () => {
     expect(services).toContain("grpc.health.v1.Health");
   });
 
+  it("serves no reflection when it is switched off, and health still", async () => {
+    const quiet = await startGrpcServer({ address: "127.0.0.1:0", services: [echoChat()], reflection: false });
+    try {
+      const listed = await run("npx", ["buf", "curl", "--protocol", "grpc", "--http2-prior-knowledge", "--list-services", `http://${quiet.address}`]).then(
+        () => "listed",
+        (error: unknown) => String((error as { stderr?: string }).stderr),
+      );
+      expect(listed).toMatch(/unimplemented|not implemented|ServerReflection/i);
+      // A client with the descriptors (not buf curl, which needs reflection for any call).
+      const health = createClient(Health, quiet.address);
+      try {
+        expect((await health.check({ service: "" })).status).toBe(ServingStatus.SERVING);
+      } finally {
+        health.close();
+      }
+    } finally {
+      await quiet.shutdown(1000);
+    }
+  });
+
   it("lets buf curl call a method knowing only the server (descriptors are complete)", async () => {
     const { stdout } = await run("npx", [
       "buf", "curl", "--protocol", "grpc", "--http2-prior-knowledge",

@@ -22,6 +22,8 @@ export interface GrpcServerOptions extends ImplementOptions {
   readonly credentials?: Credentials;
   /** Largest request message accepted, in bytes. */
   readonly maxReceiveMessageBytes?: number;
+  /** Serve gRPC server reflection (default true); health is served either way. */
+  readonly reflection?: boolean;
 }
 
 export interface RunningGrpcServer {
@@ -50,7 +52,7 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
   }
   const healthService = implement(Health, health.handlers());
   server.addService(healthService.definition, healthService.implementation);
-  addReflection(server, [...options.services.map((binding) => binding.service), Health]);
+  if (options.reflection !== false) addReflection(server, [...options.services.map((binding) => binding.service), Health]);
 
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(options.address, options.credentials ?? ServerCredentials.createInsecure(), (error, bound) => {
