@@ -5,8 +5,8 @@
 import type { RoomEvent } from "../../../gen/parley/v1/chat_pb.js";
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
 import type { Room } from "../../../gen/parley/v1/room_service_pb.js";
-import { MembershipState, RoomKind, type RoomRole } from "../../../gen/parley/v1/rooms_pb.js";
-import { mayReadRoom, ParleyError } from "../../wire/index.js";
+import { MembershipState, RoomKind } from "../../../gen/parley/v1/rooms_pb.js";
+import { ParleyError, ReadWatch } from "../../wire/index.js";
 
 /**
  * A connection's standing in a room: the kind, state and role of core's
@@ -14,20 +14,15 @@ import { mayReadRoom, ParleyError } from "../../wire/index.js";
  * moved on by every later event that concerns them.
  */
 export class RoomStanding {
-  #kind: RoomKind;
-  #state: MembershipState;
-  #role: RoomRole;
-  /** The answer was true as of this seq: events at or before it are already in it. */
-  readonly headSeq: bigint;
+  readonly #watch: ReadWatch;
 
-  constructor(
-    private readonly user: string,
-    room: Room,
-  ) {
-    this.#kind = room.kind;
-    this.#state = room.myState;
-    this.#role = room.myRole;
-    this.headSeq = room.headSeq;
+  constructor(user: string, room: Room) {
+    this.#watch = new ReadWatch(user, room.kind, { state: room.myState, role: room.myRole }, room.headSeq);
+  }
+
+  /** The answer was true as of this seq: events at or before it are already in it. */
+  get headSeq(): bigint {
+    return this.#watch.headSeq;
   }
 
   /**
@@ -36,21 +31,14 @@ export class RoomStanding {
    * follow (naming the room and why); undefined otherwise.
    */
   apply(event: RoomEvent): ParleyError | undefined {
-    if (event.seq <= this.headSeq) return undefined;
-    let why: string;
-    const change = event.event;
-    if (change.case === "membership") {
-      if (change.value.user !== this.user) return undefined;
-      this.#state = change.value.state;
-      this.#role = change.value.role;
-      why = STATE_WORDS[this.#state] ?? "no longer a member";
-    } else if (change.case === "settings") {
-      this.#kind = change.value.kind;
-      why = this.#kind === RoomKind.PRIVATE ? "the room became private" : "the room's kind changed";
-    } else {
-      return undefined;
-    }
-    if (mayReadRoom(this.#kind, { state: this.#state, role: this.#role })) return undefined;
+    const lost = this.#watch.apply(event);
+    if (lost === undefined) return undefined;
+    const why =
+      lost.cause === "membership"
+        ? (STATE_WORDS[lost.state] ?? "no longer a member")
+        : lost.kind === RoomKind.PRIVATE
+          ? "the room became private"
+          : "the room's kind changed";
     return new ParleyError(ErrorCategory.PERMISSION_DENIED, `no longer allowed to read room "${event.room}": ${why} (seq ${event.seq})`, {
       context: { room: event.room, seq: event.seq },
     });
