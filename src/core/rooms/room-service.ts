@@ -108,14 +108,26 @@ export function roomServiceHandlers(deps: RoomServiceDeps): ServiceHandlers<type
 
   const denied = (message: string) => new ParleyError(ErrorCategory.PERMISSION_DENIED, message, { retryable: false });
 
+  /** The quota of rooms `user` may join. */
+  const assertUserMayJoin = async (em: EntityManager, user: string): Promise<void> => {
+    if ((await store.countJoinedRoomsOf(em, user)) >= limits.maxRoomsPerUser) {
+      throw denied(`${user} has joined ${limits.maxRoomsPerUser} rooms, the most a user may join`);
+    }
+  };
+
+  /** The quota of invitations `user` may hold. */
+  const assertUserMayBeInvited = async (em: EntityManager, user: string): Promise<void> => {
+    if ((await store.countInvitationsOf(em, user)) >= limits.maxInvitationsPerUser) {
+      throw denied(`${user} holds ${limits.maxInvitationsPerUser} invitations, the most a user may hold`);
+    }
+  };
+
   /** Before `user` joins `room`: the room's and the user's quotas of joined rooms. */
   const assertMayJoin = async (em: EntityManager, room: string, user: string): Promise<void> => {
     if ((await store.countMembers(em, room, [MembershipState.JOINED])) >= limits.maxMembersPerRoom) {
       throw denied(`the room has ${limits.maxMembersPerRoom} members, the most a room may have`);
     }
-    if ((await store.countJoinedRoomsOf(em, user, MembershipState.JOINED, RoomKind.DIRECT)) >= limits.maxRoomsPerUser) {
-      throw denied(`${user} has joined ${limits.maxRoomsPerUser} rooms, the most a user may join`);
-    }
+    await assertUserMayJoin(em, user);
   };
 
   /** Before `user` is invited to `room`: the invitations pending there, and those `user` holds. */
@@ -123,9 +135,7 @@ export function roomServiceHandlers(deps: RoomServiceDeps): ServiceHandlers<type
     if ((await store.countMembers(em, room, [MembershipState.INVITED])) >= limits.maxInvitationsPerRoom) {
       throw denied(`the room has ${limits.maxInvitationsPerRoom} pending invitations, the most a room may have`);
     }
-    if ((await store.countInvitationsOf(em, user, MembershipState.INVITED)) >= limits.maxInvitationsPerUser) {
-      throw denied(`${user} holds ${limits.maxInvitationsPerUser} invitations, the most a user may hold`);
-    }
+    await assertUserMayBeInvited(em, user);
   };
 
   /** One membership operation (invite, join, leave, kick, ban, unban, set role), in the room's order. */
@@ -173,7 +183,7 @@ export function roomServiceHandlers(deps: RoomServiceDeps): ServiceHandlers<type
     const wasOwner = target?.state === MembershipState.JOINED && target.role === RoomRole.OWNER;
     const staysOwner = after.state === MembershipState.JOINED && after.role === RoomRole.OWNER;
     if (!wasOwner || staysOwner || room.kind === RoomKind.DIRECT) return;
-    if ((await store.countOwners(em, room.id, RoomRole.OWNER, MembershipState.JOINED)) > 1) return;
+    if ((await store.countOwners(em, room.id)) > 1) return;
     // Invited users count: once they join, someone must be able to manage the room.
     if (after.state === MembershipState.JOINED || (await store.countMembers(em, room.id, [MembershipState.JOINED, MembershipState.INVITED])) > 1) {
       throw new ParleyError(ErrorCategory.PERMISSION_DENIED, "the room's last owner must make another member owner first", { retryable: false });
@@ -215,16 +225,8 @@ export function roomServiceHandlers(deps: RoomServiceDeps): ServiceHandlers<type
           throw denied(`a room may have at most ${limits.maxInvitationsPerRoom} pending invitations`);
         }
         // The room is new: only the users' own quotas apply. A direct room's other users are not counted (it is not theirs).
-        if ((await store.countJoinedRoomsOf(em, actor, MembershipState.JOINED, RoomKind.DIRECT)) >= limits.maxRoomsPerUser) {
-          throw denied(`${actor} has joined ${limits.maxRoomsPerUser} rooms, the most a user may join`);
-        }
-        if (plan.kind !== RoomKind.DIRECT) {
-          for (const user of plan.members) {
-            if ((await store.countInvitationsOf(em, user, MembershipState.INVITED)) >= limits.maxInvitationsPerUser) {
-              throw denied(`${user} holds ${limits.maxInvitationsPerUser} invitations, the most a user may hold`);
-            }
-          }
-        }
+        await assertUserMayJoin(em, actor);
+        if (plan.kind !== RoomKind.DIRECT) for (const user of plan.members) await assertUserMayBeInvited(em, user);
         await store.insertRoom(em, { id: plan.id, kind: plan.kind, name: plan.name, topic: plan.topic, createdBy: actor });
         await append(em, events, plan.id, actor, {
           case: "settings",

@@ -1,5 +1,5 @@
 import type { EntityManager } from "@mikro-orm/postgresql";
-import type { MembershipState, RoomKind, RoomRole } from "../../../gen/parley/v1/rooms_pb.js";
+import { MembershipState, RoomKind, RoomRole } from "../../../gen/parley/v1/rooms_pb.js";
 import { boundQuery } from "../store/bound-query.js";
 import { type RoomChange, storedChange } from "../store/room-event-rows.js";
 import { CHAT_CHANNEL } from "../chat/message-store.js";
@@ -151,8 +151,9 @@ export class RoomStore {
     return Number(rows[0]?.n ?? 0);
   }
 
-  async countOwners(em: EntityManager, room: string, owner: RoomRole, joined: MembershipState): Promise<number> {
-    const rows = await em.execute<{ n: string }[]>(`select count(*) as n from room_members where room_id = ? and state = ? and role = ?`, [room, joined, owner]);
+  /** Joined owners of the room. */
+  async countOwners(em: EntityManager, room: string): Promise<number> {
+    const rows = await em.execute<{ n: string }[]>(`select count(*) as n from room_members where room_id = ? and state = ? and role = ?`, [room, MembershipState.JOINED, RoomRole.OWNER]);
     return Number(rows[0]?.n ?? 0);
   }
 
@@ -161,18 +162,18 @@ export class RoomStore {
    * but the direct rooms someone else opened with them (which a stranger
    * could otherwise open by the thousand to use the quota up).
    */
-  async countJoinedRoomsOf(em: EntityManager, user: string, joined: MembershipState, direct: RoomKind): Promise<number> {
+  async countJoinedRoomsOf(em: EntityManager, user: string): Promise<number> {
     const rows = await em.execute<{ n: string }[]>(
       `select count(*) as n from room_members m join rooms r on r.id = m.room_id
        where m.user_id = ? and m.state = ? and not (r.kind = ? and r.created_by <> m.user_id)`,
-      [user, joined, direct],
+      [user, MembershipState.JOINED, RoomKind.DIRECT],
     );
     return Number(rows[0]?.n ?? 0);
   }
 
   /** Invitations `user` holds, across rooms. */
-  async countInvitationsOf(em: EntityManager, user: string, invited: MembershipState): Promise<number> {
-    const rows = await em.execute<{ n: string }[]>(`select count(*) as n from room_members where user_id = ? and state = ?`, [user, invited]);
+  async countInvitationsOf(em: EntityManager, user: string): Promise<number> {
+    const rows = await em.execute<{ n: string }[]>(`select count(*) as n from room_members where user_id = ? and state = ?`, [user, MembershipState.INVITED]);
     return Number(rows[0]?.n ?? 0);
   }
 
