@@ -1,5 +1,5 @@
 import { parseArgs } from "node:util";
-import { type Config, ConfigError, createLogger, loadConfig, type Logger, requireJwtSecret, serveMetrics, telemetry } from "./runtime/index.js";
+import { type Config, ConfigError, createLogger, fixedToken, hmacRules, loadConfig, type Logger, renewedToken, requireTokenRules, serveMetrics, telemetry, tokenFromFile, type TokenSource } from "./runtime/index.js";
 import { startBridge } from "./bridge/index.js";
 import { migrate, openOrm, startCore } from "./core/index.js";
 import { assertDevelopmentModeAllowed, developmentHttp, developmentSecret, startEmbeddedDatabase } from "./dev/index.js";
@@ -34,6 +34,25 @@ Environment:
 
 type Command = (config: Config, logger: Logger) => Promise<void>;
 
+/** The in-process bridge's relay token lives an hour (renewed at half of it). */
+const IN_PROCESS_RELAY_LIFETIME_S = 3600;
+
+/** `parley bridge`'s own credential at core, from PARLEY_BRIDGE_TOKEN_FILE or PARLEY_BRIDGE_TOKEN. */
+async function bridgeToken(config: Config, logger: Logger): Promise<TokenSource> {
+  const source = config.bridgeToken;
+  if (source === undefined) {
+    throw new ConfigError([
+      "the bridge needs its own credential at core: PARLEY_BRIDGE_TOKEN_FILE (a file holding a token with the `rooms:relay` scope, re-read when it changes) or PARLEY_BRIDGE_TOKEN; it never needs a signing key",
+    ]);
+  }
+  if ("token" in source) return fixedToken(source.token);
+  try {
+    return await tokenFromFile(source.file, logger);
+  } catch (error) {
+    throw new ConfigError([`PARLEY_BRIDGE_TOKEN_FILE ${source.file} cannot be read: ${error instanceof Error ? error.message : String(error)}`]);
+  }
+}
+
 const COMMANDS: Record<string, Command> = {
   async migrate(config, logger) {
     const orm = await openOrm({ databaseUrl: requireDatabaseUrl(config) });
@@ -49,7 +68,7 @@ const COMMANDS: Record<string, Command> = {
     const core = await startCore({
       databaseUrl: requireDatabaseUrl(config),
       grpcAddress: config.grpcAddress,
-      jwtSecret: requireJwtSecret(config),
+      tokens: requireTokenRules(config),
       migrate: config.migrateOnStart,
       reflection: config.grpcReflection,
       implicitRooms: config.implicitRooms,
@@ -62,14 +81,16 @@ const COMMANDS: Record<string, Command> = {
     await core.stop();
   },
   async bridge(config, logger) {
+    const relayToken = await bridgeToken(config, logger);
     const bridge = await startBridge({
       httpAddress: config.httpAddress,
       coreAddress: config.coreAddress,
-      jwtSecret: requireJwtSecret(config),
+      relayToken,
       logger,
     });
     await untilSignal(logger);
     await bridge.stop();
+    relayToken.close();
   },
   async serve(config, logger) {
     // Without DATABASE_URL: PostgreSQL embedded in the process (development),
@@ -80,14 +101,14 @@ const COMMANDS: Record<string, Command> = {
     // The development mode signs with its own key, never PARLEY_JWT_SECRET:
     // its /dev/token must not mint tokens a production core would accept.
     if (embedded !== undefined && config.jwtSecret !== undefined) logger.warn("PARLEY_JWT_SECRET is ignored by the development mode, which keeps its own key in its data directory");
-    const secret = embedded ? developmentSecret(embedded.dataDir) : requireJwtSecret(config);
+    const secret = embedded ? developmentSecret(embedded.dataDir) : undefined;
     // The development mode keeps rooms on first use, as the demo page expects.
     const implicitRooms = embedded !== undefined || config.implicitRooms;
     warnIfImplicitRooms(implicitRooms, logger);
     const core = await startCore({
       databaseUrl,
       grpcAddress: config.grpcAddress,
-      jwtSecret: secret,
+      tokens: secret === undefined ? requireTokenRules(config) : hmacRules(secret),
       migrate: embedded !== undefined || config.migrateOnStart,
       reflection: config.grpcReflection,
       crossInstanceFanout: embedded === undefined,
@@ -96,18 +117,21 @@ const COMMANDS: Record<string, Command> = {
       webhook: config.webhook,
       logger,
     });
-    const dev = embedded ? await developmentHttp({ secret, coreAddress: core.address, logger }) : undefined;
-    // One process, one code path: the bridge still reaches core over gRPC.
+    const dev = secret !== undefined ? await developmentHttp({ secret, coreAddress: core.address, logger }) : undefined;
+    // One process, one code path: the bridge still reaches core over gRPC,
+    // as a relay whose tokens core mints with a key of this process only.
+    const relayToken = await renewedToken(() => core.mintRelayToken(IN_PROCESS_RELAY_LIFETIME_S), IN_PROCESS_RELAY_LIFETIME_S, logger);
     const bridge = await startBridge({
       httpAddress: config.httpAddress,
       coreAddress: core.address,
-      jwtSecret: secret,
+      relayToken,
       logger,
       httpHandler: dev?.handler,
     });
     process.stderr.write(banner(bridge.address, core.address, embedded?.dataDir));
     await untilSignal(logger);
     await bridge.stop();
+    relayToken.close();
     dev?.close();
     await core.stop();
     await embedded?.stop();

@@ -8,11 +8,13 @@ import { ErrorCategory } from "../../gen/parley/v1/errors_pb.js";
 import { CloseCode } from "../../gen/parley/v1/frames_pb.js";
 import { NotificationService } from "../../gen/parley/v1/notifications_pb.js";
 import { RoomService } from "../../gen/parley/v1/room_service_pb.js";
-import { createClient, failSpan, type Identity, logError, type Logger, mintToken, parleyMetrics, ROOMS_RELAY_SCOPE, telemetry, TokenVerifier, tracer } from "../runtime/index.js";
+import { IdentityService } from "../../gen/parley/v1/identity_pb.js";
+import { createClient, failSpan, type Identity, logError, type Logger, parleyMetrics, telemetry, type TokenSource, tracer } from "../runtime/index.js";
 import { type FrameFormat, httpStatusForCategory, ParleyError, ROOM_ID, validationError } from "../wire/index.js";
 import { context, type Span, SpanKind, trace } from "@opentelemetry/api";
 import type { ConnectionObserver } from "./connection/deps.js";
 import { Connection } from "./connection/session.js";
+import { RemoteIdentities } from "./core-link/remote-identities.js";
 import { RoomFeeds } from "./core-link/room-feeds.js";
 import { SendLink } from "./core-link/send-link.js";
 import { type ConnectionLimits, DEFAULT_LIMITS } from "./limits.js";
@@ -35,7 +37,13 @@ export interface BridgeOptions {
   readonly httpAddress: string;
   /** Where core's gRPC server is. */
   readonly coreAddress: string;
-  readonly jwtSecret: string;
+  /**
+   * The bridge's own credential at core: a token with the `rooms:relay`
+   * scope, which follows rooms' logs and carries users' sends, each with
+   * the user's own token, and acts as nobody by itself. The bridge holds no
+   * key; users' tokens are verified by core.
+   */
+  readonly relayToken: TokenSource;
   readonly logger: Logger;
   readonly limits?: Partial<ConnectionLimits>;
   readonly routes?: readonly RouteDefinition[];
@@ -69,25 +77,20 @@ export async function startBridge(options: BridgeOptions): Promise<RunningBridge
   const routes = new RouteTable(options.routes ?? ROUTES);
   const limits: ConnectionLimits = { ...DEFAULT_LIMITS, ...options.limits };
   const logger = options.logger.child({ component: "bridge" });
-  const verifier = new TokenVerifier(options.jwtSecret);
 
   // The bridge's own identity, for what it does for all connections at once
   // (the shared room feeds, the send stream that carries users' tokens).
-  const bridgeUser = `parley-bridge-${randomUUID().slice(0, 8)}`;
-  // It relays rooms' logs (ROOMS_RELAY_SCOPE): who may receive them is
-  // checked per connection, with that connection's own token.
-  const bridgeClaims = { expiresInSeconds: 24 * 3600, scopes: [ROOMS_RELAY_SCOPE] };
-  let bridgeToken = await mintToken(options.jwtSecret, bridgeUser, bridgeClaims);
-  const renew = setInterval(() => {
-    void mintToken(options.jwtSecret, bridgeUser, bridgeClaims).then((token) => (bridgeToken = token));
-  }, 3600_000);
-  renew.unref();
-  const clientOptions = { headers: () => ({ authorization: `Bearer ${bridgeToken}` }) };
+  // Who may receive a room's log is checked per connection, with that
+  // connection's own token.
+  const clientOptions = { headers: () => ({ authorization: `Bearer ${options.relayToken.current()}` }) };
   const chat = createClient(ChatService, options.coreAddress, clientOptions);
   const notifications = createClient(NotificationService, options.coreAddress, clientOptions);
   // Room operations always carry the user's own token (set per call).
   const rooms = createClient(RoomService, options.coreAddress, clientOptions);
   const health = createClient(Health, options.coreAddress);
+  // Users' tokens are verified by core; each call carries the token itself.
+  const identityClient = createClient(IdentityService, options.coreAddress);
+  const identities = new RemoteIdentities(identityClient);
 
   const sendLink = new SendLink({ chat, logger, answerTimeoutMs: options.sendAnswerTimeoutMs });
   const roomFeeds = new RoomFeeds(chat, logger);
@@ -153,7 +156,7 @@ export async function startBridge(options: BridgeOptions): Promise<RunningBridge
       const url = new URL(request.url ?? "/", "http://bridge");
       const match = routes.match(url.pathname);
       const token = tokenOf(request, url);
-      const identity = await verifier.verify(token);
+      const identity = await identities.verify(token);
       accepted = { match, identity, token, afterSeq: afterSeqOf(url), format: url.searchParams.get("format") === "binary" ? "binary" : "json" };
     } catch (error) {
       const failure = ParleyError.from(error);
@@ -223,7 +226,7 @@ export async function startBridge(options: BridgeOptions): Promise<RunningBridge
       notifications.close();
       rooms.close();
       health.close();
-      clearInterval(renew);
+      identityClient.close();
       logger.info("bridge stopped");
     },
   };

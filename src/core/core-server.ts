@@ -1,10 +1,12 @@
-import { randomUUID } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import { ErrorCategory } from "../../gen/parley/v1/errors_pb.js";
-import { authInterceptor, type Logger, loggingInterceptor, startGrpcServer, TokenVerifier, tracingInterceptor } from "../runtime/index.js";
+import { authInterceptor, type Logger, loggingInterceptor, mintToken, ROOMS_RELAY_SCOPE, startGrpcServer, type TokenRules, TokenVerifier, tracingInterceptor } from "../runtime/index.js";
 import { ParleyError } from "../wire/index.js";
 import { createChatModule } from "./chat/chat-module.js";
 import { createRoomModule } from "./rooms/room-module.js";
 import { actAsGuard } from "./access/act-as-guard.js";
+import { relayGuard } from "./access/relay-guard.js";
+import { createIdentityModule } from "./identity/identity-module.js";
 import type { RoomLimits } from "./rooms/room-service.js";
 import { migrate, openOrm, type Orm } from "./store/orm.js";
 import { UnitOfWork } from "./store/unit-of-work.js";
@@ -16,7 +18,8 @@ export interface CoreOptions {
   readonly databaseUrl: string;
   /** `host:port` for gRPC; port 0 picks a free one. */
   readonly grpcAddress: string;
-  readonly jwtSecret: string;
+  /** How bearer tokens are verified: key sources, issuer, audience, lifetime. */
+  readonly tokens: TokenRules;
   readonly logger: Logger;
   /** Apply pending migrations before serving. */
   readonly migrate?: boolean;
@@ -59,6 +62,12 @@ export interface RunningCore {
   readonly instanceId: string;
   readonly orm: Orm;
   readonly listener: PgListener | undefined;
+  /**
+   * A relay token for a bridge in this same process (`parley serve`),
+   * signed with a key that never leaves the process; `lifetimeSeconds`
+   * bounded by the configured maximum.
+   */
+  mintRelayToken(lifetimeSeconds: number): Promise<string>;
   /** Stops serving: refuses new calls, answers in-flight sends, closes the database. */
   stop(graceMs?: number): Promise<void>;
 }
@@ -79,7 +88,10 @@ export async function startCore(options: CoreOptions): Promise<RunningCore> {
       if (applied.length > 0) logger.info({ applied }, "migrations applied");
     }
     const unitOfWork = new UnitOfWork(orm, logger);
-    const verifier = new TokenVerifier(options.jwtSecret);
+    // A bridge in this process authenticates with tokens of a key made here:
+    // the deployment needs no signing key for it, and none leaks.
+    const inProcessKey = { kid: `parley-in-process-${instanceId.slice(0, 8)}`, secret: randomBytes(32).toString("base64url") };
+    const verifier = new TokenVerifier({ ...options.tokens, hmacKeys: [...options.tokens.hmacKeys, inProcessKey] });
     const chat = createChatModule({ instanceId, unitOfWork, verifier, logger, maxBatch: options.maxBatch, implicitRooms: options.implicitRooms === true });
     const rooms = createRoomModule({ instanceId, unitOfWork, limits: options.roomLimits, implicitRooms: options.implicitRooms === true, published: (events) => {
         chat.fanout.committed(events);
@@ -121,9 +133,9 @@ export async function startCore(options: CoreOptions): Promise<RunningCore> {
 
     const grpc = await startGrpcServer({
       address: options.grpcAddress,
-      services: [...modules.map((module) => module.binding), rooms.binding],
+      services: [...modules.map((module) => module.binding), rooms.binding, createIdentityModule().binding],
       reflection: options.reflection,
-      interceptors: [tracingInterceptor(), loggingInterceptor(logger), authInterceptor(verifier), actAsGuard()],
+      interceptors: [tracingInterceptor(), loggingInterceptor(logger), authInterceptor(verifier), relayGuard(), actAsGuard()],
     });
     logger.info({ grpc: grpc.address }, "core serving");
 
@@ -132,6 +144,12 @@ export async function startCore(options: CoreOptions): Promise<RunningCore> {
       instanceId,
       orm,
       listener,
+      mintRelayToken: (lifetimeSeconds) =>
+        mintToken(inProcessKey.secret, `parley-bridge-${instanceId.slice(0, 8)}`, {
+          kid: inProcessKey.kid,
+          scopes: [ROOMS_RELAY_SCOPE],
+          expiresInSeconds: Math.min(lifetimeSeconds, options.tokens.maxLifetimeSeconds),
+        }),
       async stop(graceMs = 5_000) {
         // Subscriptions never end by themselves: end them with UNAVAILABLE so
         // their callers resubscribe (with their last seq) elsewhere.

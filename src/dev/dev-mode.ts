@@ -3,7 +3,7 @@ import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { NotificationService } from "../../gen/parley/v1/notifications_pb.js";
-import { createClient, type Logger, mintToken, NOTIFICATIONS_SEND_SCOPE, USER_ID } from "../runtime/index.js";
+import { createClient, type Logger, mintToken, NOTIFICATIONS_SEND_SCOPE, renewedToken, USER_ID } from "../runtime/index.js";
 import { ParleyError } from "../wire/index.js";
 import { buildDemo, type DemoAssets } from "./demo/build-demo.js";
 
@@ -32,9 +32,9 @@ export interface DevHttp {
  */
 export async function developmentHttp(options: { secret: string; coreAddress: string; logger: Logger }): Promise<DevHttp> {
   const demo: DemoAssets = await buildDemo();
-  const serviceToken = await mintToken(options.secret, "parley-demo", { scopes: [NOTIFICATIONS_SEND_SCOPE], expiresInSeconds: 365 * 24 * 3600 });
+  const serviceToken = await renewedToken(() => mintToken(options.secret, "parley-demo", { scopes: [NOTIFICATIONS_SEND_SCOPE], expiresInSeconds: 3600 }), 3600, options.logger);
   const notifications = createClient(NotificationService, options.coreAddress, {
-    headers: () => ({ authorization: `Bearer ${serviceToken}` }),
+    headers: () => ({ authorization: `Bearer ${serviceToken.current()}` }),
   });
   let counter = 0;
 
@@ -85,6 +85,7 @@ export async function developmentHttp(options: { secret: string; coreAddress: st
     handler,
     close: () => {
       notifications.close();
+      serviceToken.close();
     },
   };
 }

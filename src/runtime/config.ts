@@ -1,4 +1,7 @@
+import { readFileSync } from "node:fs";
+import type { JSONWebKeySet } from "jose";
 import { z } from "zod";
+import { DEFAULT_MAX_TOKEN_LIFETIME_SECONDS, type HmacKey, type TokenRules } from "./auth/key-sources.js";
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
 
@@ -16,6 +19,39 @@ const url = (protocols: readonly string[], example: string) =>
     }
   }, `must be a URL starting with ${protocols.map((p) => `${p}//`).join(" or ")}, e.g. ${example}`);
 
+const HMAC_MIN = 32;
+
+/** `kid:secret,kid:secret` — HS256 keys by id, for a rotation with two keys at once. */
+const hmacKeyList = z
+  .string()
+  .transform((value, context): HmacKey[] => {
+    const keys: HmacKey[] = [];
+    for (const entry of value.split(",").map((part) => part.trim()).filter((part) => part !== "")) {
+      const colon = entry.indexOf(":");
+      const kid = entry.slice(0, colon);
+      const secret = entry.slice(colon + 1);
+      if (colon < 1 || !/^[A-Za-z0-9._-]{1,64}$/.test(kid)) context.addIssue({ code: "custom", message: "must be kid:secret pairs separated by commas, kid of letters, digits, . _ -" });
+      else if (secret.length < HMAC_MIN) context.addIssue({ code: "custom", message: `the secret of kid \`${kid}\` must be at least ${HMAC_MIN} characters` });
+      else if (keys.some((key) => key.kid === kid)) context.addIssue({ code: "custom", message: `kid \`${kid}\` is given twice` });
+      else keys.push({ kid, secret });
+    }
+    return keys;
+  });
+
+const LOOPBACK_HOSTS = new Set(["localhost", "127.0.0.1", "[::1]"]);
+
+/** A key set fetched over the network must come over HTTPS; plain HTTP only from this machine. */
+const jwksUrl = z.string().refine((value) => {
+  try {
+    const parsed = new URL(value);
+    return parsed.protocol === "https:" || (parsed.protocol === "http:" && LOOPBACK_HOSTS.has(parsed.hostname));
+  } catch {
+    return false;
+  }
+}, "must be an https:// URL (http:// only for a loopback host), e.g. https://id.example.com/realms/main/protocol/openid-connect/certs");
+
+const commaList = z.string().transform((value) => value.split(",").map((part) => part.trim()).filter((part) => part !== ""));
+
 const flag = z
   .enum(["1", "0", "true", "false", "yes", "no", ""])
   .transform((value) => value === "1" || value === "true" || value === "yes");
@@ -28,7 +64,18 @@ const EnvSchema = z
     PARLEY_HTTP_ADDR: hostPort.default("127.0.0.1:8080"),
     PARLEY_CORE_ADDR: hostPort.optional(),
     PARLEY_METRICS_ADDR: hostPort.optional(),
-    PARLEY_JWT_SECRET: z.string().min(32, "must be at least 32 characters (HS256 key)").optional(),
+    PARLEY_JWT_SECRET: z.string().min(HMAC_MIN, `must be at least ${HMAC_MIN} characters (HS256 key)`).optional(),
+    PARLEY_JWT_KEYS: hmacKeyList.optional(),
+    PARLEY_JWKS_URL: jwksUrl.optional(),
+    PARLEY_JWKS_FILE: z.string().optional(),
+    PARLEY_JWKS_CACHE_SECONDS: z.coerce.number().int().min(0).max(86_400).default(600),
+    PARLEY_JWKS_COOLDOWN_SECONDS: z.coerce.number().int().min(0).max(3_600).default(30),
+    PARLEY_JWKS_TIMEOUT_MS: z.coerce.number().int().min(100).max(60_000).default(5_000),
+    PARLEY_JWT_ISSUER: z.string().optional(),
+    PARLEY_JWT_AUDIENCE: commaList.optional(),
+    PARLEY_BRIDGE_TOKEN: z.string().optional(),
+    PARLEY_BRIDGE_TOKEN_FILE: z.string().optional(),
+    PARLEY_JWT_MAX_LIFETIME_SECONDS: z.coerce.number().int().min(60).max(31 * 86_400).default(DEFAULT_MAX_TOKEN_LIFETIME_SECONDS),
     PARLEY_WEBHOOK_URL: url(["http:", "https:"], "https://hooks.example.com/parley").optional(),
     PARLEY_WEBHOOK_SECRET: z.string().min(16, "must be at least 16 characters").optional(),
     PARLEY_WEBHOOK_GRACE_MS: z.coerce.number().int().min(0).max(86_400_000).default(5_000),
@@ -48,6 +95,9 @@ function crossVariableProblems(env: Readonly<Record<string, string>>, raw: Reado
   // start the development mode in front of production users.
   if (raw.DATABASE_URL !== undefined && raw.DATABASE_URL.trim() === "") {
     problems.push("DATABASE_URL is set but empty: give a PostgreSQL URL, or unset it for the development mode");
+  }
+  if ("PARLEY_BRIDGE_TOKEN" in env && "PARLEY_BRIDGE_TOKEN_FILE" in env) {
+    problems.push("set one of PARLEY_BRIDGE_TOKEN and PARLEY_BRIDGE_TOKEN_FILE, not both");
   }
   if ("PARLEY_WEBHOOK_URL" in env && !("PARLEY_WEBHOOK_SECRET" in env)) {
     problems.push("PARLEY_WEBHOOK_SECRET is required when PARLEY_WEBHOOK_URL is set");
@@ -69,7 +119,11 @@ export interface Config {
   readonly coreAddress: string;
   /** Where `parley core` serves /metrics (the bridge serves it on its own address). */
   readonly metricsAddress: string | undefined;
-  /** HS256 key for bearer tokens; required by core and bridge. */
+  /** How bearer tokens are verified (core); undefined when no key source is configured. */
+  readonly tokens: TokenRules | undefined;
+  /** The bridge's own credential at core: a `rooms:relay` token, given or in a file re-read when it changes. */
+  readonly bridgeToken: { readonly token: string } | { readonly file: string } | undefined;
+  /** PARLEY_JWT_SECRET: one kid-less HS256 key, also part of `tokens`. */
   readonly jwtSecret: string | undefined;
   /** Fallback delivery of notifications nobody received live. */
   readonly webhook: { readonly url: string; readonly secret: string; readonly graceMs: number } | undefined;
@@ -112,6 +166,9 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
     httpAddress: e.PARLEY_HTTP_ADDR,
     coreAddress: e.PARLEY_CORE_ADDR ?? e.PARLEY_GRPC_ADDR,
     metricsAddress: e.PARLEY_METRICS_ADDR,
+    tokens: tokenRules(e),
+    bridgeToken:
+      e.PARLEY_BRIDGE_TOKEN_FILE !== undefined ? { file: e.PARLEY_BRIDGE_TOKEN_FILE } : e.PARLEY_BRIDGE_TOKEN !== undefined ? { token: e.PARLEY_BRIDGE_TOKEN } : undefined,
     jwtSecret: e.PARLEY_JWT_SECRET,
     webhook:
       e.PARLEY_WEBHOOK_URL !== undefined && e.PARLEY_WEBHOOK_SECRET !== undefined
@@ -126,8 +183,42 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
   };
 }
 
-/** The JWT secret, or a ConfigError naming the variable to set. */
-export function requireJwtSecret(config: Config): string {
-  if (config.jwtSecret === undefined) throw new ConfigError(["PARLEY_JWT_SECRET is required (at least 32 characters)"]);
-  return config.jwtSecret;
+type Env = z.infer<typeof EnvSchema>;
+
+function tokenRules(e: Env): TokenRules | undefined {
+  const hmacKeys = [...(e.PARLEY_JWT_SECRET === undefined ? [] : [{ secret: e.PARLEY_JWT_SECRET }]), ...(e.PARLEY_JWT_KEYS ?? [])];
+  const localKeySet = e.PARLEY_JWKS_FILE === undefined ? undefined : readKeySetFile(e.PARLEY_JWKS_FILE);
+  if (hmacKeys.length === 0 && e.PARLEY_JWKS_URL === undefined && localKeySet === undefined) return undefined;
+  return {
+    hmacKeys,
+    localKeySet,
+    remoteKeySet:
+      e.PARLEY_JWKS_URL === undefined
+        ? undefined
+        : { url: e.PARLEY_JWKS_URL, cacheMaxAgeMs: e.PARLEY_JWKS_CACHE_SECONDS * 1000, cooldownMs: e.PARLEY_JWKS_COOLDOWN_SECONDS * 1000, timeoutMs: e.PARLEY_JWKS_TIMEOUT_MS },
+    issuer: e.PARLEY_JWT_ISSUER,
+    audience: e.PARLEY_JWT_AUDIENCE !== undefined && e.PARLEY_JWT_AUDIENCE.length > 0 ? e.PARLEY_JWT_AUDIENCE : undefined,
+    maxLifetimeSeconds: e.PARLEY_JWT_MAX_LIFETIME_SECONDS,
+  };
+}
+
+/** Read once at start: a file that cannot be read or is not a key set stops start-up naming it. */
+function readKeySetFile(path: string): JSONWebKeySet {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(readFileSync(path, "utf8"));
+  } catch (error) {
+    throw new ConfigError([`PARLEY_JWKS_FILE ${path} cannot be read as JSON: ${error instanceof Error ? error.message : String(error)}`]);
+  }
+  const keys = (parsed as { keys?: unknown } | null)?.keys;
+  if (!Array.isArray(keys) || keys.length === 0) throw new ConfigError([`PARLEY_JWKS_FILE ${path} is not a JSON Web Key Set (no "keys" array)`]);
+  return parsed as JSONWebKeySet;
+}
+
+/** How core verifies tokens, or a ConfigError naming the variables that configure it. */
+export function requireTokenRules(config: Config): TokenRules {
+  if (config.tokens === undefined) {
+    throw new ConfigError(["core needs a key to verify tokens: set PARLEY_JWKS_URL (an identity provider's key set), PARLEY_JWKS_FILE, PARLEY_JWT_KEYS (kid:secret,...) or PARLEY_JWT_SECRET (at least 32 characters)"]);
+  }
+  return config.tokens;
 }

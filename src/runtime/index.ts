@@ -42,5 +42,7 @@ export { originOf, rememberOrigin } from "./telemetry/origins.js";
 export { contextFromTraceparent, currentTraceId, failSpan, inSpan, linkTo, recordRetry, setAttributesIfRecording, traceDelivery, traceparentOfSpan, tracer } from "./telemetry/tracing.js";
 export { createLogger, logError } from "./logger.js";
 export type { LogContext, Logger } from "./logger.js";
-export { ConfigError, loadConfig, requireJwtSecret } from "./config.js";
+export { ConfigError, loadConfig, requireTokenRules } from "./config.js";
+export { hmacRules, type TokenRules } from "./auth/key-sources.js";
+export { fixedToken, renewedToken, tokenFromFile, type TokenSource } from "./auth/token-source.js";
 export type { Config } from "./config.js";

@@ -8,7 +8,7 @@ import { mintToken } from "../../src/runtime/auth/tokens.js";
 import { type BridgeOptions, ROUTES, type RunningBridge, startBridge } from "../../src/bridge/bridge-server.js";
 import type { ConnectionLimits } from "../../src/bridge/limits.js";
 import { type RouteDefinition, RouteTable, RouteTableError } from "../../src/bridge/routes.js";
-import { range, startTestCore, TEST_JWT_SECRET, type TestCore } from "../support/core.js";
+import { TEST_JWT_SECRET, TEST_RELAY_TOKEN, range, startTestCore, type TestCore } from "../support/core.js";
 import { createTestDatabase, type TestDatabase } from "../support/database.js";
 import { LogCapture } from "../support/logs.js";
 import { type ClientFrameInit, type ConnectOptions, eventually, messagesOf, messagesUpTo, type Received, WsTestClient } from "../support/ws-client.js";
@@ -26,7 +26,7 @@ async function bridge(limits: Partial<ConnectionLimits> = {}, extra: Partial<Bri
   const started = await startBridge({
     httpAddress: "127.0.0.1:0",
     coreAddress: core.core.address,
-    jwtSecret: TEST_JWT_SECRET,
+    relayToken: TEST_RELAY_TOKEN,
     logger: bridgeLogs.logger,
     limits,
     sendAnswerTimeoutMs: 5_000,
@@ -52,6 +52,18 @@ async function connect(path: string, user: string, options: ConnectOptions & { o
   clients.push(client);
   await client.waitFor((frame) => frame.kind.case === "welcome", { what: "welcome" });
   return client;
+}
+
+/**
+ * A client on a bridge whose core is gone: the bridge asks core who a token
+ * is, so the client connects while a core of its own serves, which then stops.
+ */
+async function strandedClient(path: string, user: string, limits: Partial<ConnectionLimits>): Promise<{ stranded: RunningBridge; client: WsTestClient }> {
+  const doomed = await startTestCore(db);
+  const stranded = await bridge(limits, { coreAddress: doomed.core.address });
+  const client = await connect(path, user, { on: stranded });
+  await doomed.stop(0);
+  return { stranded, client };
 }
 
 /** Connects to a chat room and waits for the automatic subscription's caught_up. */
@@ -186,7 +198,7 @@ describe("routes are data", () => {
 
   it("startBridge with a broken route rejects (start-up stops) and serves nothing", async () => {
     const broken: RouteDefinition = { pattern: "/ws/chat/{room", kind: "chat", params: { room } };
-    const start = startBridge({ httpAddress: "127.0.0.1:0", coreAddress: core.core.address, jwtSecret: TEST_JWT_SECRET, logger: bridgeLogs.logger, routes: [broken] });
+    const start = startBridge({ httpAddress: "127.0.0.1:0", coreAddress: core.core.address, relayToken: TEST_RELAY_TOKEN, logger: bridgeLogs.logger, routes: [broken] });
     await expect(start).rejects.toThrow(RouteTableError);
     await expect(start).rejects.toThrow(/\/ws\/chat\/\{room/);
   });
@@ -576,8 +588,7 @@ describe("send order with undecodable sends and held sends", () => {
 
   it("with core unreachable, a run of invalid sends behind a held one still closes with 4508 at once", async () => {
     const limit = 4;
-    const stranded = await bridge({ maxConsecutiveErrors: limit }, { coreAddress: "127.0.0.1:1" });
-    const client = await connect("/ws/chat/held-run", "stranded", { on: stranded });
+    const { stranded, client } = await strandedClient("/ws/chat/held-run", "stranded", { maxConsecutiveErrors: limit });
     client.sendJson({ requestId: "held-1", request: { case: "send", value: { seq: 1n, body: "held", clientMsgId: "held-1" } } });
     for (let i = 0; i < limit; i++) {
       client.sendJson({ requestId: `bad-${i}`, request: { case: "send", value: { seq: BigInt(2 + i), body: "x", clientMsgId: `bad-${i}`, room: "not a room!" } } });
@@ -592,8 +603,7 @@ describe("send order with undecodable sends and held sends", () => {
   it("with core unreachable, refusals waiting behind held sends are bounded: one too many closes with 4029", async () => {
     const window = 3;
     const burst = 5;
-    const stranded = await bridge({ maxInflightSends: window, frameBurst: burst, framesPerSecond: 1_000 }, { coreAddress: "127.0.0.1:1" });
-    const client = await connect("/ws/chat/held-refusals", "impatient", { on: stranded });
+    const { stranded, client } = await strandedClient("/ws/chat/held-refusals", "impatient", { maxInflightSends: window, frameBurst: burst, framesPerSecond: 1_000 });
     // `window` sends are held, the next `window + burst` are refused RATE_LIMITED and wait in line behind them, one more
     // closes. Paced under the frame rate limit, which would close with 4029 too, for another reason.
     for (let i = 1; i <= 2 * window + burst + 1; i++) {

@@ -10,7 +10,7 @@ import type { ServerFrame } from "../../gen/parley/v1/frames_pb.js";
 import { RoomKind, RoomRole } from "../../gen/parley/v1/rooms_pb.js";
 import { type RunningBridge, startBridge } from "../../src/bridge/bridge-server.js";
 import { mintToken } from "../../src/runtime/auth/tokens.js";
-import { startTestCore, TEST_JWT_SECRET, type TestCore } from "../support/core.js";
+import { TEST_JWT_SECRET, TEST_RELAY_TOKEN, startTestCore, type TestCore } from "../support/core.js";
 import { createTestDatabase, type TestDatabase } from "../support/database.js";
 import { ACTOR, type Case, crossDisagreements, inLanes, OTHER_PRIVATE, type Outcome, tableDisagreements } from "../support/decision-cases.js";
 import { LogCapture } from "../support/logs.js";
@@ -42,7 +42,7 @@ let lanes: Lane[] = [];
 beforeAll(async () => {
   db = await createTestDatabase();
   core = await startTestCore(db, { implicitRooms: false });
-  bridge = await startBridge({ httpAddress: "127.0.0.1:0", coreAddress: core.core.address, jwtSecret: TEST_JWT_SECRET, logger: bridgeLogs.logger });
+  bridge = await startBridge({ httpAddress: "127.0.0.1:0", coreAddress: core.core.address, relayToken: TEST_RELAY_TOKEN, logger: bridgeLogs.logger });
   const token = await mintToken(TEST_JWT_SECRET, ACTOR);
   lanes = await Promise.all(
     Array.from({ length: LANES }, async () => {

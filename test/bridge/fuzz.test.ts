@@ -45,7 +45,7 @@ import { mintToken } from "../../src/runtime/auth/tokens.js";
 import { type RunningBridge, startBridge } from "../../src/bridge/bridge-server.js";
 import { ROOM_ID } from "../../src/wire/limits.js";
 import { readBinaryRequestId } from "../../src/wire/frames/frames.js";
-import { startTestCore, TEST_JWT_SECRET, type TestCore } from "../support/core.js";
+import { TEST_JWT_SECRET, TEST_RELAY_TOKEN, startTestCore, type TestCore } from "../support/core.js";
 import { createTestDatabase, type TestDatabase } from "../support/database.js";
 import { LogCapture } from "../support/logs.js";
 
@@ -880,7 +880,7 @@ describe("bridge fuzzing (real bridge, core and PostgreSQL)", () => {
     bridge = await startBridge({
       httpAddress: "127.0.0.1:0",
       coreAddress: core.core.address,
-      jwtSecret: TEST_JWT_SECRET,
+      relayToken: TEST_RELAY_TOKEN,
       logger: bridgeLogs.logger,
       limits: LIMITS,
     });

@@ -5,7 +5,7 @@ import type { ErrorDetail } from "../../gen/parley/v1/errors_pb.js";
 import { CloseCode, type ServerFrame } from "../../gen/parley/v1/frames_pb.js";
 import { mintToken } from "../../src/runtime/auth/tokens.js";
 import { type RunningBridge, startBridge } from "../../src/bridge/bridge-server.js";
-import { range, startTestCore, TEST_JWT_SECRET, type TestCore } from "../support/core.js";
+import { TEST_JWT_SECRET, TEST_RELAY_TOKEN, range, startTestCore, type TestCore } from "../support/core.js";
 import { createTestDatabase, type TestDatabase } from "../support/database.js";
 import { LogCapture } from "../support/logs.js";
 import { type ParleyProcess, spawnCore } from "../support/processes.js";
@@ -40,7 +40,7 @@ async function startTestBridge(coreAddress: string): Promise<RunningBridge> {
   const bridge = await startBridge({
     httpAddress: "127.0.0.1:0",
     coreAddress,
-    jwtSecret: TEST_JWT_SECRET,
+    relayToken: TEST_RELAY_TOKEN,
     logger: bridgeLogs.logger,
     limits: { maxInflightSends: 64 },
     sendAnswerTimeoutMs: 3_000,
@@ -145,11 +145,13 @@ async function storedIds(room: string): Promise<{ seq: bigint; clientMsgId: stri
 
 describe("core restart under load", () => {
   it("a request in flight when its connection closes ends without an error log: nobody is left to answer", { timeout: 30_000 }, async () => {
-    // Core is down (nothing listens there), so the call is retried until the connection goes.
-    const bridge = await startTestBridge(`127.0.0.1:${await freePort()}`);
+    // Core goes down once the connection is open (it is asked who the token is), so the call is retried until the connection goes.
+    const doomed = await startTestCore(db);
+    const bridge = await startTestBridge(doomed.core.address);
     const client = await WsTestClient.connect(`http://${bridge.address}`, "/ws", { token: await mintToken(TEST_JWT_SECRET, "leaver") });
     clients.push(client);
     await client.waitFor((frame) => frame.kind.case === "welcome", { what: "welcome" });
+    await doomed.stop(0);
     const from = bridgeLogs.lines.length;
     client.sendJson({ requestId: "gone-1", request: { case: "listMyRooms", value: {} } });
     await eventually(() => bridgeLogs.lines.slice(from).some((line) => line.msg === "core call failed; retrying" && line.call === "list_my_rooms"), 10_000, "the call is retried");

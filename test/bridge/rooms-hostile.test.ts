@@ -5,7 +5,7 @@ import type { ServerFrame } from "../../gen/parley/v1/frames_pb.js";
 import { RoomKind } from "../../gen/parley/v1/rooms_pb.js";
 import { mintToken } from "../../src/runtime/auth/tokens.js";
 import { type RunningBridge, startBridge } from "../../src/bridge/bridge-server.js";
-import { startTestCore, TEST_JWT_SECRET, type TestCore } from "../support/core.js";
+import { TEST_JWT_SECRET, TEST_RELAY_TOKEN, startTestCore, type TestCore } from "../support/core.js";
 import { createTestDatabase, type TestDatabase } from "../support/database.js";
 import { LogCapture } from "../support/logs.js";
 import { type ClientFrameInit, WsTestClient } from "../support/ws-client.js";
@@ -23,7 +23,7 @@ beforeAll(async () => {
   bridge = await startBridge({
     httpAddress: "127.0.0.1:0",
     coreAddress: core.core.address,
-    jwtSecret: TEST_JWT_SECRET,
+    relayToken: TEST_RELAY_TOKEN,
     logger: new LogCapture("info").logger,
     limits: { maxConsecutiveErrors: 100_000, framesPerSecond: 100_000, frameBurst: 100_000 },
   });

@@ -11,7 +11,7 @@ import type { ServerFrame } from "../../gen/parley/v1/frames_pb.js";
 import { MembershipState, RoomKind, RoomRole } from "../../gen/parley/v1/rooms_pb.js";
 import { mintToken } from "../../src/runtime/auth/tokens.js";
 import { type RunningBridge, startBridge } from "../../src/bridge/bridge-server.js";
-import { startTestCore, TEST_JWT_SECRET, type TestCore } from "../support/core.js";
+import { TEST_JWT_SECRET, TEST_RELAY_TOKEN, startTestCore, type TestCore } from "../support/core.js";
 import { createTestDatabase, type TestDatabase } from "../support/database.js";
 import { LogCapture } from "../support/logs.js";
 import { type ClientFrameInit, WsTestClient } from "../support/ws-client.js";
@@ -31,7 +31,7 @@ beforeAll(async () => {
   db = await createTestDatabase();
   core = await startTestCore(db, { implicitRooms: false });
   secondCore = await startTestCore(db, { implicitRooms: false });
-  const options = { httpAddress: "127.0.0.1:0", coreAddress: core.core.address, jwtSecret: TEST_JWT_SECRET, logger: bridgeLogs.logger, limits: { maxConsecutiveErrors: 1_000 } };
+  const options = { httpAddress: "127.0.0.1:0", coreAddress: core.core.address, relayToken: TEST_RELAY_TOKEN, logger: bridgeLogs.logger, limits: { maxConsecutiveErrors: 1_000 } };
   bridge = await startBridge(options);
   second = await startBridge({ ...options, coreAddress: secondCore.core.address });
 });

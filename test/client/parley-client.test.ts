@@ -23,7 +23,7 @@ import {
   type RoomHandle,
 } from "../../src/client/index.js";
 import type { SocketLike } from "../../src/client/socket.js";
-import { range, startTestCore, TEST_JWT_SECRET, type TestCore } from "../support/core.js";
+import { TEST_JWT_SECRET, TEST_RELAY_TOKEN, range, startTestCore, type TestCore } from "../support/core.js";
 import { createTestDatabase, type TestDatabase } from "../support/database.js";
 import { LogCapture } from "../support/logs.js";
 
@@ -88,7 +88,7 @@ class TestBridge {
     return startBridge({
       httpAddress: `127.0.0.1:${port}`,
       coreAddress: core.core.address,
-      jwtSecret: TEST_JWT_SECRET,
+      relayToken: TEST_RELAY_TOKEN,
       logger: bridgeLogs.logger,
       limits,
       sendAnswerTimeoutMs: 5_000,

@@ -19,7 +19,7 @@ import {
   type RoomSettingsChange,
 } from "../../src/client/index.js";
 import type { SocketLike } from "../../src/client/socket.js";
-import { startTestCore, TEST_JWT_SECRET, type TestCore } from "../support/core.js";
+import { TEST_JWT_SECRET, TEST_RELAY_TOKEN, startTestCore, type TestCore } from "../support/core.js";
 import { createTestDatabase, type TestDatabase } from "../support/database.js";
 import { LogCapture } from "../support/logs.js";
 
@@ -35,7 +35,7 @@ const bridgeLogs = new LogCapture("warn");
 let clients: ParleyClient[] = [];
 
 async function listen(onPort: number): Promise<RunningBridge> {
-  return startBridge({ httpAddress: `127.0.0.1:${onPort}`, coreAddress: core.core.address, jwtSecret: TEST_JWT_SECRET, logger: bridgeLogs.logger });
+  return startBridge({ httpAddress: `127.0.0.1:${onPort}`, coreAddress: core.core.address, relayToken: TEST_RELAY_TOKEN, logger: bridgeLogs.logger });
 }
 
 beforeAll(async () => {

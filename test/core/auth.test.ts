@@ -1,7 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ChatService, type SendStreamRequest, type SendStreamResponse } from "../../gen/parley/v1/chat_pb.js";
 import { ErrorCategory } from "../../gen/parley/v1/errors_pb.js";
-import { mintToken } from "../../src/runtime/auth/tokens.js";
+import { IdentityService } from "../../gen/parley/v1/identity_pb.js";
+import { NotificationService } from "../../gen/parley/v1/notifications_pb.js";
+import { RoomService } from "../../gen/parley/v1/room_service_pb.js";
+import { RoomKind } from "../../gen/parley/v1/rooms_pb.js";
+import { mintToken, ROOMS_RELAY_SCOPE } from "../../src/runtime/auth/tokens.js";
 import { fromGrpcError } from "../../src/runtime/grpc/status.js";
 import { ParleyError } from "../../src/wire/errors/parley-error.js";
 import { createClient, type ServiceClient } from "../../src/runtime/grpc/client.js";
@@ -207,5 +211,89 @@ describe("who the sender is", () => {
     // Read positions are kept per token subject too.
     const members = await db.sql<{ user_id: string }>("select user_id from room_members where room_id = $1 order by user_id", [room]);
     expect(members.map((member) => member.user_id)).toEqual(["alice", "dave@example.com"]);
+  });
+});
+
+describe("a relay's own credential acts as nobody", () => {
+  // What a stolen bridge credential can do: follow rooms for connections the
+  // bridge authorized, and carry sends that each bear a user's own token.
+  // Nothing a user does can be done with it alone.
+  it("refuses every user call made with the relay token, a send item without an acting token, and parley-act-as; nothing is written", async () => {
+    const room = "relay-target";
+    const alice = await core.rooms("alice");
+    await alice.createRoom({ kind: RoomKind.PUBLIC, room, members: ["bob"] });
+    const relayToken = await mintToken(TEST_JWT_SECRET, "parley-bridge-x", { scopes: [ROOMS_RELAY_SCOPE] });
+    const headers = { authorization: `Bearer ${relayToken}` };
+    const relayChat = clientWith(headers);
+    const relayRooms = createClient(RoomService, core.core.address, { headers: () => headers });
+    const relayNotifications = createClient(NotificationService, core.core.address, { headers: () => headers });
+    const actAs = createClient(RoomService, core.core.address, { headers: () => ({ ...headers, "parley-act-as": "alice" }) });
+    const before = await db.sql<{ n: string }>("select count(*) as n from chat_messages where room_id = $1", [room]);
+    const eventsBefore = await db.sql<{ n: string }>("select count(*) as n from room_events where room_id = $1", [room]);
+    try {
+      const failures = {
+        SendMessage: await failureOf(relayChat.sendMessage({ room, body: "as the relay", clientMsgId: "relay-1" }, { timeoutMs: CALL_TIMEOUT_MS })),
+        MarkRead: await failureOf(relayChat.markRead({ room, seq: 1n }, { timeoutMs: CALL_TIMEOUT_MS })),
+        Join: await failureOf(relayRooms.join({ room }, { timeoutMs: CALL_TIMEOUT_MS })),
+        Invite: await failureOf(actAs.invite({ room, user: "mallory" }, { timeoutMs: CALL_TIMEOUT_MS })),
+        ListNotifications: await failureOf(relayNotifications.listNotifications({}, { timeoutMs: CALL_TIMEOUT_MS })),
+      };
+      for (const [rpc, failure] of Object.entries(failures)) {
+        expect(failure.category, `${rpc}: ${failure.message}`).toBe(ErrorCategory.PERMISSION_DENIED);
+        expect(failure.message, rpc).toMatch(/a relay identity \(rooms:relay\) does not act by itself/);
+      }
+      const { answers, error } = await sendStream(relayChat, [
+        { streamSeq: 1n, room, body: "nobody's", clientMsgId: "relay-2" },
+        { streamSeq: 2n, room, body: "forged alice", clientMsgId: "relay-3", actingToken: await mintToken(OTHER_SECRET, "alice") },
+      ]);
+      expect(error).toBeUndefined();
+      expect(answers.map((answer) => (answer.result.case === "error" ? answer.result.value.category : answer.result.case))).toEqual([ErrorCategory.PERMISSION_DENIED, ErrorCategory.UNAUTHENTICATED]);
+      expect(answers[0]?.result.case === "error" ? answers[0].result.value.message : "").toMatch(/sends only for users: each item needs the user's acting_token/);
+    } finally {
+      relayRooms.close();
+      relayNotifications.close();
+      actAs.close();
+    }
+    expect(await db.sql("select count(*) as n from chat_messages where room_id = $1", [room])).toEqual(before);
+    expect(await db.sql("select count(*) as n from room_events where room_id = $1", [room])).toEqual(eventsBefore);
+  });
+
+  it("carries a send that bears the user's own token, as that user", async () => {
+    const room = "relay-carried";
+    await (await core.rooms("carol")).createRoom({ kind: RoomKind.PUBLIC, room });
+    const relayChat = clientWith({ authorization: `Bearer ${await mintToken(TEST_JWT_SECRET, "parley-bridge-y", { scopes: [ROOMS_RELAY_SCOPE] })}` });
+    const { answers } = await sendStream(relayChat, [{ streamSeq: 1n, room, body: "carried", clientMsgId: "carried-1", actingToken: await mintToken(TEST_JWT_SECRET, "carol") }]);
+    expect(answers[0]?.result.case === "message" ? answers[0].result.value.sender : answers[0]?.result.case).toBe("carol");
+  });
+
+  it("WhoAmI answers what core verified: user, expiry and scopes; a refused token says why", async () => {
+    const identity = createClient(IdentityService, core.core.address);
+    try {
+      const token = await mintToken(TEST_JWT_SECRET, "dora", { scopes: ["notifications:send"], expiresInSeconds: 600 });
+      const answer = await identity.whoAmI({}, { headers: { authorization: `Bearer ${token}` }, timeoutMs: CALL_TIMEOUT_MS });
+      expect(answer.user).toBe("dora");
+      expect(answer.scopes).toEqual(["notifications:send"]);
+      expect(Number(answer.expiresAt?.seconds) - Date.now() / 1000).toBeGreaterThan(590);
+      const expired = await mintToken(TEST_JWT_SECRET, "dora", { expiresInSeconds: -60 });
+      const refused = await failureOf(identity.whoAmI({}, { headers: { authorization: `Bearer ${expired}` }, timeoutMs: CALL_TIMEOUT_MS }));
+      expect(refused).toMatchObject({ category: ErrorCategory.UNAUTHENTICATED, message: "unauthenticated: token expired" });
+    } finally {
+      identity.close();
+    }
+  });
+
+  it("the in-process relay token is signed with a key of that core alone: another core refuses it", async () => {
+    const token = await core.core.mintRelayToken(600);
+    const identity = createClient(IdentityService, core.core.address);
+    const other = await startTestCore(db);
+    const elsewhere = createClient(IdentityService, other.core.address);
+    try {
+      expect((await identity.whoAmI({}, { headers: { authorization: `Bearer ${token}` } })).scopes).toEqual([ROOMS_RELAY_SCOPE]);
+      expect(await failureOf(elsewhere.whoAmI({}, { headers: { authorization: `Bearer ${token}` } }))).toMatchObject({ category: ErrorCategory.UNAUTHENTICATED });
+    } finally {
+      identity.close();
+      elsewhere.close();
+      await other.stop();
+    }
   });
 });

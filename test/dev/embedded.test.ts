@@ -10,7 +10,7 @@ import { mintToken, NOTIFICATIONS_SEND_SCOPE } from "../../src/runtime/auth/toke
 import { type RunningCore, startCore } from "../../src/core/core-server.js";
 import { type EmbeddedDatabase, startEmbeddedDatabase } from "../../src/dev/embedded-database.js";
 import { createClient, type ServiceClient } from "../../src/runtime/grpc/client.js";
-import { collect, range, TEST_JWT_SECRET } from "../support/core.js";
+import { TEST_JWT_SECRET, TEST_TOKEN_RULES, collect, range } from "../support/core.js";
 import { LogCapture } from "../support/logs.js";
 
 // The embedded mode (PGlite) serves every connection from one backend
@@ -38,7 +38,7 @@ async function start(): Promise<{ embedded: EmbeddedDatabase; core: RunningCore 
   core = await startCore({
     databaseUrl: embedded.url,
     grpcAddress: "127.0.0.1:0",
-    jwtSecret: TEST_JWT_SECRET,
+    tokens: TEST_TOKEN_RULES,
     logger: logs.logger,
     migrate: true,
     crossInstanceFanout: false,

@@ -1,7 +1,7 @@
 import { Writable } from "node:stream";
 import { describe, expect, it } from "vitest";
 import { ErrorCategory } from "../../gen/parley/v1/errors_pb.js";
-import { ConfigError, loadConfig, requireJwtSecret } from "../../src/runtime/config.js";
+import { ConfigError, loadConfig, requireTokenRules } from "../../src/runtime/config.js";
 import { ParleyError } from "../../src/wire/errors/parley-error.js";
 import { createLogger, logError } from "../../src/runtime/logger.js";
 
@@ -48,7 +48,7 @@ describe("config", () => {
     expect(config.webhook).toEqual({ url: "https://hooks.example.com/p", secret: "s".repeat(16), graceMs: 5000 });
     expect(config.migrateOnStart).toBe(true);
     expect(config.implicitRooms).toBe(true);
-    expect(requireJwtSecret(config)).toBe("x".repeat(32));
+    expect(requireTokenRules(config).hmacKeys).toEqual([{ secret: "x".repeat(32) }]);
   });
 
   it("names each bad variable and says what is expected", () => {
@@ -81,8 +81,8 @@ describe("config", () => {
     expect(loadConfig({ NODE_ENV: "development" }).productionMarked).toBe(false);
   });
 
-  it("asks for the JWT secret by name when a command needs it", () => {
-    expect(() => requireJwtSecret(loadConfig({}))).toThrow(/PARLEY_JWT_SECRET is required/);
+  it("asks for a key source by name when core needs one", () => {
+    expect(() => requireTokenRules(loadConfig({}))).toThrow(/set PARLEY_JWKS_URL .* PARLEY_JWKS_FILE, PARLEY_JWT_KEYS .* or PARLEY_JWT_SECRET/);
   });
 });
 

@@ -3,6 +3,7 @@ import { timestampFromPg } from "../../src/core/store/pg-timestamp.js";
 import { backoffCap, backoffDelay, DEFAULT_BACKOFF } from "../../src/wire/backoff.js";
 import { OrderedQueue } from "../../src/runtime/streams/ordered-queue.js";
 import { mintToken, TokenVerifier } from "../../src/runtime/auth/tokens.js";
+import { hmacRules } from "../../src/runtime/auth/key-sources.js";
 import { OrderedRelease } from "../../src/runtime/streams/ordered-release.js";
 import { atEndOfTurn } from "../../src/runtime/streams/end-of-turn.js";
 import { follow } from "../../src/runtime/streams/follow.js";
@@ -93,8 +94,8 @@ describe("OrderedQueue.offer", () => {
 describe("TokenVerifier.cachedIdentity", () => {
   it("knows a token only once verified, and forgets it when it expires", async () => {
     let now = Date.now();
-    const verifier = new TokenVerifier("unit-secret", { clockToleranceSeconds: 0, now: () => now });
-    const token = await mintToken("unit-secret", "ada", { expiresInSeconds: 60 });
+    const verifier = new TokenVerifier(hmacRules("unit-secret-that-is-long-enough-for-hs256"), { clockToleranceSeconds: 0, now: () => now });
+    const token = await mintToken("unit-secret-that-is-long-enough-for-hs256", "ada", { expiresInSeconds: 60 });
     expect(verifier.cachedIdentity(token)).toBeUndefined();
     const identity = await verifier.verify(token);
     expect(verifier.cachedIdentity(token)).toBe(identity);

@@ -17,7 +17,7 @@ const { startBridge } = await import("../../src/bridge/bridge-server.js");
 const { startCore } = await import("../../src/core/core-server.js");
 const { createClient } = await import("../../src/runtime/grpc/client.js");
 const { NotificationService } = await import("../../gen/parley/v1/notifications_pb.js");
-const { TEST_JWT_SECRET } = await import("../support/core.js");
+const { TEST_JWT_SECRET, TEST_RELAY_TOKEN, TEST_TOKEN_RULES } = await import("../support/core.js");
 const { createTestDatabase } = await import("../support/database.js");
 const { LogCapture } = await import("../support/logs.js");
 
@@ -41,7 +41,7 @@ beforeAll(async () => {
   core = await startCore({
     databaseUrl: db.url,
     grpcAddress: "127.0.0.1:0",
-    jwtSecret: TEST_JWT_SECRET,
+    tokens: TEST_TOKEN_RULES,
     logger: coreLogs.logger,
     migrate: true,
     implicitRooms: true,
@@ -52,7 +52,7 @@ beforeAll(async () => {
       tuning: { pollIntervalMs: 50, maxAttempts: 1, attemptTimeoutMs: 1_000, leaseMs: 5_000 },
     },
   });
-  bridge = await startBridge({ httpAddress: "127.0.0.1:0", coreAddress: core.address, jwtSecret: TEST_JWT_SECRET, logger: bridgeLogs.logger });
+  bridge = await startBridge({ httpAddress: "127.0.0.1:0", coreAddress: core.address, relayToken: TEST_RELAY_TOKEN, logger: bridgeLogs.logger });
 });
 
 afterAll(async () => {
@@ -230,9 +230,9 @@ describe("failures carry their category on the span and the log line", () => {
 
   it("core unavailable, then retried → UNAVAILABLE on the retry span and log line, and the send still succeeds", async () => {
     const { startCore: restartCore } = await import("../../src/core/core-server.js");
-    const spare = await restartCore({ databaseUrl: db.url, grpcAddress: "127.0.0.1:0", jwtSecret: TEST_JWT_SECRET, logger: coreLogs.logger, implicitRooms: true });
+    const spare = await restartCore({ databaseUrl: db.url, grpcAddress: "127.0.0.1:0", tokens: TEST_TOKEN_RULES, logger: coreLogs.logger, implicitRooms: true });
     const port = Number(spare.address.split(":")[1]);
-    const spareBridge = await startBridge({ httpAddress: "127.0.0.1:0", coreAddress: spare.address, jwtSecret: TEST_JWT_SECRET, logger: bridgeLogs.logger });
+    const spareBridge = await startBridge({ httpAddress: "127.0.0.1:0", coreAddress: spare.address, relayToken: TEST_RELAY_TOKEN, logger: bridgeLogs.logger });
     try {
       const socket = new WebSocket(`ws://${spareBridge.address}/ws/chat/outage?token=${await mintToken(TEST_JWT_SECRET, "patient")}`);
       const frames: Record<string, unknown>[] = [];
@@ -247,7 +247,7 @@ describe("failures carry their category on the span and the log line", () => {
       expect(retry.events.some((event) => event.name === "retry" && event.attributes?.["error.category"] === "UNAVAILABLE")).toBe(true);
       const metricsText = await (await fetch(`http://${spareBridge.address}/metrics`)).text();
       expect(metricsText).toMatch(/^parley_retries_total\{component="bridge",category="UNAVAILABLE"/m);
-      const revived = await restartCore({ databaseUrl: db.url, grpcAddress: `127.0.0.1:${port}`, jwtSecret: TEST_JWT_SECRET, logger: coreLogs.logger, implicitRooms: true });
+      const revived = await restartCore({ databaseUrl: db.url, grpcAddress: `127.0.0.1:${port}`, tokens: TEST_TOKEN_RULES, logger: coreLogs.logger, implicitRooms: true });
       try {
         const ack = await until("the retried ack", () => frames.find((f) => f.requestId === "o-2"), 20_000);
         expect(ack.sendAck).toBeDefined();

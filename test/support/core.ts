@@ -1,13 +1,25 @@
 import { ChatService } from "../../gen/parley/v1/chat_pb.js";
 import { NotificationService } from "../../gen/parley/v1/notifications_pb.js";
 import { RoomService } from "../../gen/parley/v1/room_service_pb.js";
-import { mintToken, NOTIFICATIONS_SEND_SCOPE } from "../../src/runtime/auth/tokens.js";
+import { mintToken, NOTIFICATIONS_SEND_SCOPE, ROOMS_RELAY_SCOPE } from "../../src/runtime/auth/tokens.js";
+import { hmacRules } from "../../src/runtime/auth/key-sources.js";
+import { fixedToken } from "../../src/runtime/auth/token-source.js";
 import { type CoreOptions, type RunningCore, startCore } from "../../src/core/core-server.js";
 import { createClient, type ServiceClient } from "../../src/runtime/grpc/client.js";
 import type { TestDatabase } from "./database.js";
 import { LogCapture } from "./logs.js";
 
 export const TEST_JWT_SECRET = "test-secret-that-is-long-enough-for-hs256";
+
+/**
+ * How test cores verify tokens: HS256 over TEST_JWT_SECRET, up to a month
+ * long (the bridge's expiry timer is tested with month-long tokens; the
+ * default maximum has its own tests).
+ */
+export const TEST_TOKEN_RULES = hmacRules(TEST_JWT_SECRET, { maxLifetimeSeconds: 31 * 24 * 3600 });
+
+/** A test bridge's own credential at core: a relay token, never a key. */
+export const TEST_RELAY_TOKEN = fixedToken(await mintToken(TEST_JWT_SECRET, "parley-bridge-test", { scopes: [ROOMS_RELAY_SCOPE], expiresInSeconds: 6 * 3600 }));
 
 export interface TestCore {
   readonly core: RunningCore;
@@ -32,7 +44,7 @@ export async function startTestCore(db: TestDatabase, options: Partial<CoreOptio
   const core = await startCore({
     databaseUrl: db.url,
     grpcAddress: "127.0.0.1:0",
-    jwtSecret: TEST_JWT_SECRET,
+    tokens: TEST_TOKEN_RULES,
     logger: logs.logger,
     migrate: true,
     implicitRooms: true,

@@ -15,6 +15,7 @@ import { ChatMessageSchema, ChatService } from "../../gen/parley/v1/chat_pb.js";
 import { ErrorCategory } from "../../gen/parley/v1/errors_pb.js";
 import { ParleyError } from "../../src/wire/errors/parley-error.js";
 import { createLogger } from "../../src/runtime/logger.js";
+import { hmacRules } from "../../src/runtime/auth/key-sources.js";
 import { type ChildMessage, isParentMessage } from "./ipc.js";
 
 interface Running {
@@ -77,7 +78,7 @@ async function startCoreServer(): Promise<Running> {
   const core = await startCore({
     databaseUrl,
     grpcAddress: "127.0.0.1:0",
-    jwtSecret,
+    tokens: hmacRules(jwtSecret),
     logger: createLogger({ level: "warn", name: "parley-bench-core" }),
     migrate: true,
     // The load sends to rooms nobody created: rooms on first use.

@@ -19,6 +19,7 @@ import type { EntityManager } from "@mikro-orm/postgresql";
 import type { RoomEvent } from "../../../gen/parley/v1/chat_pb.js";
 import { assertAllowed, readStanding, type RoomStanding } from "../access/room-access.js";
 import { ReadGuard } from "../access/read-guard.js";
+import { relayActingAlone } from "../access/relay-guard.js";
 import { RoomKind } from "../../../gen/parley/v1/rooms_pb.js";
 import { messageEvent } from "../store/room-event-rows.js";
 import { markReadRefused } from "../access/write-access.js";
@@ -120,7 +121,7 @@ export function chatServiceHandlers(deps: ChatServiceDeps): ServiceHandlers<type
    * A token verified before is answered at once, without a promise.
    */
   const actingCaller = (item: SendStreamRequest, opener: Identity): Identity | ParleyError | Promise<Identity | ParleyError> => {
-    if (item.actingToken === "") return opener;
+    if (item.actingToken === "") return opener.scopes.has(ROOMS_RELAY_SCOPE) ? relayActingAlone() : opener;
     return (
       verifier.cachedIdentity(item.actingToken) ??
       verifier.verify(item.actingToken).catch((error: unknown) => ParleyError.from(error))

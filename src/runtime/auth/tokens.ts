@@ -1,11 +1,12 @@
 import { errors as joseErrors, jwtVerify, SignJWT } from "jose";
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
 import { ParleyError } from "../../wire/index.js";
+import { type KeyLookup, keyLookup, type TokenRules } from "./key-sources.js";
 
 /** Who is acting: the `sub` of a verified token. */
 export interface Identity {
   readonly user: string;
-  /** Token expiry, seconds since the epoch (undefined: no `exp`). */
+  /** Token expiry, seconds since the epoch (undefined: an identity that does not come from a token, e.g. a client certificate). */
   readonly expiresAt: number | undefined;
   /** OAuth-style scopes from the `scope` claim (space-separated), e.g. `notifications:send`. */
   readonly scopes: ReadonlySet<string>;
@@ -30,8 +31,18 @@ export const ROOMS_RELAY_SCOPE = "rooms:relay";
 /** The `typ` header values of an access token (RFC 9068), compared in lower case. */
 const ACCESS_TOKEN_TYPES: ReadonlySet<string> = new Set(["jwt", "at+jwt", "application/at+jwt"]);
 
-/** User ids (token `sub`): what may appear as a sender or recipient. */
-export const USER_ID = /^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$/;
+/**
+ * User ids (token `sub`): what may appear as a sender or recipient. `|` is
+ * in the set because identity providers use it (Auth0: `auth0|5f7c...`).
+ */
+export const USER_ID = /^[A-Za-z0-9][A-Za-z0-9_.:@|-]{0,127}$/;
+
+/**
+ * How long a verified token is trusted without verifying it again, at most
+ * (ms): a key removed from the key set stops working within this time plus
+ * the key set's cache age.
+ */
+const VERIFIED_TTL_MS = 60_000;
 
 export interface TokenVerifierOptions {
   /** How many verified tokens to remember (verifying costs an HMAC). */
@@ -42,20 +53,30 @@ export interface TokenVerifierOptions {
   readonly now?: () => number;
 }
 
+interface Verified {
+  readonly identity: Identity;
+  /** When to verify the token again (ms since the epoch). */
+  readonly recheckAt: number;
+}
+
 /**
- * Verifies `HS256` bearer tokens with a maintained library (jose). Results
- * are cached by token string until the token expires, so a stream carrying
- * one token per item (the bridge) pays for each token once.
+ * Verifies bearer tokens with a maintained library (jose) against the
+ * configured rules (key sources, issuer, audience, lifetime). Results are
+ * cached by token string for up to a minute, and never past the token's
+ * expiry, so a stream carrying one token per item (the bridge's sends) pays
+ * for each token about once.
  */
 export class TokenVerifier {
-  readonly #key: Uint8Array;
-  readonly #cache = new Map<string, Identity>();
+  readonly #rules: TokenRules;
+  readonly #keys: KeyLookup;
+  readonly #cache = new Map<string, Verified>();
   readonly #cacheSize: number;
   readonly #tolerance: number;
   readonly #now: () => number;
 
-  constructor(secret: string, options: TokenVerifierOptions = {}) {
-    this.#key = new TextEncoder().encode(secret);
+  constructor(rules: TokenRules, options: TokenVerifierOptions = {}) {
+    this.#rules = rules;
+    this.#keys = keyLookup(rules);
     this.#cacheSize = options.cacheSize ?? 10_000;
     this.#tolerance = options.clockToleranceSeconds ?? 5;
     this.#now = options.now ?? Date.now;
@@ -71,7 +92,7 @@ export class TokenVerifier {
       const oldest = this.#cache.keys().next();
       if (oldest.done !== true) this.#cache.delete(oldest.value);
     }
-    this.#cache.set(token, identity);
+    this.#cache.set(token, { identity, recheckAt: this.#now() + VERIFIED_TTL_MS });
     return identity;
   }
 
@@ -79,7 +100,9 @@ export class TokenVerifier {
   cachedIdentity(token: string): Identity | undefined {
     const cached = this.#cache.get(token);
     if (cached === undefined) return undefined;
-    if (cached.expiresAt === undefined || cached.expiresAt + this.#tolerance > this.#now() / 1000) return cached;
+    const now = this.#now();
+    const live = cached.identity.expiresAt === undefined || cached.identity.expiresAt + this.#tolerance > now / 1000;
+    if (live && now < cached.recheckAt) return cached.identity;
     this.#cache.delete(token);
     return undefined;
   }
@@ -89,12 +112,15 @@ export class TokenVerifier {
     let payload;
     try {
       let header;
-      ({ payload, protectedHeader: header } = await jwtVerify(token, this.#key, {
-        algorithms: ["HS256"],
+      const rules = this.#rules;
+      ({ payload, protectedHeader: header } = await jwtVerify(token, this.#keys.resolve, {
+        algorithms: [...this.#keys.algorithms],
         clockTolerance: this.#tolerance,
         currentDate: new Date(this.#now()),
         // A token without an expiry would be valid forever.
         requiredClaims: ["exp"],
+        ...(rules.issuer === undefined ? {} : { issuer: rules.issuer }),
+        ...(rules.audience === undefined ? {} : { audience: [...rules.audience] }),
       }));
       // An ID token or anything else that is not an access token is refused.
       if (header.typ !== undefined && !ACCESS_TOKEN_TYPES.has(header.typ.toLowerCase())) {
@@ -104,6 +130,12 @@ export class TokenVerifier {
       if (error instanceof ParleyError) throw error;
       throw unauthenticated(describeJoseError(error), error);
     }
+    // jose checked `exp` is a number in the future.
+    const expiresAt = payload.exp ?? 0;
+    const issuedAt = typeof payload.iat === "number" ? payload.iat : this.#now() / 1000;
+    if (expiresAt - issuedAt > this.#rules.maxLifetimeSeconds + this.#tolerance) {
+      throw unauthenticated(`token lifetime (exp − iat) of ${Math.round(expiresAt - issuedAt)} s exceeds the maximum of ${this.#rules.maxLifetimeSeconds} s`);
+    }
     const sub: unknown = payload.sub;
     // Checked as a string first: a regular expression would read ["bob"] as "bob".
     if (typeof sub !== "string" || !USER_ID.test(sub)) {
@@ -111,7 +143,7 @@ export class TokenVerifier {
     }
     const scope = payload.scope;
     const scopes = new Set(typeof scope === "string" ? scope.split(" ").filter((s) => s !== "") : []);
-    return { user: sub, expiresAt: payload.exp, scopes };
+    return { user: sub, expiresAt, scopes };
   }
 }
 
@@ -128,13 +160,15 @@ export interface MintOptions {
   readonly expiresInSeconds?: number;
   /** Scopes for the `scope` claim. */
   readonly scopes?: readonly string[];
+  /** The `kid` header, naming the key among several. */
+  readonly kid?: string;
 }
 
 /** Signs an HS256 token for `user` (tests, tools and the development mode). */
 export async function mintToken(secret: string, user: string, options: MintOptions = {}): Promise<string> {
   const now = Math.floor(Date.now() / 1000);
   return new SignJWT(options.scopes === undefined ? {} : { scope: options.scopes.join(" ") })
-    .setProtectedHeader({ alg: "HS256", typ: "JWT" })
+    .setProtectedHeader({ alg: "HS256", typ: "JWT", ...(options.kid === undefined ? {} : { kid: options.kid }) })
     .setSubject(user)
     .setIssuedAt(now)
     .setExpirationTime(now + (options.expiresInSeconds ?? 3600))
@@ -148,9 +182,13 @@ function unauthenticated(reason: string, cause?: unknown): ParleyError {
 function describeJoseError(error: unknown): string {
   if (error instanceof joseErrors.JWTExpired) return "token expired";
   if (error instanceof joseErrors.JWSSignatureVerificationFailed) return "token signature does not verify";
-  if (error instanceof joseErrors.JOSEAlgNotAllowed) return "token algorithm not allowed (HS256 only)";
+  if (error instanceof joseErrors.JOSEAlgNotAllowed) return "token algorithm is not one the configured keys use";
   if (error instanceof joseErrors.JWTClaimValidationFailed) {
-    return error.reason === "missing" ? `token has no \`${error.claim}\` claim, which is required` : `token claim \`${error.claim}\` is not valid`;
+    if (error.reason === "missing") return `token has no \`${error.claim}\` claim, which is required`;
+    if (error.claim === "iss") return "token issuer (`iss`) is not the configured one";
+    if (error.claim === "aud") return "token audience (`aud`) is not one of the configured ones";
+    if (error.claim === "nbf") return "token is not valid yet (`nbf`)";
+    return `token claim \`${error.claim}\` is not valid`;
   }
   if (error instanceof joseErrors.JWSInvalid || error instanceof joseErrors.JWTInvalid) return "token is malformed";
   return "token could not be verified";

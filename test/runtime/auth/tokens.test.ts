@@ -2,6 +2,7 @@ import { SignJWT, UnsecuredJWT } from "jose";
 import { describe, expect, it } from "vitest";
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
 import { mintToken, TokenVerifier } from "../../../src/runtime/auth/tokens.js";
+import { hmacRules } from "../../../src/runtime/auth/key-sources.js";
 import { rejection } from "../../support/assertions.js";
 
 // What a token must be to be accepted: HS256 over the key, an expiry, an
@@ -17,14 +18,14 @@ function signed(claims: Record<string, unknown>, header: Record<string, unknown>
 }
 
 async function refusal(token: string): Promise<string> {
-  const error = await rejection(new TokenVerifier(SECRET).verify(token));
+  const error = await rejection(new TokenVerifier(hmacRules(SECRET)).verify(token));
   expect(error.category).toBe(ErrorCategory.UNAUTHENTICATED);
   return error.message;
 }
 
 describe("TokenVerifier", () => {
   it("accepts a minted token: its sub is the user, its scopes the scope claim", async () => {
-    const identity = await new TokenVerifier(SECRET).verify(await mintToken(SECRET, "alice", { scopes: ["rooms:admin"] }));
+    const identity = await new TokenVerifier(hmacRules(SECRET)).verify(await mintToken(SECRET, "alice", { scopes: ["rooms:admin"] }));
     expect(identity.user).toBe("alice");
     expect([...identity.scopes]).toEqual(["rooms:admin"]);
   });
@@ -42,10 +43,10 @@ describe("TokenVerifier", () => {
   it("refuses a token whose type is not an access token; accepts JWT and at+jwt in any case", async () => {
     expect(await refusal(await signed({ sub: "alice", exp: now() + 60 }, { typ: "id+jwt" }))).toMatch(/token type `id\+jwt` is not an access token/);
     for (const typ of ["JWT", "at+jwt", "application/at+JWT"]) {
-      expect((await new TokenVerifier(SECRET).verify(await signed({ sub: "alice", exp: now() + 60 }, { typ }))).user).toBe("alice");
+      expect((await new TokenVerifier(hmacRules(SECRET)).verify(await signed({ sub: "alice", exp: now() + 60 }, { typ }))).user).toBe("alice");
     }
     // No typ at all is allowed (many providers omit it).
-    expect((await new TokenVerifier(SECRET).verify(await signed({ sub: "alice", exp: now() + 60 }, {}))).user).toBe("alice");
+    expect((await new TokenVerifier(hmacRules(SECRET)).verify(await signed({ sub: "alice", exp: now() + 60 }, {}))).user).toBe("alice");
   });
 
   it("refuses a token not yet valid (`nbf`), an expired one, an unsigned one and one signed with another key", async () => {

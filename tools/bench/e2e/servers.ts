@@ -4,6 +4,7 @@ import { createInterface } from "node:readline";
 import { appendFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import type { TestDatabase } from "../../../test/support/database.js";
+import { mintToken, ROOMS_RELAY_SCOPE } from "../../../src/runtime/auth/tokens.js";
 
 const REPO = fileURLToPath(new URL("../../..", import.meta.url));
 const RAW_SERVER = fileURLToPath(new URL("raw-server.ts", import.meta.url));
@@ -114,14 +115,14 @@ export async function startParley(db: TestDatabase, secret: string, nodeFlags: r
  * over gRPC), the deployment that lets the bridge and core each use a core.
  */
 export async function startSplit(db: TestDatabase, secret: string): Promise<{ core: ServerChild; bridge: ServerChild }> {
-  const base = { ...process.env, PARLEY_JWT_SECRET: secret, PARLEY_LOG_LEVEL: "info", NODE_OPTIONS: SERVER_NODE_OPTIONS };
+  const base = { ...process.env, PARLEY_LOG_LEVEL: "info", NODE_OPTIONS: SERVER_NODE_OPTIONS };
   // Core serves /metrics on a port of its own, announced after its gRPC port.
   let grpcPort: number | undefined;
   let coreMetricsUrl: string | undefined;
   const core = await startChild(
     "parley core",
     [...SERVER_FLAGS, "bin/parley.js", "core"],
-    { ...base, DATABASE_URL: db.url, PARLEY_GRPC_ADDR: "127.0.0.1:0", PARLEY_METRICS_ADDR: "127.0.0.1:0", PARLEY_MIGRATE: "1" },
+    { ...base, PARLEY_JWT_SECRET: secret, DATABASE_URL: db.url, PARLEY_GRPC_ADDR: "127.0.0.1:0", PARLEY_METRICS_ADDR: "127.0.0.1:0", PARLEY_MIGRATE: "1" },
     (line) => {
       if (line.msg === "core serving" && typeof line.grpc === "string") grpcPort = Number(line.grpc.slice(line.grpc.lastIndexOf(":") + 1));
       if (line.msg === "metrics serving" && typeof line.metrics === "string") coreMetricsUrl = line.metrics;
@@ -131,7 +132,8 @@ export async function startSplit(db: TestDatabase, secret: string): Promise<{ co
   const bridge = await startChild(
     "parley bridge",
     [...SERVER_FLAGS, "bin/parley.js", "bridge"],
-    { ...base, PARLEY_CORE_ADDR: `127.0.0.1:${core.port}`, PARLEY_HTTP_ADDR: "127.0.0.1:0" },
+    // The bridge holds no key, only its own relay credential.
+    { ...base, PARLEY_BRIDGE_TOKEN: await mintToken(secret, "parley-bridge-bench", { scopes: [ROOMS_RELAY_SCOPE], expiresInSeconds: 12 * 3600 }), PARLEY_CORE_ADDR: `127.0.0.1:${core.port}`, PARLEY_HTTP_ADDR: "127.0.0.1:0" },
     (line) => (line.msg === "bridge serving" && typeof line.http === "string" ? Number(line.http.slice(line.http.lastIndexOf(":") + 1)) : undefined),
   );
   return {

@@ -1,0 +1,40 @@
+import { timestampMs } from "@bufbuild/protobuf/wkt";
+import type { IdentityService } from "../../../gen/parley/v1/identity_pb.js";
+import type { Identity, ServiceClient } from "../../runtime/index.js";
+
+/** How long an answer is reused at most (ms): a refusal at core (a removed key) reaches open connections' next check within it. */
+const REMEMBER_MS = 60_000;
+const MAX_REMEMBERED = 10_000;
+const WHO_AM_I_TIMEOUT_MS = 5_000;
+
+/**
+ * Browser users' identities, as core verifies their tokens (IdentityService
+ * WhoAmI). The bridge holds no key: it cannot verify a token, so it cannot
+ * sign one either. Answers are remembered for a minute (never past the
+ * token's expiry), so reconnect storms of one user cost core one call.
+ */
+export class RemoteIdentities {
+  readonly #identity: ServiceClient<typeof IdentityService>;
+  readonly #remembered = new Map<string, { identity: Identity; until: number }>();
+
+  constructor(identity: ServiceClient<typeof IdentityService>) {
+    this.#identity = identity;
+  }
+
+  /** The identity in `token`, or core's UNAUTHENTICATED (or UNAVAILABLE) ParleyError. */
+  async verify(token: string): Promise<Identity> {
+    const now = Date.now();
+    const remembered = this.#remembered.get(token);
+    if (remembered !== undefined && now < remembered.until) return remembered.identity;
+    this.#remembered.delete(token);
+    const answer = await this.#identity.whoAmI({}, { headers: { authorization: `Bearer ${token}` }, timeoutMs: WHO_AM_I_TIMEOUT_MS });
+    const expiresAtMs = answer.expiresAt === undefined ? undefined : timestampMs(answer.expiresAt);
+    const identity: Identity = { user: answer.user, expiresAt: expiresAtMs === undefined ? undefined : expiresAtMs / 1000, scopes: new Set(answer.scopes) };
+    if (this.#remembered.size >= MAX_REMEMBERED) {
+      const oldest = this.#remembered.keys().next();
+      if (oldest.done !== true) this.#remembered.delete(oldest.value);
+    }
+    this.#remembered.set(token, { identity, until: Math.min(now + REMEMBER_MS, expiresAtMs ?? Infinity) });
+    return identity;
+  }
+}
