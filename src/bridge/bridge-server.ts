@@ -179,6 +179,7 @@ export async function startBridge(options: BridgeOptions): Promise<RunningBridge
         rooms,
         sendLink,
         roomFeeds,
+        identities,
         limits,
         logger,
         observe: options.observe ?? metricsObserver,

@@ -15,7 +15,11 @@ export type ConnectionState = "connecting" | "connected" | "reconnecting" | "res
 export interface ParleyClientOptions {
   /** The bridge's base URL, e.g. `ws://127.0.0.1:8080` (the client uses `/ws`). */
   readonly url: string;
-  /** A token, or a function that returns a fresh one (called on every (re)connect). */
+  /**
+   * A token, or a function that returns a fresh one: called on every
+   * (re)connect, and shortly before the current token expires, when the new
+   * token replaces it on the open connection (subscriptions and sends carry on).
+   */
   readonly token: string | (() => string | Promise<string>);
   /** Text frames (JSON, default) or binary frames (protobuf). */
   readonly format?: "json" | "binary";
@@ -46,6 +50,11 @@ interface PendingRequest {
 }
 
 const RECONNECT: BackoffPolicy = { initialMs: 250, maxMs: 10_000, multiplier: 1.6 };
+
+/** A token is refreshed this long before it expires, at most (a fifth of its remaining life when shorter). */
+const REFRESH_LEAD_MS = 60_000;
+/** A refresh that failed is tried again this much later, while the token lasts. */
+const REFRESH_RETRY_MS = 5_000;
 
 /** Whether a token's `exp` has passed (read, not verified: the server verifies). */
 function tokenExpired(token: string): boolean {
@@ -91,6 +100,8 @@ export class ParleyClient implements FrameChannel {
   #inflight = 0;
   /** A wait the server asked for (go_away.reconnect_after) before reconnecting. */
   #reconnectAfterMs = 0;
+  /** The refresh of the current token shortly before it expires (token functions only). */
+  #refreshTimer: ReturnType<typeof setTimeout> | undefined;
   /** Error callbacks of subscription requests, by request id. */
   readonly #subscriptionErrors = new Map<string, (error: ParleyClientError) => void>();
 
@@ -167,6 +178,7 @@ export class ParleyClient implements FrameChannel {
     if (this.#state === "closed") return;
     this.#closedByUser = true;
     clearTimeout(this.#reconnectTimer);
+    clearTimeout(this.#refreshTimer);
     this.#socket?.close(1000, "client closed");
     this.#shutdown(new ParleyClientError("UNAVAILABLE", "client closed"));
   }
@@ -239,6 +251,7 @@ export class ParleyClient implements FrameChannel {
   }
 
   #onClose(code: number, reason: string, welcomed: boolean): void {
+    clearTimeout(this.#refreshTimer);
     if (this.#closedByUser) return;
     this.#inflight = 0;
     this.#subscriptionErrors.clear();
@@ -356,6 +369,7 @@ export class ParleyClient implements FrameChannel {
     switch (kind.case) {
       case "welcome":
         this.#onWelcome(kind.value.maxInflightSends);
+        this.#scheduleRefresh(kind.value.tokenExpiresAt);
         return;
       case "message":
         this.#rooms.get(kind.value.room)?.deliver(kind.value);
@@ -420,11 +434,41 @@ export class ParleyClient implements FrameChannel {
       case "notifications":
       case "notificationsAcked":
       case "pong":
+      case "tokenRefreshed":
         this.#settleRequest(frame);
         return;
       case undefined:
         return;
     }
+  }
+
+  /**
+   * With a token function, a new token replaces the current one on the open
+   * connection shortly before it expires; the server would close with 4501
+   * at expiry. A refresh that fails is retried while the token lasts.
+   */
+  #scheduleRefresh(expiresAt: { seconds: bigint; nanos: number } | undefined): void {
+    clearTimeout(this.#refreshTimer);
+    if (expiresAt === undefined || typeof this.#options.token === "string") return;
+    const expiresAtMs = Number(expiresAt.seconds) * 1000 + expiresAt.nanos / 1e6;
+    const remaining = expiresAtMs - Date.now();
+    this.#refreshIn(Math.max(0, remaining - Math.min(REFRESH_LEAD_MS, remaining / 5)), expiresAtMs);
+  }
+
+  #refreshIn(delayMs: number, expiresAtMs: number): void {
+    const tokenSource = this.#options.token;
+    if (typeof tokenSource === "string") return;
+    this.#refreshTimer = setTimeout(() => {
+      void (async () => {
+        const token = await tokenSource();
+        const answer = await this.request({ case: "refreshToken", value: { token } });
+        this.#token = token;
+        this.#scheduleRefresh(answer.kind.case === "tokenRefreshed" ? answer.kind.value.expiresAt : undefined);
+      })().catch(() => {
+        // Refused or unanswered: try again while the token lasts; at expiry the server closes (4501) and the reconnect gets a new one.
+        if (expiresAtMs - Date.now() > REFRESH_RETRY_MS && this.#isOpen()) this.#refreshIn(REFRESH_RETRY_MS, expiresAtMs);
+      });
+    }, Math.min(delayMs, 2 ** 31 - 1));
   }
 
   #settleSend(requestId: string, settle: (entry: PendingSend) => void): boolean {

@@ -318,6 +318,48 @@ describe("connection start and identity", () => {
   });
 });
 
+describe("token refresh on an open connection", () => {
+  it("welcome names the token's expiry; refresh_token moves the 4501 close to the new token's, and the old one no longer carries anything", async () => {
+    const user = "refresher";
+    const client = await connect("/ws/chat/refreshing", user, { token: await mintToken(TEST_JWT_SECRET, user, { expiresInSeconds: 2 }) });
+    const welcome = client.received[0]?.frame.kind;
+    expect(welcome?.case === "welcome" ? Number(welcome.value.tokenExpiresAt?.seconds) - Date.now() / 1000 : 0).toBeGreaterThan(0);
+    const answer = await client.request({ requestId: "refresh-1", request: { case: "refreshToken", value: { token: await mintToken(TEST_JWT_SECRET, user, { expiresInSeconds: 120 }) } } });
+    expect(answer.kind.case === "tokenRefreshed" ? Number(answer.kind.value.expiresAt?.seconds) - Date.now() / 1000 : 0).toBeGreaterThan(100);
+    // Past the first token's expiry and core's clock tolerance.
+    await new Promise((resolve) => setTimeout(resolve, 7_500));
+    expect(client.isOpen).toBe(true);
+    client.sendJson({ requestId: "after-refresh", request: { case: "send", value: { seq: 1n, body: "still here", clientMsgId: "after-refresh" } } });
+    const ack = await client.waitFor((frame) => frame.requestId === "after-refresh", { what: "the ack" });
+    expect(ackOf(ack.frame).message?.sender).toBe(user);
+  });
+
+  it("refuses another user's token, a forged one and an empty one, each with its category; the connection and its token stay", async () => {
+    const user = "steady-refresher";
+    const client = await connect("/ws", user);
+    const cases: [string, string, ErrorCategory, RegExp][] = [
+      ["other", await mintToken(TEST_JWT_SECRET, "mallory"), ErrorCategory.PERMISSION_DENIED, /the new token is mallory's, this connection is steady-refresher's; reconnect to change user/],
+      ["forged", await mintToken("some-other-key-that-is-long-enough-xxxxx", user), ErrorCategory.UNAUTHENTICATED, /signature does not verify/],
+      ["empty", "", ErrorCategory.VALIDATION, /refresh_token\.token/],
+    ];
+    for (const [label, token, category, message] of cases) {
+      const refusal = errorOf(await client.request({ requestId: `refresh-${label}`, request: { case: "refreshToken", value: { token } } }));
+      expect(refusal.category, label).toBe(category);
+      expect(refusal.message, label).toMatch(message);
+    }
+    expect(client.isOpen).toBe(true);
+    const whoami = await client.request({ requestId: "still-me", request: { case: "listMyRooms", value: {} } });
+    expect(whoami.kind.case).toBe("listMyRooms");
+  });
+
+  it("without a refresh, the connection closes with 4501 at the token's expiry", async () => {
+    const client = await connect("/ws", "expiring", { token: await mintToken(TEST_JWT_SECRET, "expiring", { expiresInSeconds: 1 }) });
+    const closed = await client.waitClosed(5_000);
+    expect(closed.code).toBe(CloseCode.UNAUTHENTICATED);
+    expect(closed.reason).toMatch(/token expired; refresh it before it expires/);
+  });
+});
+
 describe("frame handling: bad input gets an error frame, the socket stays open", () => {
   // [label, raw text, expected request id, expected field]
   const textCases: [string, string, string, string][] = [

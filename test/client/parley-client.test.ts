@@ -657,7 +657,7 @@ describe.each(["json", "binary"] as const)("ParleyClient (%s frames)", (format) 
     expect(stable.connectionsOf(user)).toHaveLength(0);
   });
 
-  it("with a token function it fetches a fresh token after 4501 and resumes", async () => {
+  it("with a token function it refreshes the token on the open connection before it expires: no reconnect, the room and sends carry on", async () => {
     const user = nextName(`renewing-${format}`);
     const room = nextName(`renewing-${format}`);
     let calls = 0;
@@ -671,16 +671,32 @@ describe.each(["json", "binary"] as const)("ParleyClient (%s frames)", (format) 
     const writer = await core.chat(nextName("grpc-writer"));
     await writer.sendMessage({ room, body: "one", clientMsgId: "one" });
 
-    await waitUntil(() => client.state === "resumed", "resumed with a fresh token", 8_000);
-    expect(calls).toBe(2);
-    expect(record.states).toEqual(["connected", "reconnecting", "resumed"]);
-    expect(record.details.find((detail) => detail !== undefined)?.category).toBe("UNAUTHENTICATED");
-
-    // Once the room's resubscription has caught up (see the RoomFeeds race in the report).
-    await waitUntil(() => log.caughtUp.length >= 2, "caught_up after the resume");
+    await waitUntil(() => calls === 2, "the token function asked again before the expiry", 4_000);
+    // Past the first token's expiry and core's clock tolerance: only the new token can be carrying the sends now.
+    await new Promise((resolve) => setTimeout(resolve, 7_500));
+    expect(record.states).toEqual(["connected"]);
+    const mine = await within(client.send(room, "after the refresh", "after-refresh"), "send after the refresh");
+    expect(mine.sender).toBe(user);
     await writer.sendMessage({ room, body: "two", clientMsgId: "two" });
-    await log.waitForCount(2, "messages across the renewal");
-    expect(log.seqs).toEqual([1n, 2n]);
+    await log.waitForCount(3, "messages across the refresh");
+    expect(log.seqs).toEqual([1n, 2n, 3n]);
+    expect(stable.connectionsOf(user)).toHaveLength(1);
+  });
+
+  it("with a token function whose refresh is refused, 4501 at expiry, then a fresh token and a resume", async () => {
+    const user = nextName(`refused-refresh-${format}`);
+    let calls = 0;
+    // The second token (offered as a refresh) is another user's: refused; the third (after 4501) is good.
+    const token = async (): Promise<string> => {
+      calls++;
+      return mintToken(TEST_JWT_SECRET, calls === 2 ? `${user}-other` : user, { expiresInSeconds: calls === 1 ? 2 : 60 });
+    };
+    const client = await newClient(user, format, stable.url, { token });
+    const record = recordStates(client);
+    await within(client.ready(), "ready");
+    await waitUntil(() => client.state === "resumed", "resumed with a fresh token", 10_000);
+    expect(record.states).toEqual(["connected", "reconnecting", "resumed"]);
+    expect(record.details.find((detail) => detail !== undefined)?.message).toContain("4501");
   });
 
   it("notifications: subscribe gets live notifications in order, unreadCount follows them, ack lowers it", async () => {

@@ -4,8 +4,8 @@
 
 import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Duration } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_duration } from "@bufbuild/protobuf/wkt";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { ChatMessage, ChatServiceSubscribeRequest, ListMessagesRequest, ListMessagesResponse, ListRoomEventsRequest, ListRoomEventsResponse, MarkReadRequest, MarkReadResponse, RoomEvent } from "./chat_pb.js";
 import { file_parley_v1_chat } from "./chat_pb.js";
 import type { ErrorDetail } from "./errors_pb.js";
@@ -20,7 +20,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file parley/v1/frames.proto.
  */
 export const file_parley_v1_frames: GenFile = /*@__PURE__*/
-  fileDesc("ChZwYXJsZXkvdjEvZnJhbWVzLnByb3RvEglwYXJsZXkudjEinwkKC0NsaWVudEZyYW1lEhIKCnJlcXVlc3RfaWQYASABKAkSEwoLdHJhY2VwYXJlbnQYAiABKAkSJAoEc2VuZBgKIAEoCzIULnBhcmxleS52MS5TZW5kRnJhbWVIABI7CglzdWJzY3JpYmUYCyABKAsyJi5wYXJsZXkudjEuQ2hhdFNlcnZpY2VTdWJzY3JpYmVSZXF1ZXN0SAASMgoLdW5zdWJzY3JpYmUYDCABKAsyGy5wYXJsZXkudjEuVW5zdWJzY3JpYmVGcmFtZUgAEjEKB2hpc3RvcnkYDSABKAsyHi5wYXJsZXkudjEuTGlzdE1lc3NhZ2VzUmVxdWVzdEgAEi8KCW1hcmtfcmVhZBgOIAEoCzIaLnBhcmxleS52MS5NYXJrUmVhZFJlcXVlc3RIABJBChJsaXN0X25vdGlmaWNhdGlvbnMYDyABKAsyIy5wYXJsZXkudjEuTGlzdE5vdGlmaWNhdGlvbnNSZXF1ZXN0SAASPwoRYWNrX25vdGlmaWNhdGlvbnMYECABKAsyIi5wYXJsZXkudjEuQWNrTm90aWZpY2F0aW9uc1JlcXVlc3RIABJRChdzdWJzY3JpYmVfbm90aWZpY2F0aW9ucxgRIAEoCzIuLnBhcmxleS52MS5Ob3RpZmljYXRpb25TZXJ2aWNlU3Vic2NyaWJlUmVxdWVzdEgAEiQKBHBpbmcYEiABKAsyFC5wYXJsZXkudjEuUGluZ0ZyYW1lSAASMwoLY3JlYXRlX3Jvb20YEyABKAsyHC5wYXJsZXkudjEuQ3JlYXRlUm9vbVJlcXVlc3RIABItCghnZXRfcm9vbRgUIAEoCzIZLnBhcmxleS52MS5HZXRSb29tUmVxdWVzdEgAEjMKC3VwZGF0ZV9yb29tGBUgASgLMhwucGFybGV5LnYxLlVwZGF0ZVJvb21SZXF1ZXN0SAASKgoGaW52aXRlGBYgASgLMhgucGFybGV5LnYxLkludml0ZVJlcXVlc3RIABImCgRqb2luGBcgASgLMhYucGFybGV5LnYxLkpvaW5SZXF1ZXN0SAASKAoFbGVhdmUYGCABKAsyFy5wYXJsZXkudjEuTGVhdmVSZXF1ZXN0SAASJgoEa2ljaxgZIAEoCzIWLnBhcmxleS52MS5LaWNrUmVxdWVzdEgAEiQKA2JhbhgaIAEoCzIVLnBhcmxleS52MS5CYW5SZXF1ZXN0SAASKAoFdW5iYW4YGyABKAsyFy5wYXJsZXkudjEuVW5iYW5SZXF1ZXN0SAASLQoIc2V0X3JvbGUYHCABKAsyGS5wYXJsZXkudjEuU2V0Um9sZVJlcXVlc3RIABI1CgxsaXN0X21lbWJlcnMYHSABKAsyHS5wYXJsZXkudjEuTGlzdE1lbWJlcnNSZXF1ZXN0SAASNgoNbGlzdF9teV9yb29tcxgeIAEoCzIdLnBhcmxleS52MS5MaXN0TXlSb29tc1JlcXVlc3RIABI3Cgtyb29tX2V2ZW50cxgfIAEoCzIgLnBhcmxleS52MS5MaXN0Um9vbUV2ZW50c1JlcXVlc3RIAEIJCgdyZXF1ZXN0IksKCVNlbmRGcmFtZRILCgNzZXEYASABKAMSDAoEcm9vbRgCIAEoCRIMCgRib2R5GAMgASgJEhUKDWNsaWVudF9tc2dfaWQYBCABKAkiIAoQVW5zdWJzY3JpYmVGcmFtZRIMCgRyb29tGAEgASgJIgsKCVBpbmdGcmFtZSK4CgoLU2VydmVyRnJhbWUSEgoKcmVxdWVzdF9pZBgBIAEoCRIlCgd3ZWxjb21lGAogASgLMhIucGFybGV5LnYxLldlbGNvbWVIABImCghzZW5kX2FjaxgLIAEoCzISLnBhcmxleS52MS5TZW5kQWNrSAASJwoFZXJyb3IYDCABKAsyFi5wYXJsZXkudjEuRXJyb3JEZXRhaWxIABIpCgdtZXNzYWdlGA0gASgLMhYucGFybGV5LnYxLkNoYXRNZXNzYWdlSAASLwoMbm90aWZpY2F0aW9uGA4gASgLMhcucGFybGV5LnYxLk5vdGlmaWNhdGlvbkgAEjQKCWNhdWdodF91cBgPIAEoCzIfLnBhcmxleS52MS5TdWJzY3JpcHRpb25DYXVnaHRVcEgAEi8KDHVuc3Vic2NyaWJlZBgQIAEoCzIXLnBhcmxleS52MS5VbnN1YnNjcmliZWRIABIyCgdoaXN0b3J5GBEgASgLMh8ucGFybGV5LnYxLkxpc3RNZXNzYWdlc1Jlc3BvbnNlSAASMAoJbWFya19yZWFkGBIgASgLMhsucGFybGV5LnYxLk1hcmtSZWFkUmVzcG9uc2VIABI9Cg1ub3RpZmljYXRpb25zGBMgASgLMiQucGFybGV5LnYxLkxpc3ROb3RpZmljYXRpb25zUmVzcG9uc2VIABJCChNub3RpZmljYXRpb25zX2Fja2VkGBQgASgLMiMucGFybGV5LnYxLkFja05vdGlmaWNhdGlvbnNSZXNwb25zZUgAEiQKBHBvbmcYFSABKAsyFC5wYXJsZXkudjEuUG9uZ0ZyYW1lSAASJAoHZ29fYXdheRgWIAEoCzIRLnBhcmxleS52MS5Hb0F3YXlIABIqCgpyb29tX2V2ZW50GBcgASgLMhQucGFybGV5LnYxLlJvb21FdmVudEgAEjQKC2NyZWF0ZV9yb29tGBggASgLMh0ucGFybGV5LnYxLkNyZWF0ZVJvb21SZXNwb25zZUgAEi4KCGdldF9yb29tGBkgASgLMhoucGFybGV5LnYxLkdldFJvb21SZXNwb25zZUgAEjQKC3VwZGF0ZV9yb29tGBogASgLMh0ucGFybGV5LnYxLlVwZGF0ZVJvb21SZXNwb25zZUgAEisKBmludml0ZRgbIAEoCzIZLnBhcmxleS52MS5JbnZpdGVSZXNwb25zZUgAEicKBGpvaW4YHCABKAsyFy5wYXJsZXkudjEuSm9pblJlc3BvbnNlSAASKQoFbGVhdmUYHSABKAsyGC5wYXJsZXkudjEuTGVhdmVSZXNwb25zZUgAEicKBGtpY2sYHiABKAsyFy5wYXJsZXkudjEuS2lja1Jlc3BvbnNlSAASJQoDYmFuGB8gASgLMhYucGFybGV5LnYxLkJhblJlc3BvbnNlSAASKQoFdW5iYW4YICABKAsyGC5wYXJsZXkudjEuVW5iYW5SZXNwb25zZUgAEi4KCHNldF9yb2xlGCEgASgLMhoucGFybGV5LnYxLlNldFJvbGVSZXNwb25zZUgAEjYKDGxpc3RfbWVtYmVycxgiIAEoCzIeLnBhcmxleS52MS5MaXN0TWVtYmVyc1Jlc3BvbnNlSAASNwoNbGlzdF9teV9yb29tcxgjIAEoCzIeLnBhcmxleS52MS5MaXN0TXlSb29tc1Jlc3BvbnNlSAASOAoLcm9vbV9ldmVudHMYJCABKAsyIS5wYXJsZXkudjEuTGlzdFJvb21FdmVudHNSZXNwb25zZUgAQgYKBGtpbmQiqAEKB1dlbGNvbWUSFQoNY29ubmVjdGlvbl9pZBgBIAEoCRIMCgR1c2VyGAIgASgJEgwKBHJvb20YAyABKAkSFwoPbWF4X2ZyYW1lX2J5dGVzGAQgASgFEhoKEm1heF9pbmZsaWdodF9zZW5kcxgFIAEoBRI1ChJoZWFydGJlYXRfaW50ZXJ2YWwYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iUgoHU2VuZEFjaxILCgNzZXEYASABKAMSJwoHbWVzc2FnZRgCIAEoCzIWLnBhcmxleS52MS5DaGF0TWVzc2FnZRIRCglkdXBsaWNhdGUYAyABKAgiNgoUU3Vic2NyaXB0aW9uQ2F1Z2h0VXASDAoEcm9vbRgBIAEoCRIQCghoZWFkX3NlcRgCIAEoAyJECgxVbnN1YnNjcmliZWQSDAoEcm9vbRgBIAEoCRImCgZyZWFzb24YAiABKAsyFi5wYXJsZXkudjEuRXJyb3JEZXRhaWwiCwoJUG9uZ0ZyYW1lInYKBkdvQXdheRIOCgZyZWFzb24YASABKAkSKAoKY2xvc2VfY29kZRgCIAEoDjIULnBhcmxleS52MS5DbG9zZUNvZGUSMgoPcmVjb25uZWN0X2FmdGVyGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uKoIDCglDbG9zZUNvZGUSGgoWQ0xPU0VfQ09ERV9VTlNQRUNJRklFRBAAEhYKEUNMT1NFX0NPREVfTk9STUFMEOgHEhoKFUNMT1NFX0NPREVfR09JTkdfQVdBWRDpBxIfChpDTE9TRV9DT0RFX0lOVkFMSURfUEFZTE9BRBDvBxIfChpDTE9TRV9DT0RFX01FU1NBR0VfVE9PX0JJRxDxBxIeChlDTE9TRV9DT0RFX0lOVEVSTkFMX0VSUk9SEPMHEiEKHENMT1NFX0NPREVfSEVBUlRCRUFUX1RJTUVPVVQQoB8SHQoYQ0xPU0VfQ09ERV9TTE9XX0NPTlNVTUVSEKEfEhwKF0NMT1NFX0NPREVfUkFURV9MSU1JVEVEEL0fEh8KGkNMT1NFX0NPREVfVU5BVVRIRU5USUNBVEVEEJUjEiEKHENMT1NFX0NPREVfUEVSTUlTU0lPTl9ERU5JRUQQlyMSHwoaQ0xPU0VfQ09ERV9UT09fTUFOWV9FUlJPUlMQnCNiBnByb3RvMw", [file_google_protobuf_duration, file_parley_v1_chat, file_parley_v1_errors, file_parley_v1_notifications, file_parley_v1_room_service]);
+  fileDesc("ChZwYXJsZXkvdjEvZnJhbWVzLnByb3RvEglwYXJsZXkudjEi1gkKC0NsaWVudEZyYW1lEhIKCnJlcXVlc3RfaWQYASABKAkSEwoLdHJhY2VwYXJlbnQYAiABKAkSJAoEc2VuZBgKIAEoCzIULnBhcmxleS52MS5TZW5kRnJhbWVIABI7CglzdWJzY3JpYmUYCyABKAsyJi5wYXJsZXkudjEuQ2hhdFNlcnZpY2VTdWJzY3JpYmVSZXF1ZXN0SAASMgoLdW5zdWJzY3JpYmUYDCABKAsyGy5wYXJsZXkudjEuVW5zdWJzY3JpYmVGcmFtZUgAEjEKB2hpc3RvcnkYDSABKAsyHi5wYXJsZXkudjEuTGlzdE1lc3NhZ2VzUmVxdWVzdEgAEi8KCW1hcmtfcmVhZBgOIAEoCzIaLnBhcmxleS52MS5NYXJrUmVhZFJlcXVlc3RIABJBChJsaXN0X25vdGlmaWNhdGlvbnMYDyABKAsyIy5wYXJsZXkudjEuTGlzdE5vdGlmaWNhdGlvbnNSZXF1ZXN0SAASPwoRYWNrX25vdGlmaWNhdGlvbnMYECABKAsyIi5wYXJsZXkudjEuQWNrTm90aWZpY2F0aW9uc1JlcXVlc3RIABJRChdzdWJzY3JpYmVfbm90aWZpY2F0aW9ucxgRIAEoCzIuLnBhcmxleS52MS5Ob3RpZmljYXRpb25TZXJ2aWNlU3Vic2NyaWJlUmVxdWVzdEgAEiQKBHBpbmcYEiABKAsyFC5wYXJsZXkudjEuUGluZ0ZyYW1lSAASMwoLY3JlYXRlX3Jvb20YEyABKAsyHC5wYXJsZXkudjEuQ3JlYXRlUm9vbVJlcXVlc3RIABItCghnZXRfcm9vbRgUIAEoCzIZLnBhcmxleS52MS5HZXRSb29tUmVxdWVzdEgAEjMKC3VwZGF0ZV9yb29tGBUgASgLMhwucGFybGV5LnYxLlVwZGF0ZVJvb21SZXF1ZXN0SAASKgoGaW52aXRlGBYgASgLMhgucGFybGV5LnYxLkludml0ZVJlcXVlc3RIABImCgRqb2luGBcgASgLMhYucGFybGV5LnYxLkpvaW5SZXF1ZXN0SAASKAoFbGVhdmUYGCABKAsyFy5wYXJsZXkudjEuTGVhdmVSZXF1ZXN0SAASJgoEa2ljaxgZIAEoCzIWLnBhcmxleS52MS5LaWNrUmVxdWVzdEgAEiQKA2JhbhgaIAEoCzIVLnBhcmxleS52MS5CYW5SZXF1ZXN0SAASKAoFdW5iYW4YGyABKAsyFy5wYXJsZXkudjEuVW5iYW5SZXF1ZXN0SAASLQoIc2V0X3JvbGUYHCABKAsyGS5wYXJsZXkudjEuU2V0Um9sZVJlcXVlc3RIABI1CgxsaXN0X21lbWJlcnMYHSABKAsyHS5wYXJsZXkudjEuTGlzdE1lbWJlcnNSZXF1ZXN0SAASNgoNbGlzdF9teV9yb29tcxgeIAEoCzIdLnBhcmxleS52MS5MaXN0TXlSb29tc1JlcXVlc3RIABI3Cgtyb29tX2V2ZW50cxgfIAEoCzIgLnBhcmxleS52MS5MaXN0Um9vbUV2ZW50c1JlcXVlc3RIABI1Cg1yZWZyZXNoX3Rva2VuGCAgASgLMhwucGFybGV5LnYxLlJlZnJlc2hUb2tlbkZyYW1lSABCCQoHcmVxdWVzdCIiChFSZWZyZXNoVG9rZW5GcmFtZRINCgV0b2tlbhgBIAEoCSJACg5Ub2tlblJlZnJlc2hlZBIuCgpleHBpcmVzX2F0GAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJLCglTZW5kRnJhbWUSCwoDc2VxGAEgASgDEgwKBHJvb20YAiABKAkSDAoEYm9keRgDIAEoCRIVCg1jbGllbnRfbXNnX2lkGAQgASgJIiAKEFVuc3Vic2NyaWJlRnJhbWUSDAoEcm9vbRgBIAEoCSILCglQaW5nRnJhbWUi7goKC1NlcnZlckZyYW1lEhIKCnJlcXVlc3RfaWQYASABKAkSJQoHd2VsY29tZRgKIAEoCzISLnBhcmxleS52MS5XZWxjb21lSAASJgoIc2VuZF9hY2sYCyABKAsyEi5wYXJsZXkudjEuU2VuZEFja0gAEicKBWVycm9yGAwgASgLMhYucGFybGV5LnYxLkVycm9yRGV0YWlsSAASKQoHbWVzc2FnZRgNIAEoCzIWLnBhcmxleS52MS5DaGF0TWVzc2FnZUgAEi8KDG5vdGlmaWNhdGlvbhgOIAEoCzIXLnBhcmxleS52MS5Ob3RpZmljYXRpb25IABI0CgljYXVnaHRfdXAYDyABKAsyHy5wYXJsZXkudjEuU3Vic2NyaXB0aW9uQ2F1Z2h0VXBIABIvCgx1bnN1YnNjcmliZWQYECABKAsyFy5wYXJsZXkudjEuVW5zdWJzY3JpYmVkSAASMgoHaGlzdG9yeRgRIAEoCzIfLnBhcmxleS52MS5MaXN0TWVzc2FnZXNSZXNwb25zZUgAEjAKCW1hcmtfcmVhZBgSIAEoCzIbLnBhcmxleS52MS5NYXJrUmVhZFJlc3BvbnNlSAASPQoNbm90aWZpY2F0aW9ucxgTIAEoCzIkLnBhcmxleS52MS5MaXN0Tm90aWZpY2F0aW9uc1Jlc3BvbnNlSAASQgoTbm90aWZpY2F0aW9uc19hY2tlZBgUIAEoCzIjLnBhcmxleS52MS5BY2tOb3RpZmljYXRpb25zUmVzcG9uc2VIABIkCgRwb25nGBUgASgLMhQucGFybGV5LnYxLlBvbmdGcmFtZUgAEiQKB2dvX2F3YXkYFiABKAsyES5wYXJsZXkudjEuR29Bd2F5SAASKgoKcm9vbV9ldmVudBgXIAEoCzIULnBhcmxleS52MS5Sb29tRXZlbnRIABI0CgtjcmVhdGVfcm9vbRgYIAEoCzIdLnBhcmxleS52MS5DcmVhdGVSb29tUmVzcG9uc2VIABIuCghnZXRfcm9vbRgZIAEoCzIaLnBhcmxleS52MS5HZXRSb29tUmVzcG9uc2VIABI0Cgt1cGRhdGVfcm9vbRgaIAEoCzIdLnBhcmxleS52MS5VcGRhdGVSb29tUmVzcG9uc2VIABIrCgZpbnZpdGUYGyABKAsyGS5wYXJsZXkudjEuSW52aXRlUmVzcG9uc2VIABInCgRqb2luGBwgASgLMhcucGFybGV5LnYxLkpvaW5SZXNwb25zZUgAEikKBWxlYXZlGB0gASgLMhgucGFybGV5LnYxLkxlYXZlUmVzcG9uc2VIABInCgRraWNrGB4gASgLMhcucGFybGV5LnYxLktpY2tSZXNwb25zZUgAEiUKA2JhbhgfIAEoCzIWLnBhcmxleS52MS5CYW5SZXNwb25zZUgAEikKBXVuYmFuGCAgASgLMhgucGFybGV5LnYxLlVuYmFuUmVzcG9uc2VIABIuCghzZXRfcm9sZRghIAEoCzIaLnBhcmxleS52MS5TZXRSb2xlUmVzcG9uc2VIABI2CgxsaXN0X21lbWJlcnMYIiABKAsyHi5wYXJsZXkudjEuTGlzdE1lbWJlcnNSZXNwb25zZUgAEjcKDWxpc3RfbXlfcm9vbXMYIyABKAsyHi5wYXJsZXkudjEuTGlzdE15Um9vbXNSZXNwb25zZUgAEjgKC3Jvb21fZXZlbnRzGCQgASgLMiEucGFybGV5LnYxLkxpc3RSb29tRXZlbnRzUmVzcG9uc2VIABI0Cg90b2tlbl9yZWZyZXNoZWQYJSABKAsyGS5wYXJsZXkudjEuVG9rZW5SZWZyZXNoZWRIAEIGCgRraW5kIt4BCgdXZWxjb21lEhUKDWNvbm5lY3Rpb25faWQYASABKAkSDAoEdXNlchgCIAEoCRIMCgRyb29tGAMgASgJEhcKD21heF9mcmFtZV9ieXRlcxgEIAEoBRIaChJtYXhfaW5mbGlnaHRfc2VuZHMYBSABKAUSNQoSaGVhcnRiZWF0X2ludGVydmFsGAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjQKEHRva2VuX2V4cGlyZXNfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlIKB1NlbmRBY2sSCwoDc2VxGAEgASgDEicKB21lc3NhZ2UYAiABKAsyFi5wYXJsZXkudjEuQ2hhdE1lc3NhZ2USEQoJZHVwbGljYXRlGAMgASgIIjYKFFN1YnNjcmlwdGlvbkNhdWdodFVwEgwKBHJvb20YASABKAkSEAoIaGVhZF9zZXEYAiABKAMiRAoMVW5zdWJzY3JpYmVkEgwKBHJvb20YASABKAkSJgoGcmVhc29uGAIgASgLMhYucGFybGV5LnYxLkVycm9yRGV0YWlsIgsKCVBvbmdGcmFtZSJ2CgZHb0F3YXkSDgoGcmVhc29uGAEgASgJEigKCmNsb3NlX2NvZGUYAiABKA4yFC5wYXJsZXkudjEuQ2xvc2VDb2RlEjIKD3JlY29ubmVjdF9hZnRlchgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiqCAwoJQ2xvc2VDb2RlEhoKFkNMT1NFX0NPREVfVU5TUEVDSUZJRUQQABIWChFDTE9TRV9DT0RFX05PUk1BTBDoBxIaChVDTE9TRV9DT0RFX0dPSU5HX0FXQVkQ6QcSHwoaQ0xPU0VfQ09ERV9JTlZBTElEX1BBWUxPQUQQ7wcSHwoaQ0xPU0VfQ09ERV9NRVNTQUdFX1RPT19CSUcQ8QcSHgoZQ0xPU0VfQ09ERV9JTlRFUk5BTF9FUlJPUhDzBxIhChxDTE9TRV9DT0RFX0hFQVJUQkVBVF9USU1FT1VUEKAfEh0KGENMT1NFX0NPREVfU0xPV19DT05TVU1FUhChHxIcChdDTE9TRV9DT0RFX1JBVEVfTElNSVRFRBC9HxIfChpDTE9TRV9DT0RFX1VOQVVUSEVOVElDQVRFRBCVIxIhChxDTE9TRV9DT0RFX1BFUk1JU1NJT05fREVOSUVEEJcjEh8KGkNMT1NFX0NPREVfVE9PX01BTllfRVJST1JTEJwjYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_parley_v1_chat, file_parley_v1_errors, file_parley_v1_notifications, file_parley_v1_room_service]);
 
 /**
  * ClientFrame is everything a browser may send.
@@ -216,6 +216,19 @@ export type ClientFrame = Message<"parley.v1.ClientFrame"> & {
      */
     value: ListRoomEventsRequest;
     case: "roomEvents";
+  } | {
+    /**
+     * Replace the connection's token with a newer one for the same user
+     * before the current one expires: the connection, its subscriptions and
+     * its sends in flight carry on, and the expiry close (4501) moves to the
+     * new token's `exp`. Answered by `token_refreshed`, or `error`
+     * (UNAUTHENTICATED: the new token was refused and the current one stays;
+     * PERMISSION_DENIED: it is another user's — reconnect to change user).
+     *
+     * @generated from field: parley.v1.RefreshTokenFrame refresh_token = 32;
+     */
+    value: RefreshTokenFrame;
+    case: "refreshToken";
   } | { case: undefined; value?: undefined };
 };
 
@@ -225,6 +238,44 @@ export type ClientFrame = Message<"parley.v1.ClientFrame"> & {
  */
 export const ClientFrameSchema: GenMessage<ClientFrame> = /*@__PURE__*/
   messageDesc(file_parley_v1_frames, 0);
+
+/**
+ * @generated from message parley.v1.RefreshTokenFrame
+ */
+export type RefreshTokenFrame = Message<"parley.v1.RefreshTokenFrame"> & {
+  /**
+   * The new bearer token (JWT).
+   *
+   * @generated from field: string token = 1;
+   */
+  token: string;
+};
+
+/**
+ * Describes the message parley.v1.RefreshTokenFrame.
+ * Use `create(RefreshTokenFrameSchema)` to create a new message.
+ */
+export const RefreshTokenFrameSchema: GenMessage<RefreshTokenFrame> = /*@__PURE__*/
+  messageDesc(file_parley_v1_frames, 1);
+
+/**
+ * @generated from message parley.v1.TokenRefreshed
+ */
+export type TokenRefreshed = Message<"parley.v1.TokenRefreshed"> & {
+  /**
+   * When the connection now closes with 4501 unless refreshed again.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 1;
+   */
+  expiresAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message parley.v1.TokenRefreshed.
+ * Use `create(TokenRefreshedSchema)` to create a new message.
+ */
+export const TokenRefreshedSchema: GenMessage<TokenRefreshed> = /*@__PURE__*/
+  messageDesc(file_parley_v1_frames, 2);
 
 /**
  * SendFrame asks the bridge to store one chat message. The sender is always
@@ -272,7 +323,7 @@ export type SendFrame = Message<"parley.v1.SendFrame"> & {
  * Use `create(SendFrameSchema)` to create a new message.
  */
 export const SendFrameSchema: GenMessage<SendFrame> = /*@__PURE__*/
-  messageDesc(file_parley_v1_frames, 1);
+  messageDesc(file_parley_v1_frames, 3);
 
 /**
  * @generated from message parley.v1.UnsubscribeFrame
@@ -291,7 +342,7 @@ export type UnsubscribeFrame = Message<"parley.v1.UnsubscribeFrame"> & {
  * Use `create(UnsubscribeFrameSchema)` to create a new message.
  */
 export const UnsubscribeFrameSchema: GenMessage<UnsubscribeFrame> = /*@__PURE__*/
-  messageDesc(file_parley_v1_frames, 2);
+  messageDesc(file_parley_v1_frames, 4);
 
 /**
  * @generated from message parley.v1.PingFrame
@@ -304,7 +355,7 @@ export type PingFrame = Message<"parley.v1.PingFrame"> & {
  * Use `create(PingFrameSchema)` to create a new message.
  */
 export const PingFrameSchema: GenMessage<PingFrame> = /*@__PURE__*/
-  messageDesc(file_parley_v1_frames, 3);
+  messageDesc(file_parley_v1_frames, 5);
 
 /**
  * ServerFrame is everything the bridge sends.
@@ -523,6 +574,14 @@ export type ServerFrame = Message<"parley.v1.ServerFrame"> & {
      */
     value: ListRoomEventsResponse;
     case: "roomEvents";
+  } | {
+    /**
+     * Answer to `refresh_token`.
+     *
+     * @generated from field: parley.v1.TokenRefreshed token_refreshed = 37;
+     */
+    value: TokenRefreshed;
+    case: "tokenRefreshed";
   } | { case: undefined; value?: undefined };
 };
 
@@ -531,7 +590,7 @@ export type ServerFrame = Message<"parley.v1.ServerFrame"> & {
  * Use `create(ServerFrameSchema)` to create a new message.
  */
 export const ServerFrameSchema: GenMessage<ServerFrame> = /*@__PURE__*/
-  messageDesc(file_parley_v1_frames, 4);
+  messageDesc(file_parley_v1_frames, 6);
 
 /**
  * @generated from message parley.v1.Welcome
@@ -578,6 +637,14 @@ export type Welcome = Message<"parley.v1.Welcome"> & {
    * @generated from field: google.protobuf.Duration heartbeat_interval = 6;
    */
   heartbeatInterval?: Duration | undefined;
+
+  /**
+   * The token's expiry: the connection closes with 4501 then, unless a
+   * `refresh_token` frame gives a newer token first.
+   *
+   * @generated from field: google.protobuf.Timestamp token_expires_at = 7;
+   */
+  tokenExpiresAt?: Timestamp | undefined;
 };
 
 /**
@@ -585,7 +652,7 @@ export type Welcome = Message<"parley.v1.Welcome"> & {
  * Use `create(WelcomeSchema)` to create a new message.
  */
 export const WelcomeSchema: GenMessage<Welcome> = /*@__PURE__*/
-  messageDesc(file_parley_v1_frames, 5);
+  messageDesc(file_parley_v1_frames, 7);
 
 /**
  * @generated from message parley.v1.SendAck
@@ -618,7 +685,7 @@ export type SendAck = Message<"parley.v1.SendAck"> & {
  * Use `create(SendAckSchema)` to create a new message.
  */
 export const SendAckSchema: GenMessage<SendAck> = /*@__PURE__*/
-  messageDesc(file_parley_v1_frames, 6);
+  messageDesc(file_parley_v1_frames, 8);
 
 /**
  * @generated from message parley.v1.SubscriptionCaughtUp
@@ -644,7 +711,7 @@ export type SubscriptionCaughtUp = Message<"parley.v1.SubscriptionCaughtUp"> & {
  * Use `create(SubscriptionCaughtUpSchema)` to create a new message.
  */
 export const SubscriptionCaughtUpSchema: GenMessage<SubscriptionCaughtUp> = /*@__PURE__*/
-  messageDesc(file_parley_v1_frames, 7);
+  messageDesc(file_parley_v1_frames, 9);
 
 /**
  * @generated from message parley.v1.Unsubscribed
@@ -672,7 +739,7 @@ export type Unsubscribed = Message<"parley.v1.Unsubscribed"> & {
  * Use `create(UnsubscribedSchema)` to create a new message.
  */
 export const UnsubscribedSchema: GenMessage<Unsubscribed> = /*@__PURE__*/
-  messageDesc(file_parley_v1_frames, 8);
+  messageDesc(file_parley_v1_frames, 10);
 
 /**
  * @generated from message parley.v1.PongFrame
@@ -685,7 +752,7 @@ export type PongFrame = Message<"parley.v1.PongFrame"> & {
  * Use `create(PongFrameSchema)` to create a new message.
  */
 export const PongFrameSchema: GenMessage<PongFrame> = /*@__PURE__*/
-  messageDesc(file_parley_v1_frames, 9);
+  messageDesc(file_parley_v1_frames, 11);
 
 /**
  * @generated from message parley.v1.GoAway
@@ -718,7 +785,7 @@ export type GoAway = Message<"parley.v1.GoAway"> & {
  * Use `create(GoAwaySchema)` to create a new message.
  */
 export const GoAwaySchema: GenMessage<GoAway> = /*@__PURE__*/
-  messageDesc(file_parley_v1_frames, 10);
+  messageDesc(file_parley_v1_frames, 12);
 
 /**
  * CloseCode names every WebSocket close code parley uses. Codes 4000-4499

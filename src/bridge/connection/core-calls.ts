@@ -4,13 +4,14 @@
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
 import { backoffDelay, ParleyError, PEER_RETRY_BACKOFF, sleep } from "../../wire/index.js";
 import type { CallOptions, Logger } from "../../runtime/index.js";
+import type { Credential } from "./credential.js";
 
 const CALL_ATTEMPTS = 5;
 const CALL_TIMEOUT_MS = 10_000;
 
 /** See the comment at the top of this file. */
 export class CoreCalls {
-  readonly #headers: Readonly<Record<string, string>>;
+  readonly #credential: Credential;
   readonly #maxInflight: number;
   readonly #log: Logger;
   /**
@@ -20,15 +21,20 @@ export class CoreCalls {
   readonly #inflight = new Set<AbortController>();
   #closed = false;
 
-  constructor(token: string, maxInflightRequests: number, log: Logger) {
-    this.#headers = { authorization: `Bearer ${token}` };
+  constructor(credential: Credential, maxInflightRequests: number, log: Logger) {
+    this.#credential = credential;
     this.#maxInflight = maxInflightRequests;
     this.#log = log;
   }
 
+  /** The current token (a refresh replaces it). */
+  #headers(): Readonly<Record<string, string>> {
+    return { authorization: `Bearer ${this.#credential.token}` };
+  }
+
   /** Options for a unary call that `signal` cancels (a follow's own reads), with the call deadline. */
   options(signal: AbortSignal): CallOptions {
-    return { headers: this.#headers, timeoutMs: CALL_TIMEOUT_MS, signal };
+    return { headers: this.#headers(), timeoutMs: CALL_TIMEOUT_MS, signal };
   }
 
   /**
@@ -46,7 +52,7 @@ export class CoreCalls {
    * CALL_TIMEOUT_MS and make it resume for nothing.
    */
   streamOptions(signal: AbortSignal): CallOptions {
-    return { headers: this.#headers, signal };
+    return { headers: this.#headers(), signal };
   }
 
   /**
@@ -61,10 +67,10 @@ export class CoreCalls {
     const controller = new AbortController();
     this.#inflight.add(controller);
     try {
-      const options = this.options(controller.signal);
       for (let attempt = 1; ; attempt++) {
         try {
-          return await call(options);
+          // Per attempt: a retry after a token refresh carries the new token.
+          return await call(this.options(controller.signal));
         } catch (error) {
           const failure = ParleyError.from(error);
           // Nobody is left to answer: the cancellation (or the outage) is no failure of ours.

@@ -29,6 +29,8 @@ export interface ConnectionDeps {
   readonly rooms: ServiceClient<typeof RoomService>;
   readonly sendLink: SendLink;
   readonly roomFeeds: RoomFeeds;
+  /** Who a token is, as core verified it (for `refresh_token`). */
+  readonly identities: { verify(token: string): Promise<Identity> };
   readonly limits: ConnectionLimits;
   readonly logger: Logger;
   /** Counts and timings, for metrics. */

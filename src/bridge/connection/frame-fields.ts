@@ -142,6 +142,7 @@ export function roomOfRequest(frame: ClientFrame): string | undefined {
     case "ackNotifications":
     case "subscribeNotifications":
     case "ping":
+    case "refreshToken":
     case undefined:
       return undefined;
   }

@@ -6,7 +6,8 @@ import type { ListMessagesRequest } from "../../../gen/parley/v1/chat_pb.js";
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
 import { type ClientFrame, CloseCode } from "../../../gen/parley/v1/frames_pb.js";
 import { checkRoom, checkSeq, decodeClientFrame, FrameDecodeError, type FrameFormat, ParleyError, validationError } from "../../wire/index.js";
-import { type CallOptions, contextFromTraceparent, tracer } from "../../runtime/index.js";
+import { type CallOptions, contextFromTraceparent, type Identity, tracer } from "../../runtime/index.js";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { CoreCalls } from "./core-calls.js";
 import type { ErrorRun } from "./error-run.js";
 import { roomCall } from "./room-calls.js";
@@ -27,6 +28,8 @@ export interface InboundOptions extends Pick<ConnectionDeps, "limits" | "chat" |
   readonly follows: Follows;
   readonly errorRun: ErrorRun;
   readonly close: (code: CloseCode, reason: string, reconnectAfterMs?: number) => void;
+  /** Verifies a newer token and makes it the connection's (see ClientFrame.refresh_token). */
+  readonly refreshToken: (token: string) => Promise<Identity>;
 }
 
 /** Takes one connection's frames; see the comment at the top of this file. */
@@ -200,6 +203,14 @@ export class Inbound {
         this.#accepted();
         writer.answer(requestId, { case: "pong", value: {} }, format);
         return;
+      case "refreshToken": {
+        if (request.value.token === "") throw validationError("refresh_token.token", "is required");
+        this.#accepted();
+        const identity = await this.#options.refreshToken(request.value.token);
+        const expiresAt = identity.expiresAt === undefined ? undefined : timestampFromMs(identity.expiresAt * 1000);
+        writer.answer(requestId, { case: "tokenRefreshed", value: { expiresAt } }, format);
+        return;
+      }
       case undefined:
         throw validationError("request", "one request kind is required");
     }

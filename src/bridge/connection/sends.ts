@@ -10,13 +10,14 @@ import type { SendLink } from "../core-link/send-link.js";
 import type { SendStreamResponse } from "../../../gen/parley/v1/chat_pb.js";
 import type { ErrorRun } from "./error-run.js";
 import { inFrameTerms, roomOr } from "./frame-fields.js";
+import type { Credential } from "./credential.js";
 import type { ConnectionObserver } from "./deps.js";
 import type { FrameWriter } from "./writer.js";
 
 export interface SendsOptions {
   readonly sendLink: SendLink;
-  /** The user's own token: core stores each send as its subject. */
-  readonly token: string;
+  /** The user's own token (current at each send): core stores each send as its subject. */
+  readonly credential: Credential;
   /** The room of the connection's path, for sends that name none. */
   readonly routeRoom: string | undefined;
   readonly maxInflightSends: number;
@@ -67,7 +68,7 @@ export class Sends {
     }
     this.#inflight++;
     const startedAt = performance.now();
-    const item = { room, body: send.body, clientMsgId: send.clientMsgId, actingToken: this.#options.token, traceparent: traceparentOfSpan(span.spanContext()) };
+    const item = { room, body: send.body, clientMsgId: send.clientMsgId, actingToken: this.#options.credential.token, traceparent: traceparentOfSpan(span.spanContext()) };
     // The link answers in the order sends were made; the slot keeps this
     // connection's answers in its send order whatever happens underneath.
     // It answers every send exactly once, never during this call, even when

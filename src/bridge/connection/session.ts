@@ -2,11 +2,12 @@
 // route's own subscription, socket errors and the close. It builds the
 // modules that do the rest (inbound, sends, follows, core calls, writer).
 import { create } from "@bufbuild/protobuf";
-import { durationFromMs } from "@bufbuild/protobuf/wkt";
+import { durationFromMs, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
 import { CloseCode, ServerFrameSchema } from "../../../gen/parley/v1/frames_pb.js";
 import { ParleyError } from "../../wire/index.js";
-import { logError, type Logger } from "../../runtime/index.js";
+import { type Identity, logError, type Logger } from "../../runtime/index.js";
+import { Credential } from "./credential.js";
 import { CoreCalls } from "./core-calls.js";
 import { ErrorRun } from "./error-run.js";
 import { Follows } from "./follows.js";
@@ -43,6 +44,9 @@ export class Connection {
   /** close() is under way (it writes a last frame before #closed is set). */
   #closing = false;
   readonly #timers: NodeJS.Timeout[] = [];
+  readonly #credential: Credential;
+  /** The 4501 close at the token's expiry (re-armed by a refresh). */
+  #expiryTimer: NodeJS.Timeout | undefined;
 
   constructor(deps: ConnectionDeps) {
     this.#deps = deps;
@@ -54,9 +58,11 @@ export class Connection {
     };
     const routeRoom = deps.route.params.room;
     const writer = new FrameWriter({ socket, connectionId: deps.id, initialFormat: deps.initialFormat, maxBufferedBytes: limits.maxBufferedBytes, log, observe, close });
-    const calls = new CoreCalls(deps.token, limits.maxInflightRequests, log);
+    const credential = new Credential(deps.token, deps.identity);
+    this.#credential = credential;
+    const calls = new CoreCalls(credential, limits.maxInflightRequests, log);
     const errorRun = new ErrorRun(limits.maxConsecutiveErrors);
-    const sends = new Sends({ sendLink: deps.sendLink, token: deps.token, routeRoom, maxInflightSends: limits.maxInflightSends, maxWaitingRefusals: limits.maxInflightSends + limits.frameBurst, writer, errorRun, observe, close });
+    const sends = new Sends({ sendLink: deps.sendLink, credential, routeRoom, maxInflightSends: limits.maxInflightSends, maxWaitingRefusals: limits.maxInflightSends + limits.frameBurst, writer, errorRun, observe, close });
     const follows = new Follows({ chat: deps.chat, notifications: deps.notifications, rooms: deps.rooms, roomFeeds: deps.roomFeeds, user: deps.identity.user, calls, writer, log });
     this.#writer = writer;
     this.#calls = calls;
@@ -76,7 +82,19 @@ export class Connection {
       errorRun,
       observe,
       close,
+      refreshToken: (token) => this.#refreshToken(token),
     });
+  }
+
+  /** A newer token of the same user takes over; the expiry close moves to its `exp`. */
+  async #refreshToken(token: string): Promise<Identity> {
+    const identity = await this.#deps.identities.verify(token);
+    this.#credential.replace(token, identity);
+    if (this.#expiryTimer !== undefined) clearTimeout(this.#expiryTimer);
+    this.#expiryTimer = undefined;
+    if (identity.expiresAt !== undefined) this.#closeAtExpiry(identity.expiresAt * 1000);
+    this.#log.info({ expires_at: identity.expiresAt }, "token refreshed");
+    return identity;
   }
 
   get id(): string {
@@ -115,6 +133,7 @@ export class Connection {
             maxFrameBytes: limits.maxFrameBytes,
             maxInflightSends: limits.maxInflightSends,
             heartbeatInterval: durationFromMs(limits.heartbeatIntervalMs),
+            tokenExpiresAt: identity.expiresAt === undefined ? undefined : timestampFromMs(identity.expiresAt * 1000),
           },
         },
       }),
@@ -141,12 +160,11 @@ export class Connection {
   /** Closes with 4501 when the token expires (timers longer than ~24.8 days are re-armed). */
   #closeAtExpiry(expiresAtMs: number): void {
     const remaining = expiresAtMs - Date.now();
-    const timer = setTimeout(() => {
+    this.#expiryTimer = setTimeout(() => {
       if (remaining > MAX_TIMER_MS) this.#closeAtExpiry(expiresAtMs);
-      else this.close(CloseCode.UNAUTHENTICATED, "token expired; reconnect with a new token");
+      else this.close(CloseCode.UNAUTHENTICATED, "token expired; refresh it before it expires (refresh_token) or reconnect with a new token");
     }, Math.max(0, Math.min(remaining, MAX_TIMER_MS)));
-    timer.unref();
-    this.#timers.push(timer);
+    this.#expiryTimer.unref();
   }
 
   /**
@@ -203,6 +221,7 @@ export class Connection {
     this.#writer.markClosed();
     this.#calls.close();
     for (const timer of this.#timers) clearTimeout(timer);
+    if (this.#expiryTimer !== undefined) clearTimeout(this.#expiryTimer);
     this.#follows.stopAll();
     this.#deps.onClosed();
   }
