@@ -14,6 +14,7 @@ import { type FrameFormat, httpStatusForCategory, ParleyError, ROOM_ID, validati
 import { context, type Span, SpanKind, trace } from "@opentelemetry/api";
 import type { ConnectionObserver } from "./connection/deps.js";
 import { Connection } from "./connection/session.js";
+import { clientFacing } from "./client-facing.js";
 import { RemoteIdentities } from "./core-link/remote-identities.js";
 import { RoomFeeds } from "./core-link/room-feeds.js";
 import { SendLink } from "./core-link/send-link.js";
@@ -119,7 +120,8 @@ export async function startBridge(options: BridgeOptions): Promise<RunningBridge
       respond(response, 200, { status: "ok" });
     } else if (path === "/readyz") {
       const ready = accepting && (await coreServing());
-      respond(response, ready ? 200 : 503, { status: ready ? "ready" : "not ready", core: options.coreAddress });
+      // Not where core is: this listener faces the internet (the log has it).
+      respond(response, ready ? 200 : 503, { status: ready ? "ready" : "not ready" });
     } else if (!(options.httpHandler?.(request, response) ?? false)) {
       respond(response, 404, { category: "ROUTING", message: `no route for ${path}` });
     }
@@ -162,7 +164,7 @@ export async function startBridge(options: BridgeOptions): Promise<RunningBridge
       const failure = ParleyError.from(error);
       failSpan(span, failure);
       logError(logger, failure, { path: (request.url ?? "").split("?")[0], peer: request.socket.remoteAddress }, `upgrade refused: ${failure.message}`);
-      refuseUpgrade(socket, failure);
+      refuseUpgrade(socket, clientFacing(failure));
       return;
     }
     wss.handleUpgrade(request, socket, head, (ws) => {

@@ -318,6 +318,23 @@ describe("connection start and identity", () => {
   });
 });
 
+describe("what a browser learns about the inside", () => {
+  it("with core unreachable, the upgrade refusal and /readyz say so without core's address", async () => {
+    const stranded = await bridge({}, { coreAddress: "127.0.0.1:1" });
+    const refused = await WsTestClient.refusal(base(stranded), "/ws", { token: await mintToken(TEST_JWT_SECRET, "outsider") });
+    expect(refused.status).toBe(503);
+    expect(refused.body.category).toBe("UNAVAILABLE");
+    expect(JSON.stringify(refused.body)).not.toMatch(/127\.0\.0\.1|:1\b/);
+    expect(JSON.stringify(refused.body)).toMatch(/<internal address>/);
+    const ready = await fetch(`${base(stranded)}/readyz`);
+    expect(ready.status).toBe(503);
+    expect(await ready.text()).not.toMatch(/127\.0\.0\.1/);
+    // The operator's log line keeps the address.
+    expect(bridgeLogs.lines.some((line) => line.msg !== undefined && /127\.0\.0\.1:1/.test(JSON.stringify(line)))).toBe(true);
+    await stopBridge(stranded, 100);
+  });
+});
+
 describe("token refresh on an open connection", () => {
   it("welcome names the token's expiry; refresh_token moves the 4501 close to the new token's, and the old one no longer carries anything", async () => {
     const user = "refresher";

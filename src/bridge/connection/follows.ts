@@ -4,6 +4,7 @@
 // when core's stream breaks, each request answered once.
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
 import { type FrameFormat, ParleyError, toErrorDetail } from "../../wire/index.js";
+import { clientFacing } from "../client-facing.js";
 import { followResumably, follow as followTopic, type Logger } from "../../runtime/index.js";
 import { EncodedEvent } from "../encoded-event.js";
 import type { CoreCalls } from "./core-calls.js";
@@ -226,6 +227,6 @@ export class Follows {
     follow.answered = true;
     const failure = inFrameTerms(error, follow.request);
     writer.answerError(requestId, failure, format);
-    if (answered && room !== "") writer.answer(requestId, { case: "unsubscribed", value: { room, reason: toErrorDetail(failure) } }, format);
+    if (answered && room !== "") writer.answer(requestId, { case: "unsubscribed", value: { room, reason: toErrorDetail(clientFacing(failure)) } }, format);
   }
 }

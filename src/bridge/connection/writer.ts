@@ -8,6 +8,7 @@ import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
 import { CloseCode, type ServerFrame, ServerFrameSchema } from "../../../gen/parley/v1/frames_pb.js";
 import { context, trace } from "@opentelemetry/api";
 import { encodeServerFrame, errorFrame, type FrameFormat, ParleyError } from "../../wire/index.js";
+import { clientFacing } from "../client-facing.js";
 import { atEndOfTurn, currentTraceId, failSpan, logError, type Logger, tracer } from "../../runtime/index.js";
 import type { EncodedEvent } from "../encoded-event.js";
 import type { ConnectionObserver } from "./deps.js";
@@ -83,7 +84,7 @@ export class FrameWriter {
     const span = trace.getActiveSpan();
     if (span) failSpan(span, error);
     logError(this.#options.log, error, { request_id: requestId });
-    this.push(errorFrame(requestId, error, currentTraceId()), format);
+    this.push(errorFrame(requestId, clientFacing(error), currentTraceId()), format);
   }
 
   /** Writes a pushed event: its shared frame, straight to the socket where ws would write exactly that. */
