@@ -4,7 +4,7 @@ import { ParleyError } from "../wire/index.js";
  * Network addresses in a message: IPv4 and bracketed IPv6 with a port, and
  * grpc-js target names (`dns:core.internal:50051`, `ipv4:10.0.0.5:50051`).
  */
-const ADDRESS = /\b(?:dns|ipv4|ipv6|unix):[^\s,)]+|\[[0-9A-Fa-f:.]+\](?::\d+)?|\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b/g;
+const ADDRESS = /\b(?:dns|ipv4|ipv6|unix):[^\s,)]+|\[[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*\](?::\d+)?|\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b/g;
 
 /**
  * An error as a browser may see it: transport failures between bridge and
