@@ -123,6 +123,7 @@ export async function startCore(options: CoreOptions): Promise<RunningCore> {
       address: options.grpcAddress,
       services: [...modules.map((module) => module.binding), rooms.binding],
       reflection: options.reflection,
+      logger,
       interceptors: [tracingInterceptor(), loggingInterceptor(logger), authInterceptor(verifier), actAsGuard()],
     });
     logger.info({ grpc: grpc.address }, "core serving");
