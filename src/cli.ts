@@ -24,7 +24,8 @@ Environment:
   PARLEY_METRICS_ADDR    where "parley core" serves /metrics (the bridge serves it itself)
   PARLEY_JWT_SECRET      HS256 key for bearer tokens, at least 32 characters
   PARLEY_WEBHOOK_URL     notification fallback endpoint (optional)
-  PARLEY_WEBHOOK_SECRET  HMAC key for webhook signatures (required with the URL)
+  PARLEY_WEBHOOK_SECRET  HMAC key for webhook signatures (required with the URL);
+                         several, comma-separated, sign with each while rotating
   PARLEY_MIGRATE=1       apply migrations when core starts
   PARLEY_GRPC_REFLECTION=0  core serves no gRPC server reflection (health stays)
   PARLEY_IMPLICIT_ROOMS=1  development: sends and read positions create missing

@@ -45,7 +45,8 @@ export interface CoreOptions {
   /** Notification fallback delivery; off when unset. */
   readonly webhook?: {
     readonly url: string;
-    readonly secret: string;
+    /** Several while rotating: each delivery carries one signature per secret. */
+    readonly secret: WebhookDispatcherOptions["secret"];
     readonly graceMs: number;
     /** Dispatcher tuning (tests shorten the waits). */
     readonly tuning?: Partial<Omit<WebhookDispatcherOptions, "unitOfWork" | "logger" | "url" | "secret">>;

@@ -16,6 +16,14 @@ const url = (protocols: readonly string[], example: string) =>
     }
   }, `must be a URL starting with ${protocols.map((p) => `${p}//`).join(" or ")}, e.g. ${example}`);
 
+// One secret, or several separated by commas while rotating: the sender
+// signs with each, so receivers holding either verify.
+const webhookSecrets = z
+  .string()
+  .transform((value) => value.split(",").map((secret) => secret.trim()))
+  .refine((secrets) => secrets.every((secret) => secret.length >= 16), "must be at least 16 characters per secret (several are separated by commas)")
+  .refine((secrets) => new Set(secrets).size === secrets.length, "lists the same secret twice");
+
 const flag = z
   .enum(["1", "0", "true", "false", "yes", "no", ""])
   .transform((value) => value === "1" || value === "true" || value === "yes");
@@ -30,7 +38,7 @@ const EnvSchema = z
     PARLEY_METRICS_ADDR: hostPort.optional(),
     PARLEY_JWT_SECRET: z.string().min(32, "must be at least 32 characters (HS256 key)").optional(),
     PARLEY_WEBHOOK_URL: url(["http:", "https:"], "https://hooks.example.com/parley").optional(),
-    PARLEY_WEBHOOK_SECRET: z.string().min(16, "must be at least 16 characters").optional(),
+    PARLEY_WEBHOOK_SECRET: webhookSecrets.optional(),
     PARLEY_WEBHOOK_GRACE_MS: z.coerce.number().int().min(0).max(86_400_000).default(5_000),
     PARLEY_LOG_LEVEL: z.enum(LOG_LEVELS).default("info"),
     PARLEY_DATA_DIR: z.string().min(1).default(".parley-data"),
@@ -71,8 +79,8 @@ export interface Config {
   readonly metricsAddress: string | undefined;
   /** HS256 key for bearer tokens; required by core and bridge. */
   readonly jwtSecret: string | undefined;
-  /** Fallback delivery of notifications nobody received live. */
-  readonly webhook: { readonly url: string; readonly secret: string; readonly graceMs: number } | undefined;
+  /** Fallback delivery of notifications nobody received live; one signature per secret. */
+  readonly webhook: { readonly url: string; readonly secret: readonly string[]; readonly graceMs: number } | undefined;
   readonly logLevel: LogLevel;
   /** Directory of the embedded database. */
   readonly dataDir: string;
