@@ -789,6 +789,30 @@ describe("notifications on /ws/notifications", () => {
   });
 });
 
+describe("ack_notifications with an id that is not the user's", () => {
+  it("answers the same for another user's notification and for an id that does not exist, and marks nothing", async () => {
+    const service = await core.notifications("probe-billing", { sender: true });
+    const victim = (await service.sendNotification({ recipients: ["ws-probed"], kind: "k", title: "private", idempotencyKey: "ws-probe-1" })).notifications[0]?.id ?? "";
+    await service.sendNotification({ recipients: ["ws-prober"], kind: "k", title: "own", idempotencyKey: "ws-probe-2" });
+    const inbox = await connect("/ws/notifications", "ws-prober");
+    const texts: unknown[] = [];
+    for (const [index, id] of [victim, "7d3f0b9e-5c1a-4e2b-9f80-0123456789ab"].entries()) {
+      const requestId = `probe-${index}`;
+      const error = errorOf(await inbox.request({ requestId, request: { case: "ackNotifications", value: { upToSeq: 10n, ids: [id] } } }));
+      expect(error).toMatchObject({ category: ErrorCategory.PERMISSION_DENIED, field: "ack_notifications.ids[0]", message: "ack_notifications.ids[0]: not a notification of your inbox", retryable: false });
+      // The whole frame as the browser reads it, but for what differs by nature.
+      const text = inbox.received.find((r) => r.frame.requestId === requestId)?.text ?? "{}";
+      const frame = JSON.parse(text) as { requestId?: string; error?: { traceId?: string } };
+      delete frame.requestId;
+      delete frame.error?.traceId;
+      texts.push(frame);
+    }
+    expect(texts[0]).toEqual(texts[1]);
+    expect(inbox.isOpen).toBe(true);
+    expect(await storedCount("select count(*) as n from notifications where recipient_id in ('ws-probed', 'ws-prober') and read_at is not null", [])).toBe(0);
+  });
+});
+
 describe("a quiet inbox", () => {
   it("stays one core subscription past the unary call deadline (10 s): no interruption, and a late notification still arrives", { timeout: 30_000 }, async () => {
     const user = "quiet-inbox";
