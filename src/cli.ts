@@ -28,6 +28,8 @@ Environment:
                          several, comma-separated, sign with each while rotating
   PARLEY_MIGRATE=1       apply migrations when core starts
   PARLEY_GRPC_REFLECTION=0  core serves no gRPC server reflection (health stays)
+  PARLEY_ALLOWED_ORIGINS browser origins that may open WebSockets, comma-separated
+                         (https://app.example.com), or *; default: the bridge's own
   PARLEY_IMPLICIT_ROOMS=1  development: sends and read positions create missing
                          rooms (public) and join public rooms; never in production
   PARLEY_LOG_LEVEL       fatal|error|warn|info|debug|trace|silent (default info)
@@ -67,6 +69,7 @@ const COMMANDS: Record<string, Command> = {
       httpAddress: config.httpAddress,
       coreAddress: config.coreAddress,
       jwtSecret: requireJwtSecret(config),
+      origins: { allowed: config.allowedOrigins },
       logger,
     });
     await untilSignal(logger);
@@ -103,6 +106,8 @@ const COMMANDS: Record<string, Command> = {
       httpAddress: config.httpAddress,
       coreAddress: core.address,
       jwtSecret: secret,
+      // The development mode's own page is always allowed, when its Host is loopback.
+      origins: { allowed: config.allowedOrigins, sameOrigin: embedded === undefined ? undefined : "loopback" },
       logger,
       httpHandler: dev?.handler,
     });

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { type AllowedOrigins, parseAllowedOrigins } from "./http/request-origin.js";
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
 
@@ -24,6 +25,15 @@ const webhookSecrets = z
   .refine((secrets) => secrets.every((secret) => secret.length >= 16), "must be at least 16 characters per secret (several are separated by commas)")
   .refine((secrets) => new Set(secrets).size === secrets.length, "lists the same secret twice");
 
+const allowedOrigins = z.string().transform((value, context): AllowedOrigins => {
+  try {
+    return parseAllowedOrigins(value);
+  } catch (error) {
+    context.addIssue({ code: "custom", message: error instanceof Error ? error.message : String(error) });
+    return z.NEVER;
+  }
+});
+
 const flag = z
   .enum(["1", "0", "true", "false", "yes", "no", ""])
   .transform((value) => value === "1" || value === "true" || value === "yes");
@@ -44,6 +54,7 @@ const EnvSchema = z
     PARLEY_DATA_DIR: z.string().min(1).default(".parley-data"),
     PARLEY_MIGRATE: flag.default(false),
     PARLEY_GRPC_REFLECTION: flag.default(true),
+    PARLEY_ALLOWED_ORIGINS: allowedOrigins.optional(),
     PARLEY_ENV: z.string().optional(),
     NODE_ENV: z.string().optional(),
     PARLEY_IMPLICIT_ROOMS: flag.default(false),
@@ -90,6 +101,8 @@ export interface Config {
   readonly implicitRooms: boolean;
   /** Core serves gRPC server reflection (PARLEY_GRPC_REFLECTION, default on). */
   readonly grpcReflection: boolean;
+  /** Browser origins that may open WebSockets (PARLEY_ALLOWED_ORIGINS); undefined: the bridge's own origin only. */
+  readonly allowedOrigins: AllowedOrigins | undefined;
   /** `PARLEY_ENV` or `NODE_ENV` is `production`: the development mode refuses to start. */
   readonly productionMarked: boolean;
 }
@@ -130,6 +143,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
     migrateOnStart: e.PARLEY_MIGRATE,
     implicitRooms: e.PARLEY_IMPLICIT_ROOMS,
     grpcReflection: e.PARLEY_GRPC_REFLECTION,
+    allowedOrigins: e.PARLEY_ALLOWED_ORIGINS,
     productionMarked: e.PARLEY_ENV === "production" || e.NODE_ENV === "production",
   };
 }

@@ -80,6 +80,22 @@ describe("config", () => {
     }
   });
 
+  it("reads PARLEY_ALLOWED_ORIGINS as exact origins or `*` alone, naming a bad entry", () => {
+    expect(loadConfig({}).allowedOrigins).toBeUndefined();
+    expect(loadConfig({ PARLEY_ALLOWED_ORIGINS: "https://App.example.com, http://localhost:3000" }).allowedOrigins).toEqual(["https://app.example.com", "http://localhost:3000"]);
+    expect(loadConfig({ PARLEY_ALLOWED_ORIGINS: "*" }).allowedOrigins).toBe("*");
+    for (const [bad, expected] of [
+      ["https://app.example.com/", /"https:\/\/app\.example\.com\/" is not an origin/],
+      ["app.example.com", /"app\.example\.com" is not an origin/],
+      ["https://app.example.com:443", /no default port/],
+      ["ftp://files.example.com", /is not an origin/],
+      ["*,https://app.example.com", /must stand alone/],
+      [" , ", /lists no origin/],
+    ] as const) {
+      expect(problems({ PARLEY_ALLOWED_ORIGINS: bad }).join("\n"), bad).toMatch(new RegExp(`^PARLEY_ALLOWED_ORIGINS .*${expected.source}`, "m"));
+    }
+  });
+
   it("treats empty variables as unset, but an empty DATABASE_URL is an error, not the development mode", () => {
     expect(loadConfig({ PARLEY_JWT_SECRET: "", PARLEY_CORE_ADDR: "" }).jwtSecret).toBeUndefined();
     expect(() => loadConfig({ DATABASE_URL: "" })).toThrow(/DATABASE_URL is set but empty/);
