@@ -41,7 +41,7 @@ export { parleyMetrics } from "./telemetry/metrics.js";
 export { originOf, rememberOrigin } from "./telemetry/origins.js";
 export { contextFromTraceparent, currentTraceId, failSpan, inSpan, linkTo, recordRetry, setAttributesIfRecording, traceDelivery, traceparentOfSpan, tracer } from "./telemetry/tracing.js";
 export { createLogger, logError } from "./logger.js";
-export { originAllowed } from "./http/request-origin.js";
+export { hasLoopbackHost, isLoopbackHost, originAllowed } from "./http/request-origin.js";
 export type { OriginPolicy } from "./http/request-origin.js";
 export type { LogContext, Logger } from "./logger.js";
 export { ConfigError, loadConfig, requireJwtSecret } from "./config.js";

@@ -26,7 +26,7 @@ export interface OriginPolicy {
 /** Host names that reach only this machine (IPv6 with or without brackets). */
 const LOOPBACK = /^(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|localhost|\[::1\]|::1)$/i;
 
-function isLoopbackHost(hostname: string): boolean {
+export function isLoopbackHost(hostname: string): boolean {
   return LOOPBACK.test(hostname);
 }
 
@@ -38,6 +38,12 @@ function hostOf(headers: IncomingHttpHeaders): { hostname: string; host: string 
   if (raw === undefined || !HOST_HEADER.test(raw)) return undefined;
   const url = new URL(`http://${raw}`);
   return { hostname: url.hostname, host: url.host };
+}
+
+/** Whether the request's `Host` header names this machine (localhost, 127.0.0.1, [::1], with any port). */
+export function hasLoopbackHost(headers: IncomingHttpHeaders): boolean {
+  const host = hostOf(headers);
+  return host !== undefined && isLoopbackHost(host.hostname);
 }
 
 /** `scheme://host[:port]` in its canonical form, or undefined when `value` is not an http(s) origin. */
