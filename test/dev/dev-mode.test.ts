@@ -1,4 +1,5 @@
-import { mkdtempSync, rmSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync } from "node:fs";
 import { request as httpRequest } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -10,7 +11,8 @@ import { WsTestClient } from "../support/ws-client.js";
 
 // The development mode as `npm start` runs it (`parley serve` without
 // DATABASE_URL), attacked from outside: its /dev/* helpers by a DNS-rebound
-// name and by another site's page, its WebSocket by another site's page.
+// name and by another site's page, its WebSocket by another site's page, and
+// its embedded database by another local user.
 
 const START_MS = 45_000;
 
@@ -138,3 +140,68 @@ describe("the development mode's WebSocket", () => {
     own.socket.close();
   });
 });
+
+describe("the embedded database", () => {
+  it("listens on no TCP port: the process's only listening TCP sockets are the bridge's and core's", () => {
+    const ports = listeningTcpPorts(serve.child.pid ?? 0);
+    expect(ports.sort()).toEqual([Number(http.split(":").pop()), Number(grpc.split(":").pop())].sort());
+  });
+
+  it("is served on a unix socket in a directory only its owner may enter", () => {
+    const run = join(dataDir, "data", "run");
+    const stat = statSync(run);
+    expect(stat.mode & 0o777).toBe(0o700);
+    expect(stat.uid).toBe(process.getuid?.());
+    expect(readdirSync(run)).toContain(".s.PGSQL.5432");
+  });
+
+  it.runIf(process.getuid?.() === 0)("another local user cannot connect to it, where its owner can", async () => {
+    const socket = join(dataDir, "data", "run", ".s.PGSQL.5432");
+    // Everything but the run directory open to everyone, as a data directory
+    // made by hand and a umask of 0 would leave it: the run directory alone keeps others out.
+    chmodSync(dataDir, 0o755);
+    chmodSync(join(dataDir, "data"), 0o755);
+    chmodSync(socket, 0o777);
+    expect(await probe(socket, 65534)).toBe("EACCES");
+    expect(await probe(socket, process.getuid?.() ?? 0)).toBe("connected");
+  });
+});
+
+/** Tries to connect to `socket` from a child process running as `uid`: "connected" or the error code. */
+function probe(socket: string, uid: number): Promise<string> {
+  return new Promise((resolve) => {
+    const child = spawn(
+      process.execPath,
+      ["-e", `require("node:net").connect(${JSON.stringify(socket)}).on("connect", () => { console.log("connected"); process.exit(0); }).on("error", (e) => { console.log(e.code); process.exit(0); })`],
+      { uid, gid: uid, stdio: ["ignore", "pipe", "inherit"], cwd: "/" },
+    );
+    let out = "";
+    child.stdout.on("data", (chunk: Buffer) => (out += chunk.toString()));
+    child.on("exit", () => { resolve(out.trim()); });
+  });
+}
+
+/**
+ * The TCP ports `pid` listens on, from /proc: its socket inodes, matched
+ * against the kernel's tables of TCP sockets in the LISTEN state.
+ */
+function listeningTcpPorts(pid: number): number[] {
+  const inodes = new Set<string>();
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      const match = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
+      if (match?.[1] !== undefined) inodes.add(match[1]);
+    } catch {
+      // The descriptor closed meanwhile.
+    }
+  }
+  const ports = new Set<number>();
+  for (const table of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+    for (const line of readFileSync(table, "utf8").split("\n").slice(1)) {
+      const fields = line.trim().split(/\s+/);
+      const [, local, , state, , , , , , inode] = fields;
+      if (state === "0A" && inode !== undefined && inodes.has(inode) && local !== undefined) ports.add(parseInt(local.split(":")[1] ?? "", 16));
+    }
+  }
+  return [...ports];
+}
