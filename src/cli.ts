@@ -24,9 +24,12 @@ Environment:
   PARLEY_METRICS_ADDR    where "parley core" serves /metrics (the bridge serves it itself)
   PARLEY_JWT_SECRET      HS256 key for bearer tokens, at least 32 characters
   PARLEY_WEBHOOK_URL     notification fallback endpoint (optional)
-  PARLEY_WEBHOOK_SECRET  HMAC key for webhook signatures (required with the URL)
+  PARLEY_WEBHOOK_SECRET  HMAC key for webhook signatures (required with the URL);
+                         several, comma-separated, sign with each while rotating
   PARLEY_MIGRATE=1       apply migrations when core starts
   PARLEY_GRPC_REFLECTION=0  core serves no gRPC server reflection (health stays)
+  PARLEY_ALLOWED_ORIGINS browser origins that may open WebSockets, comma-separated
+                         (https://app.example.com), or *; default: the bridge's own
   PARLEY_IMPLICIT_ROOMS=1  development: sends and read positions create missing
                          rooms (public) and join public rooms; never in production
   PARLEY_LOG_LEVEL       fatal|error|warn|info|debug|trace|silent (default info)
@@ -86,6 +89,7 @@ const COMMANDS: Record<string, Command> = {
       httpAddress: config.httpAddress,
       coreAddress: config.coreAddress,
       relayToken,
+      origins: { allowed: config.allowedOrigins },
       logger,
     });
     await untilSignal(logger);
@@ -125,6 +129,8 @@ const COMMANDS: Record<string, Command> = {
       httpAddress: config.httpAddress,
       coreAddress: core.address,
       relayToken,
+      // The development mode's own page is always allowed, when its Host is loopback.
+      origins: { allowed: config.allowedOrigins, sameOrigin: embedded === undefined ? undefined : "loopback" },
       logger,
       httpHandler: dev?.handler,
     });

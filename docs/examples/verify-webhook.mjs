@@ -4,12 +4,17 @@
 //
 //   PARLEY_WEBHOOK_SECRET=... PORT=8787 node docs/examples/verify-webhook.mjs
 //
+// PARLEY_WEBHOOK_SECRET may list several secrets separated by commas, as
+// parley's own does: during a rotation the receiver accepts either.
 // PORT=0 picks a free port; the first line printed names the bound address.
 // HOST defaults to 127.0.0.1 (use 0.0.0.0 to accept from other machines).
 import { createHmac, timingSafeEqual } from "node:crypto";
 import { createServer } from "node:http";
 
-const SECRET = process.env.PARLEY_WEBHOOK_SECRET;
+const SECRETS = (process.env.PARLEY_WEBHOOK_SECRET ?? "")
+  .split(",")
+  .map((secret) => secret.trim())
+  .filter((secret) => secret !== "");
 const PORT = Number(process.env.PORT ?? "8787");
 const HOST = process.env.HOST ?? "127.0.0.1";
 // A signature older (or newer) than this is refused: a captured request
@@ -18,7 +23,7 @@ const TOLERANCE_SECONDS = 300;
 // parley's bodies are a few KiB; refuse anything far larger without reading it.
 const MAX_BODY_BYTES = 1024 * 1024;
 
-if (!SECRET) {
+if (SECRETS.length === 0) {
   console.error("PARLEY_WEBHOOK_SECRET is required");
   process.exit(2);
 }
@@ -47,13 +52,13 @@ function verify(header, rawBody, nowSeconds) {
     }
   }
   if (timestamp === undefined || signatures.length === 0) return "no timestamp or no v1 signature";
-  // 2. HMAC-SHA256 with the shared secret over "<t>." followed by the raw body.
-  //    Use the bytes as received: parsing and re-serializing the JSON would
-  //    change them.
-  const expected = createHmac("sha256", SECRET).update(`${timestamp}.`).update(rawBody).digest();
+  // 2. HMAC-SHA256 with each shared secret over "<t>." followed by the raw
+  //    body. Use the bytes as received: parsing and re-serializing the JSON
+  //    would change them.
+  const expected = SECRETS.map((secret) => createHmac("sha256", secret).update(`${timestamp}.`).update(rawBody).digest());
   // 3. Compare in constant time, so response times reveal nothing about how
-  //    close a forgery came.
-  if (!signatures.some((signature) => timingSafeEqual(signature, expected))) return "signature mismatch";
+  //    close a forgery came. Any v1 matching any secret will do.
+  if (!signatures.some((signature) => expected.some((mac) => timingSafeEqual(signature, mac)))) return "signature mismatch";
   // 4. Only now trust the timestamp, and refuse it when it is too far from now.
   if (Math.abs(nowSeconds - Number(timestamp)) > TOLERANCE_SECONDS) return "timestamp outside the tolerance";
   return undefined;

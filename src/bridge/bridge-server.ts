@@ -9,7 +9,7 @@ import { CloseCode } from "../../gen/parley/v1/frames_pb.js";
 import { NotificationService } from "../../gen/parley/v1/notifications_pb.js";
 import { RoomService } from "../../gen/parley/v1/room_service_pb.js";
 import { IdentityService } from "../../gen/parley/v1/identity_pb.js";
-import { createClient, failSpan, type Identity, logError, type Logger, parleyMetrics, telemetry, type TokenSource, tracer } from "../runtime/index.js";
+import { createClient, failSpan, type Identity, logError, type Logger, originAllowed, type OriginPolicy, parleyMetrics, telemetry, type TokenSource, tracer } from "../runtime/index.js";
 import { type FrameFormat, httpStatusForCategory, ParleyError, ROOM_ID, validationError } from "../wire/index.js";
 import { context, type Span, SpanKind, trace } from "@opentelemetry/api";
 import type { ConnectionObserver } from "./connection/deps.js";
@@ -51,6 +51,11 @@ export interface BridgeOptions {
   /** Answer deadline of one send at core before the stream is re-opened. */
   readonly sendAnswerTimeoutMs?: number;
   readonly observe?: ConnectionObserver;
+  /**
+   * Browser pages that may open a WebSocket (checked on `Origin`, before the
+   * token). Default: only pages from the bridge's own host and port.
+   */
+  readonly origins?: OriginPolicy;
   /** Extra HTTP routes (e.g. `/metrics`, the demo page), tried before 404. */
   readonly httpHandler?: (request: IncomingMessage, response: ServerResponse) => boolean;
 }
@@ -155,6 +160,7 @@ export async function startBridge(options: BridgeOptions): Promise<RunningBridge
     let accepted: { match: RouteMatch; identity: Identity; token: string; afterSeq: bigint | undefined; format: FrameFormat };
     try {
       if (!accepting) throw new ParleyError(ErrorCategory.UNAVAILABLE, "the bridge is shutting down");
+      if (!originAllowed(request.headers, options.origins ?? {})) throw foreignOrigin(request.headers.origin ?? "");
       const url = new URL(request.url ?? "/", "http://bridge");
       const match = routes.match(url.pathname);
       const token = tokenOf(request, url);
@@ -259,6 +265,11 @@ function tokenOf(request: IncomingMessage, url: URL): string {
     return bearer.slice(BEARER_PREFIX.length);
   }
   throw new ParleyError(ErrorCategory.UNAUTHENTICATED, "unauthenticated: no token (use ?token= or the bearer.<jwt> subprotocol)");
+}
+
+/** A browser page the origin policy does not allow: cross-site WebSocket hijacking stops here. */
+function foreignOrigin(origin: string): ParleyError {
+  return new ParleyError(ErrorCategory.PERMISSION_DENIED, `pages from origin ${JSON.stringify(origin.slice(0, 200))} may not open a WebSocket here (PARLEY_ALLOWED_ORIGINS)`);
 }
 
 function afterSeqOf(url: URL): bigint | undefined {

@@ -48,7 +48,8 @@ export interface CoreOptions {
   /** Notification fallback delivery; off when unset. */
   readonly webhook?: {
     readonly url: string;
-    readonly secret: string;
+    /** Several while rotating: each delivery carries one signature per secret. */
+    readonly secret: WebhookDispatcherOptions["secret"];
     readonly graceMs: number;
     /** Dispatcher tuning (tests shorten the waits). */
     readonly tuning?: Partial<Omit<WebhookDispatcherOptions, "unitOfWork" | "logger" | "url" | "secret">>;
@@ -135,6 +136,7 @@ export async function startCore(options: CoreOptions): Promise<RunningCore> {
       address: options.grpcAddress,
       services: [...modules.map((module) => module.binding), rooms.binding, createIdentityModule().binding],
       reflection: options.reflection,
+      logger,
       interceptors: [tracingInterceptor(), loggingInterceptor(logger), authInterceptor(verifier), relayGuard(), actAsGuard()],
     });
     logger.info({ grpc: grpc.address }, "core serving");

@@ -3,7 +3,8 @@ import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { NotificationService } from "../../gen/parley/v1/notifications_pb.js";
-import { createClient, type Logger, mintToken, NOTIFICATIONS_SEND_SCOPE, renewedToken, USER_ID } from "../runtime/index.js";
+import { createClient, hasLoopbackHost, type Logger, logError, mintToken, NOTIFICATIONS_SEND_SCOPE, originAllowed, renewedToken, USER_ID } from "../runtime/index.js";
+import { ErrorCategory } from "../../gen/parley/v1/errors_pb.js";
 import { ParleyError } from "../wire/index.js";
 import { buildDemo, type DemoAssets } from "./demo/build-demo.js";
 
@@ -48,6 +49,14 @@ export async function developmentHttp(options: { secret: string; coreAddress: st
       send(response, 200, "text/javascript; charset=utf-8", demo.script);
       return true;
     }
+    if (path.startsWith("/dev/")) {
+      const refusal = foreignRequest(request);
+      if (refusal !== undefined) {
+        logError(options.logger, refusal, { path, host: request.headers.host, origin: request.headers.origin, peer: request.socket.remoteAddress }, `development request refused: ${refusal.message}`);
+        send(response, 403, "application/json", JSON.stringify({ category: refusal.categoryName, message: refusal.message }));
+        return true;
+      }
+    }
     if (request.method === "POST" && (path === "/dev/token" || path === "/dev/notify")) {
       void readJson(request)
         .then(async (body) => {
@@ -88,6 +97,23 @@ export async function developmentHttp(options: { secret: string; coreAddress: st
       serviceToken.close();
     },
   };
+}
+
+/**
+ * Why a /dev/* request is refused, or undefined when it comes from the demo
+ * page or a program on this machine. A `Host` that is not a loopback name is
+ * a browser led here by a name resolving to 127.0.0.1 (DNS rebinding); an
+ * `Origin` other than the demo's own is another site's page posting here
+ * (CSRF). Either could mint tokens or send notifications for anyone.
+ */
+function foreignRequest(request: IncomingMessage): ParleyError | undefined {
+  if (!hasLoopbackHost(request.headers)) {
+    return new ParleyError(ErrorCategory.PERMISSION_DENIED, "the development endpoints answer only requests addressed to localhost, 127.0.0.1 or [::1]");
+  }
+  if (!originAllowed(request.headers, { sameOrigin: "loopback" })) {
+    return new ParleyError(ErrorCategory.PERMISSION_DENIED, "the development endpoints answer only the demo page served here, not pages of other origins");
+  }
+  return undefined;
 }
 
 function send(response: ServerResponse, status: number, type: string, body: string): void {

@@ -1,7 +1,4 @@
-import { ConfigError, type Config } from "../runtime/index.js";
-
-/** Host names that reach only this machine. */
-const LOOPBACK = /^(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|localhost|\[::1\]|::1)$/i;
+import { ConfigError, type Config, isLoopbackHost } from "../runtime/index.js";
 
 /**
  * The development mode hands out tokens to anyone (/dev/token) and runs on
@@ -19,7 +16,7 @@ export function assertDevelopmentModeAllowed(config: Config): void {
     ["PARLEY_GRPC_ADDR", config.grpcAddress],
   ] as const) {
     const host = address.slice(0, address.lastIndexOf(":"));
-    if (!LOOPBACK.test(host)) problems.push(`${name} ${address}: the development mode listens on loopback addresses only (127.0.0.1, ::1, localhost)`);
+    if (!isLoopbackHost(host)) problems.push(`${name} ${address}: the development mode listens on loopback addresses only (127.0.0.1, ::1, localhost)`);
   }
   if (problems.length > 0) throw new ConfigError(problems);
 }

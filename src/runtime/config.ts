@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import type { JSONWebKeySet } from "jose";
 import { z } from "zod";
 import { DEFAULT_MAX_TOKEN_LIFETIME_SECONDS, type HmacKey, type TokenRules } from "./auth/key-sources.js";
+import { type AllowedOrigins, parseAllowedOrigins } from "./http/request-origin.js";
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
 
@@ -51,6 +52,22 @@ const jwksUrl = z.string().refine((value) => {
 }, "must be an https:// URL (http:// only for a loopback host), e.g. https://id.example.com/realms/main/protocol/openid-connect/certs");
 
 const commaList = z.string().transform((value) => value.split(",").map((part) => part.trim()).filter((part) => part !== ""));
+// One secret, or several separated by commas while rotating: the sender
+// signs with each, so receivers holding either verify.
+const webhookSecrets = z
+  .string()
+  .transform((value) => value.split(",").map((secret) => secret.trim()))
+  .refine((secrets) => secrets.every((secret) => secret.length >= 16), "must be at least 16 characters per secret (several are separated by commas)")
+  .refine((secrets) => new Set(secrets).size === secrets.length, "lists the same secret twice");
+
+const allowedOrigins = z.string().transform((value, context): AllowedOrigins => {
+  try {
+    return parseAllowedOrigins(value);
+  } catch (error) {
+    context.addIssue({ code: "custom", message: error instanceof Error ? error.message : String(error) });
+    return z.NEVER;
+  }
+});
 
 const flag = z
   .enum(["1", "0", "true", "false", "yes", "no", ""])
@@ -77,12 +94,13 @@ const EnvSchema = z
     PARLEY_BRIDGE_TOKEN_FILE: z.string().optional(),
     PARLEY_JWT_MAX_LIFETIME_SECONDS: z.coerce.number().int().min(60).max(31 * 86_400).default(DEFAULT_MAX_TOKEN_LIFETIME_SECONDS),
     PARLEY_WEBHOOK_URL: url(["http:", "https:"], "https://hooks.example.com/parley").optional(),
-    PARLEY_WEBHOOK_SECRET: z.string().min(16, "must be at least 16 characters").optional(),
+    PARLEY_WEBHOOK_SECRET: webhookSecrets.optional(),
     PARLEY_WEBHOOK_GRACE_MS: z.coerce.number().int().min(0).max(86_400_000).default(5_000),
     PARLEY_LOG_LEVEL: z.enum(LOG_LEVELS).default("info"),
     PARLEY_DATA_DIR: z.string().min(1).default(".parley-data"),
     PARLEY_MIGRATE: flag.default(false),
     PARLEY_GRPC_REFLECTION: flag.default(true),
+    PARLEY_ALLOWED_ORIGINS: allowedOrigins.optional(),
     PARLEY_ENV: z.string().optional(),
     NODE_ENV: z.string().optional(),
     PARLEY_IMPLICIT_ROOMS: flag.default(false),
@@ -125,8 +143,8 @@ export interface Config {
   readonly bridgeToken: { readonly token: string } | { readonly file: string } | undefined;
   /** PARLEY_JWT_SECRET: one kid-less HS256 key, also part of `tokens`. */
   readonly jwtSecret: string | undefined;
-  /** Fallback delivery of notifications nobody received live. */
-  readonly webhook: { readonly url: string; readonly secret: string; readonly graceMs: number } | undefined;
+  /** Fallback delivery of notifications nobody received live; one signature per secret. */
+  readonly webhook: { readonly url: string; readonly secret: readonly string[]; readonly graceMs: number } | undefined;
   readonly logLevel: LogLevel;
   /** Directory of the embedded database. */
   readonly dataDir: string;
@@ -136,6 +154,8 @@ export interface Config {
   readonly implicitRooms: boolean;
   /** Core serves gRPC server reflection (PARLEY_GRPC_REFLECTION, default on). */
   readonly grpcReflection: boolean;
+  /** Browser origins that may open WebSockets (PARLEY_ALLOWED_ORIGINS); undefined: the bridge's own origin only. */
+  readonly allowedOrigins: AllowedOrigins | undefined;
   /** `PARLEY_ENV` or `NODE_ENV` is `production`: the development mode refuses to start. */
   readonly productionMarked: boolean;
 }
@@ -179,6 +199,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
     migrateOnStart: e.PARLEY_MIGRATE,
     implicitRooms: e.PARLEY_IMPLICIT_ROOMS,
     grpcReflection: e.PARLEY_GRPC_REFLECTION,
+    allowedOrigins: e.PARLEY_ALLOWED_ORIGINS,
     productionMarked: e.PARLEY_ENV === "production" || e.NODE_ENV === "production",
   };
 }

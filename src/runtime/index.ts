@@ -34,13 +34,15 @@ export { OrderedRelease } from "./streams/ordered-release.js";
 export type { ReleaseSlot } from "./streams/ordered-release.js";
 export { atEndOfTurn } from "./streams/end-of-turn.js";
 
-// Telemetry, logs, configuration.
+// Telemetry, logs, configuration, the browser-facing checks of HTTP requests.
 export { telemetry } from "./telemetry/setup.js";
 export { serveMetrics } from "./telemetry/metrics-server.js";
 export { parleyMetrics } from "./telemetry/metrics.js";
 export { originOf, rememberOrigin } from "./telemetry/origins.js";
 export { contextFromTraceparent, currentTraceId, failSpan, inSpan, linkTo, recordRetry, setAttributesIfRecording, traceDelivery, traceparentOfSpan, tracer } from "./telemetry/tracing.js";
 export { createLogger, logError } from "./logger.js";
+export { hasLoopbackHost, isLoopbackHost, originAllowed } from "./http/request-origin.js";
+export type { OriginPolicy } from "./http/request-origin.js";
 export type { LogContext, Logger } from "./logger.js";
 export { ConfigError, loadConfig, requireTokenRules } from "./config.js";
 export { hmacRules, type TokenRules } from "./auth/key-sources.js";

@@ -271,6 +271,71 @@ describe("upgrade refusals (before any WebSocket opens)", () => {
   });
 });
 
+describe("browser origins at the upgrade", () => {
+  it("refuses a foreign page with 403 PERMISSION_DENIED even with a valid token, before any connection or subscription exists", async () => {
+    const fresh = await bridge();
+    const token = await mintToken(TEST_JWT_SECRET, "hijacked");
+    for (const [path, origin] of [
+      ["/ws/chat/origin-room", "https://evil.example"],
+      ["/ws/notifications", `http://evil.example:${fresh.port}`],
+      ["/ws", "null"],
+    ] as const) {
+      const refusal = await WsTestClient.refusal(base(fresh), path, { token, origin });
+      expect(refusal.status).toBe(403);
+      expect(refusal.body).toMatchObject({ category: "PERMISSION_DENIED", message: expect.stringMatching(/may not open a WebSocket here \(PARLEY_ALLOWED_ORIGINS\)/) as unknown });
+    }
+    expect(fresh.connections.size).toBe(0);
+    expect(fresh.roomFeeds.roomCount).toBe(0);
+    expect(bridgeLogs.find({ category: "PERMISSION_DENIED", path: "/ws/chat/origin-room" })).not.toHaveLength(0);
+    await stopBridge(fresh);
+  });
+
+  it("by default accepts a page of the bridge's own host and port, and a program that sends no Origin", async () => {
+    const own = await connect("/ws/chat/origin-room", "own-page", { origin: `http://${main.address}` });
+    expect(own.received[0]?.frame.kind.case).toBe("welcome");
+    // Behind a TLS-terminating proxy the page is https while the bridge sees http.
+    const proxied = await connect("/ws/notifications", "proxied-page", { origin: `https://${main.address}` });
+    expect(proxied.received[0]?.frame.kind.case).toBe("welcome");
+    const program = await connect("/ws/notifications", "a-service");
+    expect(program.received[0]?.frame.kind.case).toBe("welcome");
+    // Another port of the same host is another origin.
+    const refusal = await WsTestClient.refusal(base(main), "/ws", { token: await mintToken(TEST_JWT_SECRET, "other-port"), origin: `http://127.0.0.1:${main.port + 1}` });
+    expect(refusal.status).toBe(403);
+  });
+
+  it("with an allow-list accepts exactly the listed origins (the bridge's own included only when listed); `*` accepts any", async () => {
+    const listed = await bridge({}, { origins: { allowed: ["https://app.example.com", "http://localhost:3000"] } });
+    const token = await mintToken(TEST_JWT_SECRET, "listed-user");
+    for (const origin of ["https://app.example.com", "https://APP.example.com", "http://localhost:3000"]) {
+      const client = await connect("/ws", "listed-user", { on: listed, origin });
+      expect(client.received[0]?.frame.kind.case, origin).toBe("welcome");
+    }
+    for (const origin of ["https://app.example.com.evil.example", "http://app.example.com", "https://app.example.com:8443", `http://${listed.address}`, "null"]) {
+      expect((await WsTestClient.refusal(base(listed), "/ws", { token, origin })).status, origin).toBe(403);
+    }
+    await stopBridge(listed);
+
+    const open = await bridge({}, { origins: { allowed: "*" } });
+    for (const origin of ["https://anywhere.example", "null"]) {
+      const client = await connect("/ws", "anyone", { on: open, origin });
+      expect(client.received[0]?.frame.kind.case, origin).toBe("welcome");
+    }
+    await stopBridge(open);
+  });
+
+  it("the development mode's own page counts only under a loopback Host: a DNS-rebound name is refused", async () => {
+    const dev = await bridge({}, { origins: { sameOrigin: "loopback" } });
+    const ownPage = `http://localhost:${dev.port}`;
+    const client = await connect("/ws", "demo-user", { on: dev, origin: ownPage, host: `localhost:${dev.port}` });
+    expect(client.received[0]?.frame.kind.case).toBe("welcome");
+    const token = await mintToken(TEST_JWT_SECRET, "demo-user");
+    const rebound = await WsTestClient.refusal(base(dev), "/ws/chat/dev-room", { token, origin: `http://rebound.example:${dev.port}`, host: `rebound.example:${dev.port}` });
+    expect(rebound).toMatchObject({ status: 403, body: { category: "PERMISSION_DENIED" } });
+    expect(dev.roomFeeds.roomCount).toBe(0);
+    await stopBridge(dev);
+  });
+});
+
 describe("connection start and identity", () => {
   it("welcome comes first, with the limits; the sender of stored messages is the token's sub", async () => {
     const client = await connect("/ws/chat/identity", "alice");
@@ -855,6 +920,30 @@ describe("notifications on /ws/notifications", () => {
     const replayed = notificationsOf(explicit);
     expect(replayed.map((n) => n.seq)).toEqual(range(1, 4));
     expect(replayed[0]?.readAt).toBeDefined();
+  });
+});
+
+describe("ack_notifications with an id that is not the user's", () => {
+  it("answers the same for another user's notification and for an id that does not exist, and marks nothing", async () => {
+    const service = await core.notifications("probe-billing", { sender: true });
+    const victim = (await service.sendNotification({ recipients: ["ws-probed"], kind: "k", title: "private", idempotencyKey: "ws-probe-1" })).notifications[0]?.id ?? "";
+    await service.sendNotification({ recipients: ["ws-prober"], kind: "k", title: "own", idempotencyKey: "ws-probe-2" });
+    const inbox = await connect("/ws/notifications", "ws-prober");
+    const texts: unknown[] = [];
+    for (const [index, id] of [victim, "7d3f0b9e-5c1a-4e2b-9f80-0123456789ab"].entries()) {
+      const requestId = `probe-${index}`;
+      const error = errorOf(await inbox.request({ requestId, request: { case: "ackNotifications", value: { upToSeq: 10n, ids: [id] } } }));
+      expect(error).toMatchObject({ category: ErrorCategory.PERMISSION_DENIED, field: "ack_notifications.ids[0]", message: "ack_notifications.ids[0]: not a notification of your inbox", retryable: false });
+      // The whole frame as the browser reads it, but for what differs by nature.
+      const text = inbox.received.find((r) => r.frame.requestId === requestId)?.text ?? "{}";
+      const frame = JSON.parse(text) as { requestId?: string; error?: { traceId?: string } };
+      delete frame.requestId;
+      delete frame.error?.traceId;
+      texts.push(frame);
+    }
+    expect(texts[0]).toEqual(texts[1]);
+    expect(inbox.isOpen).toBe(true);
+    expect(await storedCount("select count(*) as n from notifications where recipient_id in ('ws-probed', 'ws-prober') and read_at is not null", [])).toBe(0);
   });
 });
 

@@ -1,5 +1,6 @@
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
+import { spawn } from "node:child_process";
 import { join } from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -203,6 +204,36 @@ describe("embedded PostgreSQL (PGlite, one backend session)", () => {
     const repeat = await (await chat(running.address, USERS[0])).sendMessage({ room: "room-0", body: "m0", clientMsgId: "burst-0" });
     expect(repeat.duplicate).toBe(true);
     expect(repeat.message?.seq).toBe(history.get("room-0")?.find((message) => message.body === "m0")?.seq);
+  }, 60_000);
+
+  it("serves a private unix socket: a second process on the same directory is refused while it answers, a stale socket is replaced", async () => {
+    const directory = mkdtempSync(join(tmpdir(), "parley-embedded-socket-"));
+    const first = await startEmbeddedDatabase(directory, logs.logger);
+    try {
+      expect(first.socketPath).toBe(join(directory, "run", ".s.PGSQL.5432"));
+      expect(new URL(first.url).port).toBe("5432");
+      expect(decodeURIComponent(new URL(first.url).hostname)).toBe(join(directory, "run"));
+      await expect(startEmbeddedDatabase(directory, logs.logger)).rejects.toThrow(/is in use by another process/);
+    } finally {
+      await first.stop();
+    }
+    // A killed process leaves its socket file behind, with nothing answering on it.
+    const doomed = spawn(process.execPath, ["-e", `require("node:net").createServer().listen(${JSON.stringify(first.socketPath)}, () => console.log("up"))`], { stdio: ["ignore", "pipe", "inherit"] });
+    await new Promise((resolve) => doomed.stdout.once("data", resolve));
+    const killed = new Promise((resolve) => doomed.once("exit", resolve));
+    doomed.kill("SIGKILL");
+    await killed;
+    expect(existsSync(first.socketPath)).toBe(true);
+    const again = await startEmbeddedDatabase(directory, logs.logger);
+    try {
+      const client = new pg.Client({ connectionString: again.url });
+      await client.connect();
+      expect((await client.query<{ one: number }>("select 1 as one")).rows[0]?.one).toBe(1);
+      await client.end();
+    } finally {
+      await again.stop();
+      rmSync(directory, { recursive: true, force: true });
+    }
   }, 60_000);
 
   it("the driver's connections (embedded.poolSize) keep their statements apart: transactions and plain queries at once all succeed", async () => {

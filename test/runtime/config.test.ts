@@ -45,7 +45,7 @@ describe("config", () => {
       PARLEY_IMPLICIT_ROOMS: "1",
     });
     expect(config.coreAddress).toBe("core.internal:50051");
-    expect(config.webhook).toEqual({ url: "https://hooks.example.com/p", secret: "s".repeat(16), graceMs: 5000 });
+    expect(config.webhook).toEqual({ url: "https://hooks.example.com/p", secret: ["s".repeat(16)], graceMs: 5000 });
     expect(config.migrateOnStart).toBe(true);
     expect(config.implicitRooms).toBe(true);
     expect(requireTokenRules(config).hmacKeys).toEqual([{ secret: "x".repeat(32) }]);
@@ -66,6 +66,34 @@ describe("config", () => {
     }
     expect(text).toMatch(/PARLEY_GRPC_ADDR must be host:port/);
     expect(text).toMatch(/PARLEY_WEBHOOK_SECRET is required when PARLEY_WEBHOOK_URL is set/);
+  });
+
+  it("reads PARLEY_WEBHOOK_SECRET as a comma-separated list for rotation, each secret at least 16 characters", () => {
+    const base = { PARLEY_WEBHOOK_URL: "https://hooks.example.com/p" };
+    const rotating = loadConfig({ ...base, PARLEY_WEBHOOK_SECRET: `${"o".repeat(16)}, ${"n".repeat(20)}` });
+    expect(rotating.webhook?.secret).toEqual(["o".repeat(16), "n".repeat(20)]);
+    for (const bad of [`${"o".repeat(16)},short`, `${"o".repeat(16)},`, `${"o".repeat(16)},${"o".repeat(16)}`]) {
+      const found = problems({ ...base, PARLEY_WEBHOOK_SECRET: bad }).join("\n");
+      expect(found).toMatch(/^PARLEY_WEBHOOK_SECRET (must be at least 16 characters per secret|lists the same secret twice)/m);
+      // The refusal never echoes a secret.
+      expect(found).not.toContain("o".repeat(16));
+    }
+  });
+
+  it("reads PARLEY_ALLOWED_ORIGINS as exact origins or `*` alone, naming a bad entry", () => {
+    expect(loadConfig({}).allowedOrigins).toBeUndefined();
+    expect(loadConfig({ PARLEY_ALLOWED_ORIGINS: "https://App.example.com, http://localhost:3000" }).allowedOrigins).toEqual(["https://app.example.com", "http://localhost:3000"]);
+    expect(loadConfig({ PARLEY_ALLOWED_ORIGINS: "*" }).allowedOrigins).toBe("*");
+    for (const [bad, expected] of [
+      ["https://app.example.com/", /"https:\/\/app\.example\.com\/" is not an origin/],
+      ["app.example.com", /"app\.example\.com" is not an origin/],
+      ["https://app.example.com:443", /no default port/],
+      ["ftp://files.example.com", /is not an origin/],
+      ["*,https://app.example.com", /must stand alone/],
+      [" , ", /lists no origin/],
+    ] as const) {
+      expect(problems({ PARLEY_ALLOWED_ORIGINS: bad }).join("\n"), bad).toMatch(new RegExp(`^PARLEY_ALLOWED_ORIGINS .*${expected.source}`, "m"));
+    }
   });
 
   it("treats empty variables as unset, but an empty DATABASE_URL is an error, not the development mode", () => {

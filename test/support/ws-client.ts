@@ -25,6 +25,10 @@ export interface ConnectOptions {
   readonly protocols?: readonly string[];
   /** More query parameters (`after_seq`, `format`). */
   readonly query?: Readonly<Record<string, string>>;
+  /** Sent as the `Origin` header, as a browser page at that origin would. */
+  readonly origin?: string;
+  /** Sent as the `Host` header in place of the URL's (a DNS-rebound name). */
+  readonly host?: string;
   /** ws answers server pings itself unless this is false. */
   readonly autoPong?: boolean;
   readonly timeoutMs?: number;
@@ -45,6 +49,14 @@ function urlFor(base: string, path: string, options: ConnectOptions): string {
   if (options.token !== undefined) url.searchParams.set("token", options.token);
   for (const [key, value] of Object.entries(options.query ?? {})) url.searchParams.set(key, value);
   return url.toString();
+}
+
+function socketOptions(options: ConnectOptions): { origin?: string; headers?: Record<string, string>; handshakeTimeout: number } {
+  return {
+    ...(options.origin === undefined ? {} : { origin: options.origin }),
+    ...(options.host === undefined ? {} : { headers: { host: options.host } }),
+    handshakeTimeout: options.timeoutMs ?? DEFAULT_WAIT_MS,
+  };
 }
 
 function protocolsFor(options: ConnectOptions): string[] {
@@ -87,8 +99,8 @@ export class WsTestClient {
   /** Opens a connection to `path` on the bridge at `base` (`http://host:port`); rejects when the upgrade is refused. */
   static connect(base: string, path: string, options: ConnectOptions = {}): Promise<WsTestClient> {
     const socket = new WebSocket(urlFor(base, path, options).replace(/^http/, "ws"), protocolsFor(options), {
+      ...socketOptions(options),
       autoPong: options.autoPong ?? true,
-      handshakeTimeout: options.timeoutMs ?? DEFAULT_WAIT_MS,
     });
     const client = new WsTestClient(socket);
     return new Promise((resolve, reject) => {
@@ -106,9 +118,7 @@ export class WsTestClient {
 
   /** Attempts an upgrade that must be refused; resolves with its status and JSON body. */
   static refusal(base: string, path: string, options: ConnectOptions = {}): Promise<Refusal> {
-    const socket = new WebSocket(urlFor(base, path, options).replace(/^http/, "ws"), protocolsFor(options), {
-      handshakeTimeout: options.timeoutMs ?? DEFAULT_WAIT_MS,
-    });
+    const socket = new WebSocket(urlFor(base, path, options).replace(/^http/, "ws"), protocolsFor(options), socketOptions(options));
     return new Promise((resolve, reject) => {
       socket.on("error", () => undefined);
       socket.once("open", () => {

@@ -480,8 +480,9 @@ export const NotificationService: GenService<{
   /**
    * AckNotifications marks notifications of the caller's inbox as read, up to
    * a seq and/or by id, and returns the unread count.
-   * Errors: VALIDATION, PERMISSION_DENIED (an id from another user's inbox, or
-   * another user's inbox), PERSISTENCE, UNAVAILABLE.
+   * Errors: VALIDATION, PERMISSION_DENIED (an id that is not in the caller's
+   * inbox: another user's and one that does not exist get the same answer, and
+   * nothing is marked), PERSISTENCE, UNAVAILABLE.
    *
    * @generated from rpc parley.v1.NotificationService.AckNotifications
    */

@@ -2,7 +2,7 @@ import { ListDirection } from "../../../gen/parley/v1/common_pb.js";
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
 import type { Notification, NotificationService } from "../../../gen/parley/v1/notifications_pb.js";
 import { CALLER, follow, type Identity, logError, type Logger, NOTIFICATIONS_SEND_SCOPE, originOf, type ServiceHandlers, traceDelivery } from "../../runtime/index.js";
-import { checkPageSize, checkSeq, ParleyError, validationError } from "../../wire/index.js";
+import { checkPageSize, checkSeq, ParleyError } from "../../wire/index.js";
 import type { GroupCommitter } from "../store/group-commit.js";
 import type { UnitOfWork } from "../store/unit-of-work.js";
 import type { TopicFanout } from "../store/topic-fanout.js";
@@ -40,6 +40,15 @@ const notificationAccess = {
     return caller.user;
   },
 };
+
+/**
+ * An id the caller may not acknowledge. One answer whether the id does not
+ * exist or is in someone else's inbox, as for rooms: a different answer
+ * would let anyone probe which notification ids exist.
+ */
+function notInInbox(field: string): ParleyError {
+  return new ParleyError(ErrorCategory.PERMISSION_DENIED, `${field}: not a notification of your inbox`, { field });
+}
 
 /** parley.v1.NotificationService: transport-free rules, bound to gRPC by the caller. */
 export function notificationServiceHandlers(deps: NotificationServiceDeps): ServiceHandlers<typeof NotificationService> {
@@ -82,14 +91,9 @@ export function notificationServiceHandlers(deps: NotificationServiceDeps): Serv
       const ids = checkNotificationIds(request.ids);
       return unitOfWork.transaction({ label: "notifications.ack", context: { user: caller.user } }, async (em) => {
         if (ids.length > 0) {
-          const owners = await store.owners(em, ids);
-          ids.forEach((id, index) => {
-            const owner = owners.get(id);
-            if (owner === undefined) throw validationError(`ids[${index}]`, "no such notification");
-            if (owner !== caller.user) {
-              throw new ParleyError(ErrorCategory.PERMISSION_DENIED, `ids[${index}] is in another user's inbox`, { field: `ids[${index}]` });
-            }
-          });
+          const mine = await store.inInbox(em, caller.user, ids);
+          const missing = ids.findIndex((id) => !mine.has(id));
+          if (missing >= 0) throw notInInbox(`ids[${missing}]`);
         }
         const ackedCount = await store.acknowledge(em, caller.user, upToSeq, ids);
         const { unreadCount } = await store.counts(em, caller.user);

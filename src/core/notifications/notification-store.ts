@@ -202,13 +202,17 @@ export class NotificationStore {
     return { headSeq: BigInt(row?.head_seq ?? "0"), unreadCount: BigInt(row?.unread ?? "0") };
   }
 
-  /** Owners of the given notification ids (ids that do not exist are absent). */
-  async owners(em: EntityManager, ids: readonly string[]): Promise<Map<string, string>> {
-    const rows = await em.execute<{ id: string; recipient_id: string }[]>(
-      `select id, recipient_id from notifications where id in (select jsonb_array_elements_text(?::jsonb)::uuid)`,
-      [JSON.stringify(ids)],
+  /**
+   * Which of `ids` are in `user`'s inbox. Another user's notification and an
+   * id that does not exist are both simply absent: the caller cannot tell
+   * them apart, from the answer or from the work done.
+   */
+  async inInbox(em: EntityManager, user: string, ids: readonly string[]): Promise<Set<string>> {
+    const rows = await em.execute<{ id: string }[]>(
+      `select id from notifications where recipient_id = ? and id in (select jsonb_array_elements_text(?::jsonb)::uuid)`,
+      [user, JSON.stringify(ids)],
     );
-    return new Map(rows.map((row) => [row.id, row.recipient_id]));
+    return new Set(rows.map((row) => row.id));
   }
 
   /**

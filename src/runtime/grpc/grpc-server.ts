@@ -1,8 +1,11 @@
 import { Server, ServerCredentials, type ServerCredentials as Credentials } from "@grpc/grpc-js";
 import { Health, HealthRegistry, ServingStatus } from "./health.js";
+import { oversizeAsValidation } from "./message-size.js";
 import { addReflection } from "./reflection.js";
 import { implement, type ImplementOptions, type ServiceHandlers } from "./server.js";
 import type { AnyService } from "./types.js";
+import { type Logger, logError } from "../logger.js";
+import { parleyMetrics } from "../telemetry/metrics.js";
 
 /** A service and its handlers, ready to be served. */
 export interface ServiceBinding {
@@ -20,8 +23,10 @@ export interface GrpcServerOptions extends ImplementOptions {
   readonly address: string;
   readonly services: readonly ServiceBinding[];
   readonly credentials?: Credentials;
-  /** Largest request message accepted, in bytes. */
+  /** Largest request message accepted, in bytes (default 4 MiB); a larger one is VALIDATION. */
   readonly maxReceiveMessageBytes?: number;
+  /** Where refusals made before any handler runs (an over-limit message) are logged. */
+  readonly logger?: Logger;
   /** Serve gRPC server reflection (default true); health is served either way. */
   readonly reflection?: boolean;
 }
@@ -44,6 +49,12 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
   const server = new Server({
     "grpc.max_receive_message_length": options.maxReceiveMessageBytes ?? 4 * 1024 * 1024,
     "grpc.keepalive_permit_without_calls": 1,
+    interceptors: [
+      oversizeAsValidation((error, path) => {
+        if (options.logger !== undefined) logError(options.logger, error, { rpc: path });
+        parleyMetrics().errors.add(1, { category: error.categoryName, component: "core" });
+      }),
+    ],
   });
   const health = new HealthRegistry();
   for (const { service, handlers } of options.services) {

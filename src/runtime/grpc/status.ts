@@ -135,21 +135,34 @@ export function fromGrpcError(error: unknown): ParleyError {
   if (typeof like.code !== "number") return ParleyError.from(error);
   const detailed = like.metadata instanceof Metadata ? detailFromMetadata(like.metadata, error) : undefined;
   if (detailed) return detailed;
+  const code = asStatus(like.code);
   const message = typeof like.details === "string" && like.details !== "" ? like.details : String(like.message);
-  return new ParleyError(categoryForBareStatus(asStatus(like.code), message), message, { cause: error });
+  return oversizeError(code, message, error) ?? new ParleyError(categoryForGrpcCode(code), message, { cause: error });
 }
+
+// grpc-js words its own size refusals this way (stream decoder, compression
+// filter); the numbers are what a caller needs to fix the message.
+const LARGER_THAN_MAX = /message larger than max \((\d+) vs\.? (\d+)\)/i;
+const LARGER_THAN_LIMIT = /(?:decompresses to|send message with) a size larger than (\d+)/i;
 
 /**
  * grpc-js refuses a message over a size limit (the server's receive limit,
  * or either side's send limit) with RESOURCE_EXHAUSTED and no details:
- * that is the caller's message being too big, VALIDATION and not worth
- * resending, where parley's own RATE_LIMITED always carries its detail.
+ * that is the caller's message being too big, VALIDATION naming the sizes
+ * and not worth resending, where parley's own RATE_LIMITED always carries
+ * its detail. Undefined for any other status.
  */
-const MESSAGE_TOO_LARGE = /message larger than max/i;
+export function oversizeError(code: Status, message: string, cause: unknown = new Error(message)): ParleyError | undefined {
+  if (code !== Status.RESOURCE_EXHAUSTED) return undefined;
+  const sizes = LARGER_THAN_MAX.exec(message);
+  if (sizes !== null) return tooLarge(`message of ${sizes[1]} bytes exceeds the limit of ${sizes[2]} bytes`, cause);
+  const limit = LARGER_THAN_LIMIT.exec(message);
+  if (limit !== null) return tooLarge(`message exceeds the limit of ${limit[1]} bytes`, cause);
+  return undefined;
+}
 
-function categoryForBareStatus(code: Status, message: string): ErrorCategory {
-  if (code === Status.RESOURCE_EXHAUSTED && MESSAGE_TOO_LARGE.test(message)) return ErrorCategory.VALIDATION;
-  return categoryForGrpcCode(code);
+function tooLarge(message: string, cause: unknown): ParleyError {
+  return new ParleyError(ErrorCategory.VALIDATION, message, { retryable: false, cause });
 }
 
 const STATUS_BY_NUMBER = new Map<number, Status>(

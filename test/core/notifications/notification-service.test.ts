@@ -143,6 +143,36 @@ describe("inbox", () => {
   });
 });
 
+describe("AckNotifications with an id that is not the caller's", () => {
+  it("answers the same for another user's notification and for an id that does not exist, and marks nothing", async () => {
+    const service = await core.notifications("probe-service", { sender: true });
+    const prober = await core.notifications("prober");
+    const victim = (await service.sendNotification(notice("probe-victim", ["probed"]))).notifications[0]?.id ?? "";
+    await service.sendNotification(notice("probe-own", ["prober"]));
+    const nowhere = "7d3f0b9e-5c1a-4e2b-9f80-0123456789ab";
+
+    // up_to_seq too: a refused call must not mark the prober's own inbox either.
+    const answers = [];
+    for (const id of [victim, nowhere]) {
+      const error = await rejection(prober.ackNotifications({ upToSeq: 10n, ids: [id] }));
+      const wire = error.cause as { code: number; details: string };
+      answers.push({ category: error.category, message: error.message, field: error.field, retryable: error.retryable, retryAfterMs: error.retryAfterMs, code: wire.code, details: wire.details });
+    }
+    expect(answers[0]).toEqual(answers[1]);
+    expect(answers[0]).toMatchObject({ code: 7, details: "ids[0]: not a notification of your inbox", category: ErrorCategory.PERMISSION_DENIED, field: "ids[0]", message: "ids[0]: not a notification of your inbox", retryable: false });
+    // Its position in the list, not its owner, is what the answer names.
+    const second = await rejection(prober.ackNotifications({ ids: [nowhere, victim] }));
+    expect(second.message).toBe("ids[0]: not a notification of your inbox");
+
+    const unread = await db.sql<{ recipient_id: string; read: boolean; status: string }>(
+      `select n.recipient_id, n.read_at is not null as read, d.status from notifications n join webhook_deliveries d on d.notification_id = n.id
+        where n.recipient_id in ('probed', 'prober')`,
+    );
+    expect(unread).toHaveLength(2);
+    expect(unread.every((row) => !row.read && row.status === "pending")).toBe(true);
+  });
+});
+
 describe("Subscribe", () => {
   it("a subscriber that drops after seq k and resumes gets k+1..N exactly", async () => {
     const service = await core.notifications("resume-service", { sender: true });

@@ -478,7 +478,8 @@ describe("webhook dispatch across instances and restarts", () => {
 describe("docs/examples/verify-webhook.mjs", () => {
   it("answers 204 to a real delivery and prints the notification, and 401 to a forged signature", async () => {
     const child: ChildProcess = spawn(process.execPath, ["docs/examples/verify-webhook.mjs"], {
-      env: { ...process.env, PORT: "0", PARLEY_WEBHOOK_SECRET: SECRET },
+      // A receiver mid-rotation: its new secret first, the one parley signs with second.
+      env: { ...process.env, PORT: "0", PARLEY_WEBHOOK_SECRET: `receivers-next-secret-0042,${SECRET}` },
       stdio: ["ignore", "pipe", "pipe"],
     });
     cleanups.push(async () => {

@@ -1,4 +1,6 @@
+import { execFile } from "node:child_process";
 import { createServer, type IncomingMessage, type Server } from "node:http";
+import { promisify } from "node:util";
 import { fromJsonString } from "@bufbuild/protobuf";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { NotificationService, WebhookDeliverySchema } from "../../../gen/parley/v1/notifications_pb.js";
@@ -7,7 +9,7 @@ import { verifyWebhookSignature } from "../../../src/core/notifications/webhook-
 import { createClient } from "../../../src/runtime/grpc/client.js";
 import { TEST_JWT_SECRET } from "../../support/core.js";
 import { createTestDatabase, type TestDatabase } from "../../support/database.js";
-import { spawnCore } from "../../support/processes.js";
+import { spawnCore, withoutUnset } from "../../support/processes.js";
 
 const WEBHOOK_SECRET = "webhook-secret-for-tests";
 
@@ -130,6 +132,69 @@ describe("notification webhooks through a real core process", () => {
       await second.process.stop();
     }
   }, 60_000);
+});
+
+describe("rotating the webhook secret", () => {
+  it("signs each delivery once per configured secret, so receivers holding either the old or the new secret verify it", async () => {
+    const OLD = "old-webhook-secret-0001";
+    const NEW = "new-webhook-secret-0002";
+    const seen: { header: string; body: string }[] = [];
+    const rotating = createServer((request, response) => {
+      void readBody(request).then((body) => {
+        seen.push({ header: String(request.headers["parley-signature"]), body });
+        response.writeHead(204).end();
+      });
+    });
+    await new Promise<void>((resolve) => rotating.listen(0, "127.0.0.1", () => { resolve(); }));
+    const address = rotating.address();
+    const url = `http://127.0.0.1:${typeof address === "object" && address !== null ? address.port : 0}/hooks`;
+    const core = await spawnCore({
+      DATABASE_URL: db.url,
+      PARLEY_JWT_SECRET: TEST_JWT_SECRET,
+      PARLEY_MIGRATE: "1",
+      PARLEY_WEBHOOK_URL: url,
+      PARLEY_WEBHOOK_SECRET: `${OLD},${NEW}`,
+      PARLEY_WEBHOOK_GRACE_MS: "0",
+    });
+    try {
+      const token = await mintToken(TEST_JWT_SECRET, "rotation", { scopes: [NOTIFICATIONS_SEND_SCOPE] });
+      const client = createClient(NotificationService, core.address, { headers: () => ({ authorization: `Bearer ${token}` }) });
+      await client.sendNotification({ recipients: ["rotated-user"], kind: "alert", title: "rotation", idempotencyKey: "rotation-1" });
+      client.close();
+      await until(() => seen.length > 0);
+      const [delivery] = seen;
+      if (delivery === undefined) throw new Error("no delivery arrived");
+      expect(delivery.header).toMatch(/^t=\d+,v1=[0-9a-f]{64},v1=[0-9a-f]{64}$/);
+      // A receiver on the old secret, one on the new, one on both: all accept.
+      for (const secrets of [OLD, NEW, [OLD, NEW]]) {
+        expect(verifyWebhookSignature(secrets, delivery.header, delivery.body)).toMatchObject({ ok: true });
+      }
+      expect(verifyWebhookSignature("some-other-secret-0003", delivery.header, delivery.body)).toEqual({ ok: false, reason: "mismatch" });
+    } finally {
+      await core.process.stop();
+      await new Promise((resolve) => rotating.close(resolve));
+    }
+  });
+
+  it("refuses to start with a short secret in the list, naming the variable and not the secret", async () => {
+    const failure = await promisify(execFile)(process.execPath, ["bin/parley.js", "core"], {
+      env: withoutUnset({
+        ...process.env,
+        DATABASE_URL: db.url,
+        PARLEY_JWT_SECRET: TEST_JWT_SECRET,
+        PARLEY_GRPC_ADDR: "127.0.0.1:0",
+        PARLEY_WEBHOOK_URL: "http://127.0.0.1:9/hooks",
+        PARLEY_WEBHOOK_SECRET: "old-webhook-secret-0001,tooshort",
+      }),
+      timeout: 30_000,
+    }).then(
+      () => undefined,
+      (error: unknown) => error as { code: number; stderr: string; stdout: string },
+    );
+    expect(failure?.code).toBe(2);
+    expect(failure?.stderr).toMatch(/PARLEY_WEBHOOK_SECRET must be at least 16 characters per secret/);
+    expect(`${failure?.stderr ?? ""}${failure?.stdout ?? ""}`).not.toContain("tooshort");
+  });
 });
 
 describe("parley core as its own process", () => {
