@@ -51,7 +51,7 @@ interface PendingRequest {
 
 const RECONNECT: BackoffPolicy = { initialMs: 250, maxMs: 10_000, multiplier: 1.6 };
 
-/** A token is refreshed this long before it expires, at most (a fifth of its remaining life when shorter). */
+/** A token is refreshed this long before it expires, at most (a third of its remaining life when shorter). */
 const REFRESH_LEAD_MS = 60_000;
 /** A refresh that failed is tried again this much later, while the token lasts. */
 const REFRESH_RETRY_MS = 5_000;
@@ -452,7 +452,7 @@ export class ParleyClient implements FrameChannel {
     if (expiresAt === undefined || typeof this.#options.token === "string") return;
     const expiresAtMs = Number(expiresAt.seconds) * 1000 + expiresAt.nanos / 1e6;
     const remaining = expiresAtMs - Date.now();
-    this.#refreshIn(Math.max(0, remaining - Math.min(REFRESH_LEAD_MS, remaining / 5)), expiresAtMs);
+    this.#refreshIn(Math.max(0, remaining - Math.min(REFRESH_LEAD_MS, remaining / 3)), expiresAtMs);
   }
 
   #refreshIn(delayMs: number, expiresAtMs: number): void {

@@ -663,7 +663,7 @@ describe.each(["json", "binary"] as const)("ParleyClient (%s frames)", (format) 
     let calls = 0;
     const token = async (): Promise<string> => {
       calls++;
-      return mintToken(TEST_JWT_SECRET, user, { expiresInSeconds: calls === 1 ? 2 : 60 });
+      return mintToken(TEST_JWT_SECRET, user, { expiresInSeconds: calls === 1 ? 4 : 60 });
     };
     const client = await newClient(user, format, stable.url, { token });
     const record = recordStates(client);
@@ -671,9 +671,9 @@ describe.each(["json", "binary"] as const)("ParleyClient (%s frames)", (format) 
     const writer = await core.chat(nextName("grpc-writer"));
     await writer.sendMessage({ room, body: "one", clientMsgId: "one" });
 
-    await waitUntil(() => calls === 2, "the token function asked again before the expiry", 4_000);
+    await waitUntil(() => calls === 2, "the token function asked again before the expiry", 5_000);
     // Past the first token's expiry and core's clock tolerance: only the new token can be carrying the sends now.
-    await new Promise((resolve) => setTimeout(resolve, 7_500));
+    await new Promise((resolve) => setTimeout(resolve, 8_000));
     expect(record.states).toEqual(["connected"]);
     const mine = await within(client.send(room, "after the refresh", "after-refresh"), "send after the refresh");
     expect(mine.sender).toBe(user);
