@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { readTlsSettings, type TlsSettings } from "./tls/tls-settings.js";
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
 
@@ -39,6 +40,17 @@ const EnvSchema = z
     PARLEY_ENV: z.string().optional(),
     NODE_ENV: z.string().optional(),
     PARLEY_IMPLICIT_ROOMS: flag.default(false),
+    // Transport security: PEM file paths, read and checked by readTlsSettings.
+    PARLEY_HTTP_TLS_CERT: z.string().optional(),
+    PARLEY_HTTP_TLS_KEY: z.string().optional(),
+    PARLEY_GRPC_TLS_CERT: z.string().optional(),
+    PARLEY_GRPC_TLS_KEY: z.string().optional(),
+    PARLEY_GRPC_TLS_CLIENT_CA: z.string().optional(),
+    PARLEY_CORE_TLS_CA: z.string().optional(),
+    PARLEY_CORE_TLS_CERT: z.string().optional(),
+    PARLEY_CORE_TLS_KEY: z.string().optional(),
+    PARLEY_CORE_TLS_SERVER_NAME: z.string().optional(),
+    PARLEY_TLS_WATCH_MS: z.coerce.number().int().min(0).max(86_400_000).default(30_000),
   });
 
 /** Rules across variables, checked even when single variables are bad too. */
@@ -84,6 +96,11 @@ export interface Config {
   readonly grpcReflection: boolean;
   /** `PARLEY_ENV` or `NODE_ENV` is `production`: the development mode refuses to start. */
   readonly productionMarked: boolean;
+  /** TLS for the listeners and the link to core, files read at start; plaintext where unset. */
+  readonly tls: TlsSettings & {
+    /** How often certificate files are checked for a change, in ms; 0: only on SIGHUP. */
+    readonly watchIntervalMs: number;
+  };
 }
 
 /** Thrown at start when the environment is not valid; names every bad variable. */
@@ -100,9 +117,11 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
     Object.entries(env).filter((entry): entry is [string, string] => entry[1] !== undefined && entry[1] !== ""),
   );
   const parsed = EnvSchema.safeParse(present);
+  const tls = readTlsSettings(present);
   const problems = [
     ...(parsed.success ? [] : parsed.error.issues.map((issue) => `${issue.path.join(".")} ${issue.message}`)),
     ...crossVariableProblems(present, env),
+    ...tls.problems,
   ];
   if (!parsed.success || problems.length > 0) throw new ConfigError(problems);
   const e = parsed.data;
@@ -123,6 +142,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
     implicitRooms: e.PARLEY_IMPLICIT_ROOMS,
     grpcReflection: e.PARLEY_GRPC_REFLECTION,
     productionMarked: e.PARLEY_ENV === "production" || e.NODE_ENV === "production",
+    tls: { ...tls.settings, watchIntervalMs: e.PARLEY_TLS_WATCH_MS },
   };
 }
 
