@@ -44,3 +44,9 @@ export { createLogger, logError } from "./logger.js";
 export type { LogContext, Logger } from "./logger.js";
 export { ConfigError, loadConfig, requireJwtSecret } from "./config.js";
 export type { Config } from "./config.js";
+
+// Transport security: certificates (reloadable), TLS listeners, TLS to core.
+export type { TlsCertificates } from "./tls/certificates.js";
+export { HANDSHAKE_TIMEOUT_MS, serveTls } from "./tls/tls-listener.js";
+export { transportSecurity } from "./tls/transport-security.js";
+export type { ClientTransport } from "./grpc/channel-credentials.js";
