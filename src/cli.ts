@@ -1,5 +1,5 @@
 import { parseArgs } from "node:util";
-import { type Config, ConfigError, createLogger, loadConfig, type Logger, requireJwtSecret, serveMetrics, telemetry } from "./runtime/index.js";
+import { type Config, ConfigError, createLogger, loadConfig, type Logger, requireJwtSecret, serveMetrics, telemetry, transportSecurity } from "./runtime/index.js";
 import { startBridge } from "./bridge/index.js";
 import { migrate, openOrm, startCore } from "./core/index.js";
 import { assertDevelopmentModeAllowed, developmentHttp, developmentSecret, startEmbeddedDatabase } from "./dev/index.js";
@@ -30,6 +30,15 @@ Environment:
   PARLEY_IMPLICIT_ROOMS=1  development: sends and read positions create missing
                          rooms (public) and join public rooms; never in production
   PARLEY_LOG_LEVEL       fatal|error|warn|info|debug|trace|silent (default info)
+
+Transport security (PEM file paths; unset: plaintext; SIGHUP reloads them):
+  PARLEY_HTTP_TLS_CERT, PARLEY_HTTP_TLS_KEY    the bridge serves https:// and wss://
+  PARLEY_GRPC_TLS_CERT, PARLEY_GRPC_TLS_KEY    core serves gRPC over TLS
+  PARLEY_GRPC_TLS_CLIENT_CA  core requires client certificates signed by this CA (mTLS)
+  PARLEY_CORE_TLS_CA         the bridge connects to core over TLS, verifying it against this CA
+  PARLEY_CORE_TLS_CERT, PARLEY_CORE_TLS_KEY    the bridge's client certificate (mTLS)
+  PARLEY_CORE_TLS_SERVER_NAME  name checked on core's certificate (default: the host of PARLEY_CORE_ADDR)
+  PARLEY_TLS_WATCH_MS        check certificate files for changes this often (default 30000; 0: SIGHUP only)
 `;
 
 type Command = (config: Config, logger: Logger) => Promise<void>;
@@ -46,9 +55,11 @@ const COMMANDS: Record<string, Command> = {
   },
   async core(config, logger) {
     warnIfImplicitRooms(config.implicitRooms, logger);
+    const transport = transportSecurity(config.tls, ["grpc"], logger);
     const core = await startCore({
       databaseUrl: requireDatabaseUrl(config),
       grpcAddress: config.grpcAddress,
+      tls: transport.grpc,
       jwtSecret: requireJwtSecret(config),
       migrate: config.migrateOnStart,
       reflection: config.grpcReflection,
@@ -60,18 +71,27 @@ const COMMANDS: Record<string, Command> = {
     await untilSignal(logger);
     await metrics?.stop();
     await core.stop();
+    transport.close();
   },
   async bridge(config, logger) {
+    const transport = transportSecurity(config.tls, ["http", "core"], logger);
     const bridge = await startBridge({
       httpAddress: config.httpAddress,
       coreAddress: config.coreAddress,
+      tls: transport.http,
+      coreTransport: transport.core,
       jwtSecret: requireJwtSecret(config),
       logger,
     });
     await untilSignal(logger);
     await bridge.stop();
+    transport.close();
   },
   async serve(config, logger) {
+    // The in-process bridge reaches core like any other bridge: over TLS when core serves it.
+    if (config.tls.grpc !== undefined && config.tls.core === undefined) {
+      throw new ConfigError(["PARLEY_CORE_TLS_CA is required by parley serve when PARLEY_GRPC_TLS_CERT is set: the bridge inside connects to core over TLS"]);
+    }
     // Without DATABASE_URL: PostgreSQL embedded in the process (development),
     // only where that cannot be production.
     if (config.databaseUrl === undefined) assertDevelopmentModeAllowed(config);
@@ -84,9 +104,11 @@ const COMMANDS: Record<string, Command> = {
     // The development mode keeps rooms on first use, as the demo page expects.
     const implicitRooms = embedded !== undefined || config.implicitRooms;
     warnIfImplicitRooms(implicitRooms, logger);
+    const transport = transportSecurity(config.tls, ["http", "grpc", "core"], logger);
     const core = await startCore({
       databaseUrl,
       grpcAddress: config.grpcAddress,
+      tls: transport.grpc,
       jwtSecret: secret,
       migrate: embedded !== undefined || config.migrateOnStart,
       reflection: config.grpcReflection,
@@ -96,31 +118,37 @@ const COMMANDS: Record<string, Command> = {
       webhook: config.webhook,
       logger,
     });
-    const dev = embedded ? await developmentHttp({ secret, coreAddress: core.address, logger }) : undefined;
+    const dev = embedded ? await developmentHttp({ secret, coreAddress: core.address, coreTransport: transport.core, logger }) : undefined;
     // One process, one code path: the bridge still reaches core over gRPC.
     const bridge = await startBridge({
       httpAddress: config.httpAddress,
       coreAddress: core.address,
+      tls: transport.http,
+      coreTransport: transport.core,
       jwtSecret: secret,
       logger,
       httpHandler: dev?.handler,
     });
-    process.stderr.write(banner(bridge.address, core.address, embedded?.dataDir));
+    process.stderr.write(banner(bridge.address, core.address, embedded?.dataDir, { http: transport.http !== undefined, grpc: transport.grpc !== undefined }));
     await untilSignal(logger);
     await bridge.stop();
     dev?.close();
     await core.stop();
     await embedded?.stop();
+    transport.close();
   },
 };
 
-function banner(http: string, grpc: string, dataDir: string | undefined): string {
+function banner(http: string, grpc: string, dataDir: string | undefined, tls: { http: boolean; grpc: boolean }): string {
+  const s = tls.http ? "s" : "";
   const lines = [
     "",
     "  parley is running",
     "",
-    dataDir === undefined ? `  WebSocket bridge  ws://${http}/ws` : `  demo page         http://${http}/`,
-    `  gRPC (core)       ${grpc}   (reflection on: npx buf curl --protocol grpc --http2-prior-knowledge --list-services http://${grpc})`,
+    dataDir === undefined ? `  WebSocket bridge  ws${s}://${http}/ws` : `  demo page         http${s}://${http}/`,
+    tls.grpc
+      ? `  gRPC (core)       ${grpc}   (TLS: npx buf curl --protocol grpc --cacert <CA> --cert <client cert> --key <client key> --list-services https://${grpc})`
+      : `  gRPC (core)       ${grpc}   (reflection on: npx buf curl --protocol grpc --http2-prior-knowledge --list-services http://${grpc})`,
   ];
   if (dataDir !== undefined) {
     lines.push(

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { ErrorCategory } from "../../gen/parley/v1/errors_pb.js";
-import { authInterceptor, type Logger, loggingInterceptor, startGrpcServer, TokenVerifier, tracingInterceptor } from "../runtime/index.js";
+import { authInterceptor, type Logger, loggingInterceptor, startGrpcServer, type TlsCertificates, TokenVerifier, tracingInterceptor } from "../runtime/index.js";
 import { ParleyError } from "../wire/index.js";
 import { createChatModule } from "./chat/chat-module.js";
 import { createRoomModule } from "./rooms/room-module.js";
@@ -20,6 +20,8 @@ export interface CoreOptions {
   readonly logger: Logger;
   /** Apply pending migrations before serving. */
   readonly migrate?: boolean;
+  /** Serve gRPC over TLS with these certificates; with a CA in them, clients must present a certificate it signed (mTLS). Plaintext when unset. */
+  readonly tls?: TlsCertificates;
   /** Serve gRPC server reflection (default true): it describes the contract, never data; off where even that is not wanted. */
   readonly reflection?: boolean;
   /** Quotas on rooms (defaults in DEFAULT_ROOM_LIMITS). */
@@ -123,9 +125,10 @@ export async function startCore(options: CoreOptions): Promise<RunningCore> {
       address: options.grpcAddress,
       services: [...modules.map((module) => module.binding), rooms.binding],
       reflection: options.reflection,
+      tls: options.tls === undefined ? undefined : { certificates: options.tls, logger },
       interceptors: [tracingInterceptor(), loggingInterceptor(logger), authInterceptor(verifier), actAsGuard()],
     });
-    logger.info({ grpc: grpc.address }, "core serving");
+    logger.info({ grpc: grpc.address, tls: options.tls === undefined ? "off" : options.tls.material.ca === undefined ? "on" : "mutual" }, "core serving");
 
     return {
       address: grpc.address,
