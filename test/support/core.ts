@@ -3,6 +3,7 @@ import { NotificationService } from "../../gen/parley/v1/notifications_pb.js";
 import { RoomService } from "../../gen/parley/v1/room_service_pb.js";
 import { mintToken, NOTIFICATIONS_SEND_SCOPE } from "../../src/runtime/auth/tokens.js";
 import { type CoreOptions, type RunningCore, startCore } from "../../src/core/core-server.js";
+import type { ClientTransport } from "../../src/runtime/grpc/channel-credentials.js";
 import { createClient, type ServiceClient } from "../../src/runtime/grpc/client.js";
 import type { TestDatabase } from "./database.js";
 import { LogCapture } from "./logs.js";
@@ -25,9 +26,11 @@ export interface TestCore {
 /**
  * A real core on port 0 against the test database (migrated on first start),
  * with rooms on first use unless `implicitRooms: false` is passed: most tests
- * are about messages, not about who may send them.
+ * are about messages, not about who may send them. With `tls`, pass the
+ * helper clients' `clientTransport` too.
  */
-export async function startTestCore(db: TestDatabase, options: Partial<CoreOptions> = {}): Promise<TestCore> {
+export async function startTestCore(db: TestDatabase, options: Partial<CoreOptions> & { clientTransport?: ClientTransport } = {}): Promise<TestCore> {
+  const { clientTransport, ...coreOptions } = options;
   const logs = new LogCapture("debug");
   const core = await startCore({
     databaseUrl: db.url,
@@ -36,7 +39,7 @@ export async function startTestCore(db: TestDatabase, options: Partial<CoreOptio
     logger: logs.logger,
     migrate: true,
     implicitRooms: true,
-    ...options,
+    ...coreOptions,
   });
   const clients: { close(): void }[] = [];
   return {
@@ -44,19 +47,19 @@ export async function startTestCore(db: TestDatabase, options: Partial<CoreOptio
     logs,
     async chat(user) {
       const token = await mintToken(TEST_JWT_SECRET, user);
-      const client = createClient(ChatService, core.address, { headers: () => ({ authorization: `Bearer ${token}` }) });
+      const client = createClient(ChatService, core.address, { ...clientTransport, headers: () => ({ authorization: `Bearer ${token}` }) });
       clients.push(client);
       return client;
     },
     async rooms(user, options = {}) {
       const token = await mintToken(TEST_JWT_SECRET, user, { scopes: options.scopes ?? [] });
-      const client = createClient(RoomService, core.address, { headers: () => ({ authorization: `Bearer ${token}` }) });
+      const client = createClient(RoomService, core.address, { ...clientTransport, headers: () => ({ authorization: `Bearer ${token}` }) });
       clients.push(client);
       return client;
     },
     async notifications(user, options = {}) {
       const token = await mintToken(TEST_JWT_SECRET, user, { scopes: options.sender === true ? [NOTIFICATIONS_SEND_SCOPE] : [] });
-      const client = createClient(NotificationService, core.address, { headers: () => ({ authorization: `Bearer ${token}` }) });
+      const client = createClient(NotificationService, core.address, { ...clientTransport, headers: () => ({ authorization: `Bearer ${token}` }) });
       clients.push(client);
       return client;
     },

@@ -28,6 +28,8 @@ export interface ConnectOptions {
   /** ws answers server pings itself unless this is false. */
   readonly autoPong?: boolean;
   readonly timeoutMs?: number;
+  /** The CA a `https://` base's certificate must chain to (wss://). */
+  readonly ca?: Buffer;
 }
 
 /** An upgrade the bridge refused: HTTP status and the parsed JSON body. */
@@ -89,6 +91,7 @@ export class WsTestClient {
     const socket = new WebSocket(urlFor(base, path, options).replace(/^http/, "ws"), protocolsFor(options), {
       autoPong: options.autoPong ?? true,
       handshakeTimeout: options.timeoutMs ?? DEFAULT_WAIT_MS,
+      ...(options.ca === undefined ? {} : { ca: options.ca }),
     });
     const client = new WsTestClient(socket);
     return new Promise((resolve, reject) => {
@@ -108,6 +111,7 @@ export class WsTestClient {
   static refusal(base: string, path: string, options: ConnectOptions = {}): Promise<Refusal> {
     const socket = new WebSocket(urlFor(base, path, options).replace(/^http/, "ws"), protocolsFor(options), {
       handshakeTimeout: options.timeoutMs ?? DEFAULT_WAIT_MS,
+      ...(options.ca === undefined ? {} : { ca: options.ca }),
     });
     return new Promise((resolve, reject) => {
       socket.on("error", () => undefined);
