@@ -5,8 +5,12 @@ import { connect as connectTls } from "node:tls";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { type BridgeOptions, type RunningBridge, startBridge } from "../../src/bridge/bridge-server.js";
 import { mintToken } from "../../src/runtime/auth/tokens.js";
+import { ChatService } from "../../gen/parley/v1/chat_pb.js";
+import { ErrorCategory } from "../../gen/parley/v1/errors_pb.js";
 import { type ClientTransport, tlsTransport } from "../../src/runtime/grpc/channel-credentials.js";
+import { createClient } from "../../src/runtime/grpc/client.js";
 import type { TlsCertificates } from "../../src/runtime/tls/certificates.js";
+import { rejection } from "../support/assertions.js";
 import { certificatesOf, createTestPki, OPENSSL, type TestPki } from "../support/certificates.js";
 import { startTestCore, TEST_JWT_SECRET, type TestCore } from "../support/core.js";
 import { createTestDatabase, type TestDatabase } from "../support/database.js";
@@ -134,6 +138,32 @@ describe("browser → wss:// bridge → mTLS → core → PostgreSQL", () => {
     expect(output).toMatch(/CONNECTION ESTABLISHED/);
     expect(output).toMatch(/Peer certificate: CN = localhost/);
     expect(output).toMatch(/Verification: OK/);
+  });
+});
+
+describe("core's mTLS against gRPC clients", () => {
+  it("serves a client certificate from the CA; refuses none, another CA's and plaintext with UNAVAILABLE, storing nothing", async () => {
+    const token = await mintToken(TEST_JWT_SECRET, "erin");
+    const send = async (transport: Partial<ClientTransport>, clientMsgId: string) => {
+      const chat = createClient(ChatService, core.core.address, { ...transport, headers: () => ({ authorization: `Bearer ${token}` }) });
+      try {
+        return await chat.sendMessage({ room: "tls-grpc", body: "hello", clientMsgId }, { timeoutMs: 5_000 });
+      } finally {
+        chat.close();
+      }
+    };
+    expect((await send(bridgeLink(), "tls-grpc-ok")).message?.sender).toBe("erin");
+    expect(await stored("tls-grpc-ok")).toHaveLength(1);
+    const refusals = [
+      ["tls-grpc-none", bridgeLink({})],
+      ["tls-grpc-foreign", bridgeLink({ cert: pki.foreignClient.cert, key: pki.foreignClient.key })],
+      ["tls-grpc-plain", {}],
+    ] as const;
+    for (const [clientMsgId, transport] of refusals) {
+      const error = await rejection(send(transport, clientMsgId));
+      expect(error.category, clientMsgId).toBe(ErrorCategory.UNAVAILABLE);
+      expect(await stored(clientMsgId), clientMsgId).toEqual([]);
+    }
   });
 });
 
