@@ -1,5 +1,5 @@
 import { parseArgs } from "node:util";
-import { type Config, ConfigError, createLogger, fixedToken, hmacRules, loadConfig, type Logger, renewedToken, requireTokenRules, serveMetrics, telemetry, tokenFromFile, type TokenSource } from "./runtime/index.js";
+import { type Config, ConfigError, createLogger, fixedToken, hmacRules, loadConfig, type Logger, renewedToken, requireTokenRules, serveMetrics, telemetry, tokenFromFile, type TokenSource, transportSecurity } from "./runtime/index.js";
 import { startBridge } from "./bridge/index.js";
 import { migrate, openOrm, startCore } from "./core/index.js";
 import { assertDevelopmentModeAllowed, developmentHttp, developmentSecret, startEmbeddedDatabase } from "./dev/index.js";
@@ -22,7 +22,21 @@ Environment:
   PARLEY_HTTP_ADDR       bridge HTTP/WebSocket address (default 127.0.0.1:8080)
   PARLEY_CORE_ADDR       where the bridge finds core (default PARLEY_GRPC_ADDR)
   PARLEY_METRICS_ADDR    where "parley core" serves /metrics (the bridge serves it itself)
-  PARLEY_JWT_SECRET      HS256 key for bearer tokens, at least 32 characters
+
+Identity (core verifies every token; the bridge holds no key):
+  PARLEY_JWKS_URL        core: the identity provider's key set (https), e.g. an OIDC jwks_uri
+  PARLEY_JWKS_FILE       core: a JWKS file of public keys
+  PARLEY_JWKS_CACHE_SECONDS, PARLEY_JWKS_COOLDOWN_SECONDS, PARLEY_JWKS_TIMEOUT_MS
+                         key-set cache, refetch cooldown, fetch timeout (600 s, 30 s, 5000 ms)
+  PARLEY_JWT_KEYS        core: HS256 keys by id, kid:secret,kid:secret (rotation)
+  PARLEY_JWT_SECRET      core: one HS256 key without kid, at least 32 characters
+  PARLEY_JWT_ISSUER      core: required iss
+  PARLEY_JWT_AUDIENCE    core: accepted aud values, comma-separated
+  PARLEY_JWT_MAX_LIFETIME_SECONDS  core: longest token lifetime (default 86400)
+  PARLEY_BRIDGE_TOKEN_FILE  bridge: file with its rooms:relay token (re-read on change)
+  PARLEY_BRIDGE_TOKEN    bridge: its rooms:relay token
+  PARLEY_GRPC_TLS_RELAY_NAMES  core: client-certificate names that are bridges (mTLS)
+
   PARLEY_WEBHOOK_URL     notification fallback endpoint (optional)
   PARLEY_WEBHOOK_SECRET  HMAC key for webhook signatures (required with the URL);
                          several, comma-separated, sign with each while rotating
@@ -33,6 +47,15 @@ Environment:
   PARLEY_IMPLICIT_ROOMS=1  development: sends and read positions create missing
                          rooms (public) and join public rooms; never in production
   PARLEY_LOG_LEVEL       fatal|error|warn|info|debug|trace|silent (default info)
+
+Transport security (PEM file paths; unset: plaintext; SIGHUP reloads them):
+  PARLEY_HTTP_TLS_CERT, PARLEY_HTTP_TLS_KEY    the bridge serves https:// and wss://
+  PARLEY_GRPC_TLS_CERT, PARLEY_GRPC_TLS_KEY    core serves gRPC over TLS
+  PARLEY_GRPC_TLS_CLIENT_CA  core requires client certificates signed by this CA (mTLS)
+  PARLEY_CORE_TLS_CA         the bridge connects to core over TLS, verifying it against this CA
+  PARLEY_CORE_TLS_CERT, PARLEY_CORE_TLS_KEY    the bridge's client certificate (mTLS)
+  PARLEY_CORE_TLS_SERVER_NAME  name checked on core's certificate (default: the host of PARLEY_CORE_ADDR)
+  PARLEY_TLS_WATCH_MS        check certificate files for changes this often (default 30000; 0: SIGHUP only)
 `;
 
 type Command = (config: Config, logger: Logger) => Promise<void>;
@@ -40,12 +63,20 @@ type Command = (config: Config, logger: Logger) => Promise<void>;
 /** The in-process bridge's relay token lives an hour (renewed at half of it). */
 const IN_PROCESS_RELAY_LIFETIME_S = 3600;
 
-/** `parley bridge`'s own credential at core, from PARLEY_BRIDGE_TOKEN_FILE or PARLEY_BRIDGE_TOKEN. */
-async function bridgeToken(config: Config, logger: Logger): Promise<TokenSource> {
+/**
+ * `parley bridge`'s own credential at core: PARLEY_BRIDGE_TOKEN_FILE or
+ * PARLEY_BRIDGE_TOKEN; undefined when it has only its client certificate
+ * (core names it in PARLEY_GRPC_TLS_RELAY_NAMES).
+ */
+async function bridgeToken(config: Config, logger: Logger): Promise<TokenSource | undefined> {
   const source = config.bridgeToken;
   if (source === undefined) {
+    if (config.tls.core?.cert !== undefined) {
+      logger.info("the bridge authenticates to core by its client certificate (core must list its name in PARLEY_GRPC_TLS_RELAY_NAMES)");
+      return undefined;
+    }
     throw new ConfigError([
-      "the bridge needs its own credential at core: PARLEY_BRIDGE_TOKEN_FILE (a file holding a token with the `rooms:relay` scope, re-read when it changes) or PARLEY_BRIDGE_TOKEN; it never needs a signing key",
+      "the bridge needs its own credential at core: a client certificate (PARLEY_CORE_TLS_CERT and PARLEY_CORE_TLS_KEY, named in core's PARLEY_GRPC_TLS_RELAY_NAMES), PARLEY_BRIDGE_TOKEN_FILE (a file holding a token with the `rooms:relay` scope, re-read when it changes) or PARLEY_BRIDGE_TOKEN; it never needs a signing key",
     ]);
   }
   if ("token" in source) return fixedToken(source.token);
@@ -68,9 +99,12 @@ const COMMANDS: Record<string, Command> = {
   },
   async core(config, logger) {
     warnIfImplicitRooms(config.implicitRooms, logger);
+    const transport = transportSecurity(config.tls, ["grpc"], logger);
     const core = await startCore({
       databaseUrl: requireDatabaseUrl(config),
       grpcAddress: config.grpcAddress,
+      tls: transport.grpc,
+      relayCertificateNames: config.relayCertificateNames,
       tokens: requireTokenRules(config),
       migrate: config.migrateOnStart,
       reflection: config.grpcReflection,
@@ -82,21 +116,30 @@ const COMMANDS: Record<string, Command> = {
     await untilSignal(logger);
     await metrics?.stop();
     await core.stop();
+    transport.close();
   },
   async bridge(config, logger) {
+    const transport = transportSecurity(config.tls, ["http", "core"], logger);
     const relayToken = await bridgeToken(config, logger);
     const bridge = await startBridge({
       httpAddress: config.httpAddress,
       coreAddress: config.coreAddress,
+      tls: transport.http,
+      coreTransport: transport.core,
       relayToken,
       origins: { allowed: config.allowedOrigins },
       logger,
     });
     await untilSignal(logger);
     await bridge.stop();
-    relayToken.close();
+    relayToken?.close();
+    transport.close();
   },
   async serve(config, logger) {
+    // The in-process bridge reaches core like any other bridge: over TLS when core serves it.
+    if (config.tls.grpc !== undefined && config.tls.core === undefined) {
+      throw new ConfigError(["PARLEY_CORE_TLS_CA is required by parley serve when PARLEY_GRPC_TLS_CERT is set: the bridge inside connects to core over TLS"]);
+    }
     // Without DATABASE_URL: PostgreSQL embedded in the process (development),
     // only where that cannot be production.
     if (config.databaseUrl === undefined) assertDevelopmentModeAllowed(config);
@@ -109,9 +152,11 @@ const COMMANDS: Record<string, Command> = {
     // The development mode keeps rooms on first use, as the demo page expects.
     const implicitRooms = embedded !== undefined || config.implicitRooms;
     warnIfImplicitRooms(implicitRooms, logger);
+    const transport = transportSecurity(config.tls, ["http", "grpc", "core"], logger);
     const core = await startCore({
       databaseUrl,
       grpcAddress: config.grpcAddress,
+      tls: transport.grpc,
       tokens: secret === undefined ? requireTokenRules(config) : hmacRules(secret),
       migrate: embedded !== undefined || config.migrateOnStart,
       reflection: config.grpcReflection,
@@ -121,36 +166,42 @@ const COMMANDS: Record<string, Command> = {
       webhook: config.webhook,
       logger,
     });
-    const dev = secret !== undefined ? await developmentHttp({ secret, coreAddress: core.address, logger }) : undefined;
+    const dev = secret !== undefined ? await developmentHttp({ secret, coreAddress: core.address, coreTransport: transport.core, logger }) : undefined;
     // One process, one code path: the bridge still reaches core over gRPC,
     // as a relay whose tokens core mints with a key of this process only.
     const relayToken = await renewedToken(() => core.mintRelayToken(IN_PROCESS_RELAY_LIFETIME_S), IN_PROCESS_RELAY_LIFETIME_S, logger);
     const bridge = await startBridge({
       httpAddress: config.httpAddress,
       coreAddress: core.address,
+      tls: transport.http,
+      coreTransport: transport.core,
       relayToken,
       // The development mode's own page is always allowed, when its Host is loopback.
       origins: { allowed: config.allowedOrigins, sameOrigin: embedded === undefined ? undefined : "loopback" },
       logger,
       httpHandler: dev?.handler,
     });
-    process.stderr.write(banner(bridge.address, core.address, embedded?.dataDir));
+    process.stderr.write(banner(bridge.address, core.address, embedded?.dataDir, { http: transport.http !== undefined, grpc: transport.grpc !== undefined }));
     await untilSignal(logger);
     await bridge.stop();
     relayToken.close();
     dev?.close();
     await core.stop();
     await embedded?.stop();
+    transport.close();
   },
 };
 
-function banner(http: string, grpc: string, dataDir: string | undefined): string {
+function banner(http: string, grpc: string, dataDir: string | undefined, tls: { http: boolean; grpc: boolean }): string {
+  const s = tls.http ? "s" : "";
   const lines = [
     "",
     "  parley is running",
     "",
-    dataDir === undefined ? `  WebSocket bridge  ws://${http}/ws` : `  demo page         http://${http}/`,
-    `  gRPC (core)       ${grpc}   (reflection on: npx buf curl --protocol grpc --http2-prior-knowledge --list-services http://${grpc})`,
+    dataDir === undefined ? `  WebSocket bridge  ws${s}://${http}/ws` : `  demo page         http${s}://${http}/`,
+    tls.grpc
+      ? `  gRPC (core)       ${grpc}   (TLS: npx buf curl --protocol grpc --cacert <CA> --cert <client cert> --key <client key> --list-services https://${grpc})`
+      : `  gRPC (core)       ${grpc}   (reflection on: npx buf curl --protocol grpc --http2-prior-knowledge --list-services http://${grpc})`,
   ];
   if (dataDir !== undefined) {
     lines.push(

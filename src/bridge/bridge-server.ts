@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createServer as createHttpsServer } from "node:https";
 import type { Duplex } from "node:stream";
 import { WebSocketServer } from "ws";
 import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
@@ -9,7 +10,23 @@ import { CloseCode } from "../../gen/parley/v1/frames_pb.js";
 import { NotificationService } from "../../gen/parley/v1/notifications_pb.js";
 import { RoomService } from "../../gen/parley/v1/room_service_pb.js";
 import { IdentityService } from "../../gen/parley/v1/identity_pb.js";
-import { createClient, failSpan, type Identity, logError, type Logger, originAllowed, type OriginPolicy, parleyMetrics, telemetry, type TokenSource, tracer } from "../runtime/index.js";
+import {
+  type ClientTransport,
+  createClient,
+  failSpan,
+  HANDSHAKE_TIMEOUT_MS,
+  type Identity,
+  logError,
+  type Logger,
+  originAllowed,
+  type OriginPolicy,
+  parleyMetrics,
+  serveTls,
+  telemetry,
+  type TlsCertificates,
+  type TokenSource,
+  tracer,
+} from "../runtime/index.js";
 import { type FrameFormat, httpStatusForCategory, ParleyError, ROOM_ID, validationError } from "../wire/index.js";
 import { context, type Span, SpanKind, trace } from "@opentelemetry/api";
 import type { ConnectionObserver } from "./connection/deps.js";
@@ -41,10 +58,15 @@ export interface BridgeOptions {
   /**
    * The bridge's own credential at core: a token with the `rooms:relay`
    * scope, which follows rooms' logs and carries users' sends, each with
-   * the user's own token, and acts as nobody by itself. The bridge holds no
-   * key; users' tokens are verified by core.
+   * the user's own token, and acts as nobody by itself. Undefined when core
+   * knows the bridge by its client certificate (mTLS, `coreTransport`). The
+   * bridge holds no key; users' tokens are verified by core.
    */
-  readonly relayToken: TokenSource;
+  readonly relayToken: TokenSource | undefined;
+  /** Serve HTTPS and wss:// with these certificates; plaintext HTTP when unset. */
+  readonly tls?: TlsCertificates;
+  /** How the bridge's clients reach core (TLS, mTLS); plaintext when unset. */
+  readonly coreTransport?: ClientTransport;
   readonly logger: Logger;
   readonly limits?: Partial<ConnectionLimits>;
   readonly routes?: readonly RouteDefinition[];
@@ -88,14 +110,15 @@ export async function startBridge(options: BridgeOptions): Promise<RunningBridge
   // (the shared room feeds, the send stream that carries users' tokens).
   // Who may receive a room's log is checked per connection, with that
   // connection's own token.
-  const clientOptions = { headers: () => ({ authorization: `Bearer ${options.relayToken.current()}` }) };
+  const relayToken = options.relayToken;
+  const clientOptions = { ...options.coreTransport, headers: (): Record<string, string> => (relayToken === undefined ? {} : { authorization: `Bearer ${relayToken.current()}` }) };
   const chat = createClient(ChatService, options.coreAddress, clientOptions);
   const notifications = createClient(NotificationService, options.coreAddress, clientOptions);
   // Room operations always carry the user's own token (set per call).
   const rooms = createClient(RoomService, options.coreAddress, clientOptions);
-  const health = createClient(Health, options.coreAddress);
+  const health = createClient(Health, options.coreAddress, { ...options.coreTransport });
   // Users' tokens are verified by core; each call carries the token itself.
-  const identityClient = createClient(IdentityService, options.coreAddress);
+  const identityClient = createClient(IdentityService, options.coreAddress, { ...options.coreTransport });
   const identities = new RemoteIdentities(identityClient);
 
   const sendLink = new SendLink({ chat, logger, answerTimeoutMs: options.sendAnswerTimeoutMs });
@@ -112,9 +135,12 @@ export async function startBridge(options: BridgeOptions): Promise<RunningBridge
   });
   let accepting = true;
 
-  const server: Server = createServer((request, response) => {
+  const onRequest = (request: IncomingMessage, response: ServerResponse) => {
     void handleHttp(request, response);
-  });
+  };
+  const https = options.tls === undefined ? undefined : createHttpsServer({ ...options.tls.secureContextOptions(), handshakeTimeout: HANDSHAKE_TIMEOUT_MS }, onRequest);
+  const server: Server = https ?? createServer(onRequest);
+  const detachTls = https === undefined || options.tls === undefined ? undefined : serveTls(https, options.tls, logger);
 
   async function handleHttp(request: IncomingMessage, response: ServerResponse): Promise<void> {
     const path = new URL(request.url ?? "/", "http://bridge").pathname;
@@ -132,13 +158,23 @@ export async function startBridge(options: BridgeOptions): Promise<RunningBridge
     }
   }
 
+  // What the last health check of core found; a change is logged, a
+  // failure with what to check (a TLS mismatch says which setting).
+  let coreReady: boolean | undefined;
   async function coreServing(): Promise<boolean> {
+    let failure: ParleyError | undefined;
     try {
       const answer = await health.check({ service: "" }, { timeoutMs: 1_000 });
-      return answer.status === ServingStatus.SERVING;
-    } catch {
-      return false;
+      if (answer.status !== ServingStatus.SERVING) failure = new ParleyError(ErrorCategory.UNAVAILABLE, `core's health is ${ServingStatus[answer.status]}`);
+    } catch (error) {
+      failure = ParleyError.from(error, ErrorCategory.UNAVAILABLE);
     }
+    if ((failure === undefined) !== coreReady) {
+      coreReady = failure === undefined;
+      if (failure === undefined) logger.info({ core: options.coreAddress }, "core is serving");
+      else logger.warn({ category: failure.categoryName, core: options.coreAddress }, `core not ready: ${failure.message}`);
+    }
+    return failure === undefined;
   }
 
   server.on("upgrade", (request: IncomingMessage, socket: Duplex, head: Buffer) => {
@@ -213,7 +249,9 @@ export async function startBridge(options: BridgeOptions): Promise<RunningBridge
   const bound = server.address();
   const boundPort = typeof bound === "object" && bound !== null ? bound.port : port;
   const address = `${host}:${boundPort}`;
-  logger.info({ http: address, core: options.coreAddress }, "bridge serving");
+  logger.info({ http: address, tls: https !== undefined, core: options.coreAddress }, "bridge serving");
+  // Says at once whether core can be reached (and if not, why), not at the first /readyz.
+  void coreServing();
 
   return {
     address,
@@ -236,6 +274,7 @@ export async function startBridge(options: BridgeOptions): Promise<RunningBridge
       rooms.close();
       health.close();
       identityClient.close();
+      detachTls?.();
       logger.info("bridge stopped");
     },
   };

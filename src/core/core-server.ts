@@ -1,6 +1,6 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import { ErrorCategory } from "../../gen/parley/v1/errors_pb.js";
-import { authInterceptor, type Logger, loggingInterceptor, mintToken, ROOMS_RELAY_SCOPE, startGrpcServer, type TokenRules, TokenVerifier, tracingInterceptor } from "../runtime/index.js";
+import { authInterceptor, type Logger, loggingInterceptor, mintToken, ROOMS_RELAY_SCOPE, startGrpcServer, type TlsCertificates, type TokenRules, TokenVerifier, tracingInterceptor } from "../runtime/index.js";
 import { ParleyError } from "../wire/index.js";
 import { createChatModule } from "./chat/chat-module.js";
 import { createRoomModule } from "./rooms/room-module.js";
@@ -20,9 +20,17 @@ export interface CoreOptions {
   readonly grpcAddress: string;
   /** How bearer tokens are verified: key sources, issuer, audience, lifetime. */
   readonly tokens: TokenRules;
+  /**
+   * Client-certificate names (CN or DNS name) of relays: over mTLS, a call
+   * without a token from such a certificate is a relay (a bridge), which
+   * acts as nobody by itself (see relay-guard.ts).
+   */
+  readonly relayCertificateNames?: readonly string[];
   readonly logger: Logger;
   /** Apply pending migrations before serving. */
   readonly migrate?: boolean;
+  /** Serve gRPC over TLS with these certificates; with a CA in them, clients must present a certificate it signed (mTLS). Plaintext when unset. */
+  readonly tls?: TlsCertificates;
   /** Serve gRPC server reflection (default true): it describes the contract, never data; off where even that is not wanted. */
   readonly reflection?: boolean;
   /** Quotas on rooms (defaults in DEFAULT_ROOM_LIMITS). */
@@ -137,9 +145,10 @@ export async function startCore(options: CoreOptions): Promise<RunningCore> {
       services: [...modules.map((module) => module.binding), rooms.binding, createIdentityModule().binding],
       reflection: options.reflection,
       logger,
-      interceptors: [tracingInterceptor(), loggingInterceptor(logger), authInterceptor(verifier), relayGuard(), actAsGuard()],
+      tls: options.tls === undefined ? undefined : { certificates: options.tls, logger },
+      interceptors: [tracingInterceptor(), loggingInterceptor(logger), authInterceptor(verifier, new Set(options.tls === undefined ? [] : (options.relayCertificateNames ?? []))), relayGuard(), actAsGuard()],
     });
-    logger.info({ grpc: grpc.address }, "core serving");
+    logger.info({ grpc: grpc.address, tls: options.tls === undefined ? "off" : options.tls.material.ca === undefined ? "on" : "mutual" }, "core serving");
 
     return {
       address: grpc.address,

@@ -3,7 +3,7 @@ import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { NotificationService } from "../../gen/parley/v1/notifications_pb.js";
-import { createClient, hasLoopbackHost, type Logger, logError, mintToken, NOTIFICATIONS_SEND_SCOPE, originAllowed, renewedToken, USER_ID } from "../runtime/index.js";
+import { type ClientTransport, createClient, hasLoopbackHost, type Logger, logError, mintToken, NOTIFICATIONS_SEND_SCOPE, originAllowed, renewedToken, USER_ID } from "../runtime/index.js";
 import { ErrorCategory } from "../../gen/parley/v1/errors_pb.js";
 import { ParleyError } from "../wire/index.js";
 import { buildDemo, type DemoAssets } from "./demo/build-demo.js";
@@ -31,10 +31,11 @@ export interface DevHttp {
  * page and two helpers for it — minting a token for any user name, and
  * sending that user a notification. Never started when DATABASE_URL is set.
  */
-export async function developmentHttp(options: { secret: string; coreAddress: string; logger: Logger }): Promise<DevHttp> {
+export async function developmentHttp(options: { secret: string; coreAddress: string; coreTransport?: ClientTransport | undefined; logger: Logger }): Promise<DevHttp> {
   const demo: DemoAssets = await buildDemo();
   const serviceToken = await renewedToken(() => mintToken(options.secret, "parley-demo", { scopes: [NOTIFICATIONS_SEND_SCOPE], expiresInSeconds: 3600 }), 3600, options.logger);
   const notifications = createClient(NotificationService, options.coreAddress, {
+    ...options.coreTransport,
     headers: () => ({ authorization: `Bearer ${serviceToken.current()}` }),
   });
   let counter = 0;

@@ -3,6 +3,7 @@ import type { JSONWebKeySet } from "jose";
 import { z } from "zod";
 import { DEFAULT_MAX_TOKEN_LIFETIME_SECONDS, type HmacKey, type TokenRules } from "./auth/key-sources.js";
 import { type AllowedOrigins, parseAllowedOrigins } from "./http/request-origin.js";
+import { readTlsSettings, type TlsSettings } from "./tls/tls-settings.js";
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
 
@@ -104,6 +105,18 @@ const EnvSchema = z
     PARLEY_ENV: z.string().optional(),
     NODE_ENV: z.string().optional(),
     PARLEY_IMPLICIT_ROOMS: flag.default(false),
+    // Transport security: PEM file paths, read and checked by readTlsSettings.
+    PARLEY_HTTP_TLS_CERT: z.string().optional(),
+    PARLEY_HTTP_TLS_KEY: z.string().optional(),
+    PARLEY_GRPC_TLS_CERT: z.string().optional(),
+    PARLEY_GRPC_TLS_KEY: z.string().optional(),
+    PARLEY_GRPC_TLS_CLIENT_CA: z.string().optional(),
+    PARLEY_GRPC_TLS_RELAY_NAMES: commaList.optional(),
+    PARLEY_CORE_TLS_CA: z.string().optional(),
+    PARLEY_CORE_TLS_CERT: z.string().optional(),
+    PARLEY_CORE_TLS_KEY: z.string().optional(),
+    PARLEY_CORE_TLS_SERVER_NAME: z.string().optional(),
+    PARLEY_TLS_WATCH_MS: z.coerce.number().int().min(0).max(86_400_000).default(30_000),
   });
 
 /** Rules across variables, checked even when single variables are bad too. */
@@ -113,6 +126,9 @@ function crossVariableProblems(env: Readonly<Record<string, string>>, raw: Reado
   // start the development mode in front of production users.
   if (raw.DATABASE_URL !== undefined && raw.DATABASE_URL.trim() === "") {
     problems.push("DATABASE_URL is set but empty: give a PostgreSQL URL, or unset it for the development mode");
+  }
+  if ("PARLEY_GRPC_TLS_RELAY_NAMES" in env && !("PARLEY_GRPC_TLS_CLIENT_CA" in env)) {
+    problems.push("PARLEY_GRPC_TLS_RELAY_NAMES needs PARLEY_GRPC_TLS_CLIENT_CA: relays are known by client certificates that core verifies");
   }
   if ("PARLEY_BRIDGE_TOKEN" in env && "PARLEY_BRIDGE_TOKEN_FILE" in env) {
     problems.push("set one of PARLEY_BRIDGE_TOKEN and PARLEY_BRIDGE_TOKEN_FILE, not both");
@@ -158,6 +174,13 @@ export interface Config {
   readonly allowedOrigins: AllowedOrigins | undefined;
   /** `PARLEY_ENV` or `NODE_ENV` is `production`: the development mode refuses to start. */
   readonly productionMarked: boolean;
+  /** Client-certificate names core takes for relays (bridges) over mTLS (PARLEY_GRPC_TLS_RELAY_NAMES). */
+  readonly relayCertificateNames: readonly string[];
+  /** TLS for the listeners and the link to core, files read at start; plaintext where unset. */
+  readonly tls: TlsSettings & {
+    /** How often certificate files are checked for a change, in ms; 0: only on SIGHUP. */
+    readonly watchIntervalMs: number;
+  };
 }
 
 /** Thrown at start when the environment is not valid; names every bad variable. */
@@ -174,9 +197,11 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
     Object.entries(env).filter((entry): entry is [string, string] => entry[1] !== undefined && entry[1] !== ""),
   );
   const parsed = EnvSchema.safeParse(present);
+  const tls = readTlsSettings(present);
   const problems = [
     ...(parsed.success ? [] : parsed.error.issues.map((issue) => `${issue.path.join(".")} ${issue.message}`)),
     ...crossVariableProblems(present, env),
+    ...tls.problems,
   ];
   if (!parsed.success || problems.length > 0) throw new ConfigError(problems);
   const e = parsed.data;
@@ -201,6 +226,8 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
     grpcReflection: e.PARLEY_GRPC_REFLECTION,
     allowedOrigins: e.PARLEY_ALLOWED_ORIGINS,
     productionMarked: e.PARLEY_ENV === "production" || e.NODE_ENV === "production",
+    tls: { ...tls.settings, watchIntervalMs: e.PARLEY_TLS_WATCH_MS },
+    relayCertificateNames: e.PARLEY_GRPC_TLS_RELAY_NAMES ?? [],
   };
 }
 

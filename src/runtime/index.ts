@@ -48,3 +48,9 @@ export { ConfigError, loadConfig, requireTokenRules } from "./config.js";
 export { hmacRules, type TokenRules } from "./auth/key-sources.js";
 export { fixedToken, renewedToken, tokenFromFile, type TokenSource } from "./auth/token-source.js";
 export type { Config } from "./config.js";
+
+// Transport security: certificates (reloadable), TLS listeners, TLS to core.
+export type { TlsCertificates } from "./tls/certificates.js";
+export { HANDSHAKE_TIMEOUT_MS, serveTls } from "./tls/tls-listener.js";
+export { transportSecurity } from "./tls/transport-security.js";
+export type { ClientTransport } from "./grpc/channel-credentials.js";

@@ -5,6 +5,7 @@ import { mintToken, NOTIFICATIONS_SEND_SCOPE, ROOMS_RELAY_SCOPE } from "../../sr
 import { hmacRules } from "../../src/runtime/auth/key-sources.js";
 import { fixedToken } from "../../src/runtime/auth/token-source.js";
 import { type CoreOptions, type RunningCore, startCore } from "../../src/core/core-server.js";
+import type { ClientTransport } from "../../src/runtime/grpc/channel-credentials.js";
 import { createClient, type ServiceClient } from "../../src/runtime/grpc/client.js";
 import type { TestDatabase } from "./database.js";
 import { LogCapture } from "./logs.js";
@@ -37,9 +38,11 @@ export interface TestCore {
 /**
  * A real core on port 0 against the test database (migrated on first start),
  * with rooms on first use unless `implicitRooms: false` is passed: most tests
- * are about messages, not about who may send them.
+ * are about messages, not about who may send them. With `tls`, pass the
+ * helper clients' `clientTransport` too.
  */
-export async function startTestCore(db: TestDatabase, options: Partial<CoreOptions> = {}): Promise<TestCore> {
+export async function startTestCore(db: TestDatabase, options: Partial<CoreOptions> & { clientTransport?: ClientTransport } = {}): Promise<TestCore> {
+  const { clientTransport, ...coreOptions } = options;
   const logs = new LogCapture("debug");
   const core = await startCore({
     databaseUrl: db.url,
@@ -48,7 +51,7 @@ export async function startTestCore(db: TestDatabase, options: Partial<CoreOptio
     logger: logs.logger,
     migrate: true,
     implicitRooms: true,
-    ...options,
+    ...coreOptions,
   });
   const clients: { close(): void }[] = [];
   return {
@@ -56,19 +59,19 @@ export async function startTestCore(db: TestDatabase, options: Partial<CoreOptio
     logs,
     async chat(user) {
       const token = await mintToken(TEST_JWT_SECRET, user);
-      const client = createClient(ChatService, core.address, { headers: () => ({ authorization: `Bearer ${token}` }) });
+      const client = createClient(ChatService, core.address, { ...clientTransport, headers: () => ({ authorization: `Bearer ${token}` }) });
       clients.push(client);
       return client;
     },
     async rooms(user, options = {}) {
       const token = await mintToken(TEST_JWT_SECRET, user, { scopes: options.scopes ?? [] });
-      const client = createClient(RoomService, core.address, { headers: () => ({ authorization: `Bearer ${token}` }) });
+      const client = createClient(RoomService, core.address, { ...clientTransport, headers: () => ({ authorization: `Bearer ${token}` }) });
       clients.push(client);
       return client;
     },
     async notifications(user, options = {}) {
       const token = await mintToken(TEST_JWT_SECRET, user, { scopes: options.sender === true ? [NOTIFICATIONS_SEND_SCOPE] : [] });
-      const client = createClient(NotificationService, core.address, { headers: () => ({ authorization: `Bearer ${token}` }) });
+      const client = createClient(NotificationService, core.address, { ...clientTransport, headers: () => ({ authorization: `Bearer ${token}` }) });
       clients.push(client);
       return client;
     },

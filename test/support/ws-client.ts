@@ -32,6 +32,8 @@ export interface ConnectOptions {
   /** ws answers server pings itself unless this is false. */
   readonly autoPong?: boolean;
   readonly timeoutMs?: number;
+  /** The CA a `https://` base's certificate must chain to (wss://). */
+  readonly ca?: Buffer;
 }
 
 /** An upgrade the bridge refused: HTTP status and the parsed JSON body. */
@@ -101,6 +103,7 @@ export class WsTestClient {
     const socket = new WebSocket(urlFor(base, path, options).replace(/^http/, "ws"), protocolsFor(options), {
       ...socketOptions(options),
       autoPong: options.autoPong ?? true,
+      ...(options.ca === undefined ? {} : { ca: options.ca }),
     });
     const client = new WsTestClient(socket);
     return new Promise((resolve, reject) => {
@@ -118,7 +121,10 @@ export class WsTestClient {
 
   /** Attempts an upgrade that must be refused; resolves with its status and JSON body. */
   static refusal(base: string, path: string, options: ConnectOptions = {}): Promise<Refusal> {
-    const socket = new WebSocket(urlFor(base, path, options).replace(/^http/, "ws"), protocolsFor(options), socketOptions(options));
+    const socket = new WebSocket(urlFor(base, path, options).replace(/^http/, "ws"), protocolsFor(options), {
+      ...socketOptions(options),
+      ...(options.ca === undefined ? {} : { ca: options.ca }),
+    });
     return new Promise((resolve, reject) => {
       socket.on("error", () => undefined);
       socket.once("open", () => {

@@ -220,7 +220,7 @@ export class SendLink {
     const delay = backoffDelay(this.#attempt, this.options.backoff ?? PEER_RETRY_BACKOFF);
     context.with(trace.setSpan(context.active(), span), () => {
       this.options.logger.warn(
-        { category: cause.categoryName, attempt: this.#attempt, pending: this.#pending.size, delay_ms: Math.round(delay) },
+        { category: cause.categoryName, reason: cause.message, attempt: this.#attempt, pending: this.#pending.size, delay_ms: Math.round(delay) },
         "send stream to core broken; resending un-answered items",
       );
     });

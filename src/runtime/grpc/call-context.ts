@@ -13,6 +13,11 @@ export interface CallContext {
   header(name: string): string | undefined;
   /** The caller's address. */
   readonly peer: string;
+  /**
+   * The client certificate the transport verified: present only over TLS
+   * with a client CA (mTLS) and a certificate that chains to it.
+   */
+  readonly peerCertificate: PeerCertificate | undefined;
   /** Aborted when the caller cancels or the deadline passes. */
   readonly signal: AbortSignal;
   /**
@@ -20,6 +25,14 @@ export interface CallContext {
    * context) and read by handlers, keyed by typed keys.
    */
   readonly values: CallValues;
+}
+
+/** What handlers may read of a verified client certificate. */
+export interface PeerCertificate {
+  /** The subject's common name, when the subject has exactly one CN. */
+  readonly commonName: string | undefined;
+  /** The certificate's DNS subject alternative names. */
+  readonly dnsNames: readonly string[];
 }
 
 /** A typed key into CallContext.values. */

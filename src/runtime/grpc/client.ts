@@ -13,6 +13,7 @@ import { SpanKind } from "@opentelemetry/api";
 import { injectHeaders, inSpan } from "../telemetry/tracing.js";
 import { serializer, strictDeserializer } from "./codec.js";
 import { methodPath } from "./server.js";
+import { transportHints } from "./transport-hints.js";
 import type { AnyService, InputInitOf, MethodsOf, OutputOf } from "./types.js";
 
 export interface CallOptions {
@@ -44,7 +45,7 @@ export type ServiceClient<S extends AnyService> = {
 } & { close(): void };
 
 export interface ClientOptions {
-  /** Defaults to an insecure channel (loopback and private networks). */
+  /** Defaults to an insecure channel; TLS from configuration: tlsTransport. */
   readonly credentials?: ChannelCredentials;
   readonly channelOptions?: ChannelOptions;
   /** Headers added to every call, e.g. `authorization`; evaluated per call. */
@@ -52,9 +53,12 @@ export interface ClientOptions {
 }
 
 export function createClient<S extends AnyService>(service: S, address: string, options: ClientOptions = {}): ServiceClient<S> {
-  const client = new Client(address, options.credentials ?? grpcCredentials.createInsecure(), {
+  const credentials = options.credentials ?? grpcCredentials.createInsecure();
+  const client = new Client(address, credentials, {
     "grpc.keepalive_time_ms": 30_000,
     ...options.channelOptions,
+    // A failure to connect says what to check (TLS on one side only, a refused certificate).
+    interceptors: [transportHints(credentials._isSecure())],
   });
   const methods: Record<string, unknown> = {};
   for (const method of service.methods) {

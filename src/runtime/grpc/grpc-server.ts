@@ -1,8 +1,10 @@
-import { Server, ServerCredentials, type ServerCredentials as Credentials } from "@grpc/grpc-js";
+import { Server, ServerCredentials } from "@grpc/grpc-js";
+import type { TlsCertificates } from "../tls/certificates.js";
 import { Health, HealthRegistry, ServingStatus } from "./health.js";
 import { oversizeAsValidation } from "./message-size.js";
 import { addReflection } from "./reflection.js";
 import { implement, type ImplementOptions, type ServiceHandlers } from "./server.js";
+import { bindTls, type TlsBinding } from "./tls-binding.js";
 import type { AnyService } from "./types.js";
 import { type Logger, logError } from "../logger.js";
 import { parleyMetrics } from "../telemetry/metrics.js";
@@ -22,7 +24,8 @@ export interface GrpcServerOptions extends ImplementOptions {
   /** `host:port`; port 0 picks a free port. */
   readonly address: string;
   readonly services: readonly ServiceBinding[];
-  readonly credentials?: Credentials;
+  /** Serve TLS with these certificates (mTLS when they have a CA); plaintext when unset. */
+  readonly tls?: { readonly certificates: TlsCertificates; readonly logger: Logger };
   /** Largest request message accepted, in bytes (default 4 MiB); a larger one is VALIDATION. */
   readonly maxReceiveMessageBytes?: number;
   /** Where refusals made before any handler runs (an over-limit message) are logged. */
@@ -65,16 +68,23 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
   server.addService(healthService.definition, healthService.implementation);
   if (options.reflection !== false) addReflection(server, [...options.services.map((binding) => binding.service), Health]);
 
-  const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(options.address, options.credentials ?? ServerCredentials.createInsecure(), (error, bound) => {
-      if (error) reject(error);
-      else resolve(bound);
+  const host = options.address.slice(0, options.address.lastIndexOf(":"));
+  let tls: TlsBinding | undefined;
+  let port: number;
+  if (options.tls === undefined) {
+    port = await new Promise<number>((resolve, reject) => {
+      server.bindAsync(options.address, ServerCredentials.createInsecure(), (error, bound) => {
+        if (error) reject(error);
+        else resolve(bound);
+      });
     });
-  });
+  } else {
+    tls = await bindTls(server, host.replace(/^\[|\]$/g, ""), Number(options.address.slice(host.length + 1)), options.tls.certificates, options.tls.logger);
+    port = tls.port;
+  }
   health.setStatus("", ServingStatus.SERVING);
   for (const { service } of options.services) health.setStatus(service.typeName, ServingStatus.SERVING);
 
-  const host = options.address.slice(0, options.address.lastIndexOf(":"));
   return {
     server,
     address: `${host}:${port}`,
@@ -83,13 +93,18 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
     shutdown: (graceMs = 5_000) =>
       new Promise<void>((resolve) => {
         health.shutdown();
+        tls?.stopAccepting();
+        const done = () => {
+          tls?.destroy();
+          resolve();
+        };
         const timer = setTimeout(() => {
           server.forceShutdown();
-          resolve();
+          done();
         }, graceMs);
         server.tryShutdown(() => {
           clearTimeout(timer);
-          resolve();
+          done();
         });
       }),
   };

@@ -10,11 +10,13 @@ import {
   type sendUnaryData,
 } from "@grpc/grpc-js";
 import type { Readable } from "node:stream";
+import type { PeerCertificate as TlsPeerCertificate } from "node:tls";
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
 import { toGrpcStatus } from "./status.js";
 import { canHoldEnums, checkEnums, ParleyError } from "../../wire/index.js";
 import { applyInterceptors, type CallContext, CallValues, type ServerInterceptor } from "./call-context.js";
 import { lenientDeserializer, serializer, strictDeserializer, UndecodableMessage } from "./codec.js";
+import { peerCertificateOf } from "./peer-certificate.js";
 import type { AnyService, InputOf, MethodsOf, OutputInitOf } from "./types.js";
 
 /** Writes the responses of a streaming call, waiting when the peer is slow. */
@@ -159,6 +161,7 @@ function contextFor(method: DescMethod, anyCall: AnyCall): CallContext {
     cancelled: boolean;
     metadata: Metadata;
     getPeer(): string;
+    getAuthContext(): { sslPeerCertificate?: TlsPeerCertificate };
     getDeadline(): Date | number;
     once(event: string, listener: () => void): unknown;
   };
@@ -184,11 +187,17 @@ function contextFor(method: DescMethod, anyCall: AnyCall): CallContext {
       clearTimeout(timer);
     });
   }
+  // Read on first use: most calls never look at the certificate.
+  let peerCertificate: { value: CallContext["peerCertificate"] } | undefined;
   return {
     method,
     path: methodPath(method),
     header: (name) => firstHeader(call.metadata, name),
     peer: call.getPeer(),
+    get peerCertificate() {
+      peerCertificate ??= { value: peerCertificateOf(call.getAuthContext()) };
+      return peerCertificate.value;
+    },
     signal: controller.signal,
     values: new CallValues(),
   };
