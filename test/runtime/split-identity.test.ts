@@ -38,7 +38,7 @@ describe("the bridge's own credential", () => {
       (error: unknown) => error as { code: number; stderr: string },
     );
     expect(failure?.code).toBe(2);
-    expect(failure?.stderr).toMatch(/the bridge needs its own credential at core: PARLEY_BRIDGE_TOKEN_FILE .* or PARLEY_BRIDGE_TOKEN; it never needs a signing key/);
+    expect(failure?.stderr).toMatch(/the bridge needs its own credential at core: a client certificate .*PARLEY_BRIDGE_TOKEN_FILE .* or PARLEY_BRIDGE_TOKEN; it never needs a signing key/);
   });
 
   it("with a relay token file and no key, the bridge serves users whose tokens core verifies, and refuses tokens core refuses", async () => {
