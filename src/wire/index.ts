@@ -12,7 +12,7 @@ export { DEFAULT_PAGE_SIZE, IDEMPOTENCY_KEY, MAX_BATCH_ITEMS, MAX_BODY_CODE_POIN
 export { canHoldEnums, checkEnums } from "./enum-check.js";
 
 // Who may read a room's log: the read row of core's decision table, which the bridge applies per connection.
-export { type ReadLost, ReadWatch } from "./room-read.js";
+export { mayReadRoom, type ReadLost, ReadWatch } from "./room-read.js";
 
 // The error model: one class, one closed category, one wire detail.
 export { ParleyError, validationError } from "./errors/parley-error.js";

@@ -1,5 +1,6 @@
 // Attacks on room permissions through the real WebSocket bridge: follows racing a kick, resumes after one, refused follows; each asserts the secure behaviour.
 // Each test asserts the SECURE behaviour: a failing test is a finding.
+import { ErrorCategory } from "../../gen/parley/v1/errors_pb.js";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { ServerFrame } from "../../gen/parley/v1/frames_pb.js";
 import { RoomKind } from "../../gen/parley/v1/rooms_pb.js";
@@ -76,6 +77,21 @@ describe("bridge", () => {
       await mallory.close();
     }
   }, 60_000);
+
+  it("B1b: a resume point past the room's head is refused (VALIDATION on subscribe.after_seq): it would skip, unchecked, what lies between", async () => {
+    const room = id("vault");
+    const alice = await session("alice");
+    const mallory = await session("mallory");
+    await ask(alice, { case: "createRoom", value: { kind: RoomKind.PRIVATE, room, members: ["mallory"] } });
+    await ask(mallory, { case: "join", value: { room } });
+    const head = (await ask(mallory, { case: "getRoom", value: { room } })).kind;
+    const headSeq = head.case === "getRoom" ? (head.value.room?.headSeq ?? 0n) : 0n;
+    const answer = await ask(mallory, { case: "subscribe", value: { room, afterSeq: headSeq + 1n } });
+    expect(answer.kind.case === "error" ? { category: answer.kind.value.category, field: answer.kind.value.field } : answer.kind.case).toEqual({ category: ErrorCategory.VALIDATION, field: "subscribe.after_seq" });
+    await ask(alice, { case: "send", value: { seq: 1n, room, body: "later", clientMsgId: id("m") } });
+    await ask(mallory, { case: "ping", value: {} });
+    expect(bodiesOf(mallory, room)).toEqual([]);
+  });
 
   it("B2: a kicked user resuming from an old seq (subscribe, history, room_events) is refused", async () => {
     const room = id("vault");

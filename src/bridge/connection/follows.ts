@@ -3,7 +3,7 @@
 // no longer read them) and the user's inbox, each resumed from its last seq
 // when core's stream breaks, each request answered once.
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
-import { type FrameFormat, ParleyError, toErrorDetail } from "../../wire/index.js";
+import { type FrameFormat, ParleyError, toErrorDetail, validationError } from "../../wire/index.js";
 import { clientFacing } from "../client-facing.js";
 import { followResumably, follow as followTopic, type Logger } from "../../runtime/index.js";
 import { EncodedEvent } from "../encoded-event.js";
@@ -78,7 +78,15 @@ export class Follows {
       open: async (position) => {
         const { room: answer } = await rooms.getRoom({ room }, calls.options(signal));
         if (answer === undefined) throw new ParleyError(ErrorCategory.INTERNAL, "GetRoom answered without a room", { context: { room } });
-        const standing = new RoomStanding(user, answer);
+        // Core answers only a reader, as of the answer's head; checked here too, so that
+        // no answer (a newer core, a race) can start a follow for someone who may not read.
+        const standing = RoomStanding.authorized(user, answer);
+        // A resume point past GetRoom's head would skip, unchecked, the events
+        // between them (a kick among them): nobody can have seen beyond the
+        // head, so it is refused, as core refuses it.
+        if (position.last !== undefined && position.last > standing.headSeq) {
+          throw validationError("after_seq", `is beyond the head (${standing.headSeq})`);
+        }
         await followTopic<EncodedEvent>({
           hub: roomFeeds.hub,
           topic: room,

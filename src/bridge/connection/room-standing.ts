@@ -6,7 +6,7 @@ import type { RoomEvent } from "../../../gen/parley/v1/chat_pb.js";
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
 import type { Room } from "../../../gen/parley/v1/room_service_pb.js";
 import { MembershipState, RoomKind } from "../../../gen/parley/v1/rooms_pb.js";
-import { ParleyError, ReadWatch } from "../../wire/index.js";
+import { mayReadRoom, ParleyError, ReadWatch } from "../../wire/index.js";
 
 /**
  * A connection's standing in a room: the kind, state and role of core's
@@ -16,8 +16,16 @@ import { ParleyError, ReadWatch } from "../../wire/index.js";
 export class RoomStanding {
   readonly #watch: ReadWatch;
 
-  constructor(user: string, room: Room) {
+  private constructor(user: string, room: Room) {
     this.#watch = new ReadWatch(user, room.kind, { state: room.myState, role: room.myRole }, room.headSeq);
+  }
+
+  /** The standing of a GetRoom answer, or PERMISSION_DENIED when the answer itself says the user may not read the room. */
+  static authorized(user: string, room: Room): RoomStanding {
+    if (!mayReadRoom(room.kind, { state: room.myState, role: room.myRole })) {
+      throw new ParleyError(ErrorCategory.PERMISSION_DENIED, `not allowed to read room "${room.id}" (as of seq ${room.headSeq})`, { context: { room: room.id, seq: room.headSeq } });
+    }
+    return new RoomStanding(user, room);
   }
 
   /** The answer was true as of this seq: events at or before it are already in it. */

@@ -259,7 +259,8 @@ export function roomServiceHandlers(deps: RoomServiceDeps): ServiceHandlers<type
     async getRoom(request, context) {
       const actor = actingUser(context);
       const room = checkRoom(request.room);
-      return unitOfWork.read({ label: "rooms.get", context: { room, user: actor } }, async (em) => {
+      // One snapshot: the standing checked and the summary's head and membership are of the same moment (the bridge authorizes a follow up to that head).
+      return unitOfWork.snapshot({ label: "rooms.get", context: { room, user: actor } }, async (em) => {
         const standing = await readStanding(em, room, actor);
         // Under rooms on first use a missing room reads as an empty public room, as ChatService reads it.
         if (standing === undefined && deps.implicitRooms === true) return { room: create(RoomSchema, { id: room, kind: RoomKind.PUBLIC }) };

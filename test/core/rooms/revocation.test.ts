@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
-import { RoomKind } from "../../../gen/parley/v1/rooms_pb.js";
+import { MembershipState, RoomKind } from "../../../gen/parley/v1/rooms_pb.js";
 import { ParleyError } from "../../../src/wire/errors/parley-error.js";
 import { startTestCore, type TestCore } from "../../support/core.js";
 import { createTestDatabase, type TestDatabase } from "../../support/database.js";
@@ -110,5 +110,31 @@ describe("revocation", () => {
     await expect((await second.chat("bob")).sendMessage({ room, body: "still here?", clientMsgId: "ops-bob-1" })).rejects.toMatchObject({
       category: ErrorCategory.PERMISSION_DENIED,
     });
+  });
+});
+
+describe("GetRoom and a concurrent kick", () => {
+  it("answers a standing and a head of the same moment: never joined with a head at or past the kick", async () => {
+    const owner = await first.rooms("gr-owner");
+    const member = await second.rooms("gr-member");
+    for (let round = 0; round < 20; round++) {
+      const room = `gr-race-${round}`;
+      await owner.createRoom({ kind: RoomKind.PRIVATE, room, members: ["gr-member"] });
+      await member.join({ room });
+      const reads = Array.from({ length: 12 }, () =>
+        member.getRoom({ room }).then(
+          (answer) => ({ room: answer.room, error: undefined }),
+          (error: unknown) => ({ room: undefined, error: error as ParleyError }),
+        ),
+      );
+      const kick = await owner.kick({ room, user: "gr-member" });
+      const kickSeq = kick.event?.seq ?? 0n;
+      expect(kickSeq).toBeGreaterThan(0n);
+      for (const { room: answer, error } of await Promise.all(reads)) {
+        if (error !== undefined) expect(error.category).toBe(ErrorCategory.PERMISSION_DENIED);
+        // An answer authorizes the bridge to follow from its head with its standing: it must be a standing that may read, from before the kick.
+        else expect({ state: answer?.myState, beforeKick: (answer?.headSeq ?? kickSeq) < kickSeq }, `round ${round}`).toEqual({ state: MembershipState.JOINED, beforeKick: true });
+      }
+    }
   });
 });
