@@ -776,6 +776,31 @@ describe("request limits", () => {
     await stopBridge(tight);
   });
 
+  it("refresh_token counts among the un-answered requests: a flood of refreshes cannot queue unbounded WhoAmI calls at core", async () => {
+    const tight = await bridge({ maxInflightRequests: 2 });
+    const user = "refresh-flooder";
+    const client = await connect("/ws", user, { on: tight });
+    // Distinct tokens, so that no answer comes from the bridge's memory of one.
+    const tokens = await Promise.all(Array.from({ length: 30 }, (_, i) => mintToken(TEST_JWT_SECRET, user, { expiresInSeconds: 600 + i })));
+    tokens.forEach((token, i) => {
+      client.sendJson({ requestId: `r-${i}`, request: { case: "refreshToken", value: { token } } });
+    });
+    const answers = await client.until(
+      () => {
+        const answered = client.frames.filter((f) => f.requestId.startsWith("r-"));
+        return answered.length === 30 ? answered : undefined;
+      },
+      { what: "30 answers" },
+    );
+    const limited = answers.filter((f) => f.kind.case === "error");
+    expect(limited.length).toBeGreaterThan(0);
+    for (const frame of limited) expect(errorOf(frame)).toMatchObject({ category: ErrorCategory.RATE_LIMITED, retryable: true });
+    expect(answers.some((f) => f.kind.case === "tokenRefreshed")).toBe(true);
+    expect(client.isOpen).toBe(true);
+    await client.close();
+    await stopBridge(tight);
+  });
+
   it("a connection flooding frames past the rate limit is closed with 4029 after a go_away", async () => {
     const tight = await bridge({ framesPerSecond: 20, frameBurst: 40 });
     const client = await connect("/ws/chat/flood", "flooder", { on: tight });
