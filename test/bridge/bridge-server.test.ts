@@ -249,6 +249,23 @@ describe("upgrade refusals (before any WebSocket opens)", () => {
     }
   });
 
+  it("a token with characters no header may carry (a pasted newline, a tab, non-ASCII) → 401 UNAUTHENTICATED, never echoed, neither at the upgrade nor in refresh_token", async () => {
+    const jwt = await mintToken(TEST_JWT_SECRET, "paster");
+    const from = bridgeLogs.lines.length;
+    for (const token of [`${jwt}\n`, `${jwt}\tx`, `${jwt}é`]) {
+      const refusal = await WsTestClient.refusal(base(main), "/ws/notifications", { token });
+      expect(refusal.status).toBe(401);
+      expect(refusal.body).toMatchObject({ category: "UNAUTHENTICATED", message: "unauthenticated: token is malformed" });
+    }
+    const client = await connect("/ws", "paster", { token: jwt });
+    const refusal = errorOf(await client.request({ requestId: "refresh-pasted", request: { case: "refreshToken", value: { token: `${jwt}\r\n` } } }));
+    expect(refusal).toMatchObject({ category: ErrorCategory.UNAUTHENTICATED, message: "unauthenticated: token is malformed" });
+    expect(client.isOpen).toBe(true);
+    const logged = bridgeLogs.lines.slice(from);
+    expect(JSON.stringify(logged)).not.toContain(jwt.split(".")[2]);
+    expect(logged.filter((line) => line.level === "error")).toEqual([]);
+  });
+
   it("accepts the token in ?token= and in Sec-WebSocket-Protocol (selecting parley.v1)", async () => {
     const viaQuery = await connect("/ws/chat/lobby", "query-user");
     expect(viaQuery.received[0]?.frame.kind.case).toBe("welcome");
@@ -771,6 +788,31 @@ describe("request limits", () => {
     expect(limited.length).toBeGreaterThan(0);
     for (const frame of limited) expect(errorOf(frame)).toMatchObject({ category: ErrorCategory.RATE_LIMITED, retryable: true });
     expect(answers.some((f) => f.kind.case === "history")).toBe(true);
+    expect(client.isOpen).toBe(true);
+    await client.close();
+    await stopBridge(tight);
+  });
+
+  it("refresh_token counts among the un-answered requests: a flood of refreshes cannot queue unbounded WhoAmI calls at core", async () => {
+    const tight = await bridge({ maxInflightRequests: 2 });
+    const user = "refresh-flooder";
+    const client = await connect("/ws", user, { on: tight });
+    // Distinct tokens, so that no answer comes from the bridge's memory of one.
+    const tokens = await Promise.all(Array.from({ length: 30 }, (_, i) => mintToken(TEST_JWT_SECRET, user, { expiresInSeconds: 600 + i })));
+    tokens.forEach((token, i) => {
+      client.sendJson({ requestId: `r-${i}`, request: { case: "refreshToken", value: { token } } });
+    });
+    const answers = await client.until(
+      () => {
+        const answered = client.frames.filter((f) => f.requestId.startsWith("r-"));
+        return answered.length === 30 ? answered : undefined;
+      },
+      { what: "30 answers" },
+    );
+    const limited = answers.filter((f) => f.kind.case === "error");
+    expect(limited.length).toBeGreaterThan(0);
+    for (const frame of limited) expect(errorOf(frame)).toMatchObject({ category: ErrorCategory.RATE_LIMITED, retryable: true });
+    expect(answers.some((f) => f.kind.case === "tokenRefreshed")).toBe(true);
     expect(client.isOpen).toBe(true);
     await client.close();
     await stopBridge(tight);

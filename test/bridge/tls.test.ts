@@ -1,6 +1,7 @@
 import { execFile } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { request as httpsRequest } from "node:https";
+import { connect as connectTcp } from "node:net";
 import { connect as connectTls } from "node:tls";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { type BridgeOptions, type RunningBridge, startBridge } from "../../src/bridge/bridge-server.js";
@@ -11,6 +12,7 @@ import { ErrorCategory } from "../../gen/parley/v1/errors_pb.js";
 import { type ClientTransport, tlsTransport } from "../../src/runtime/grpc/channel-credentials.js";
 import { createClient } from "../../src/runtime/grpc/client.js";
 import type { TlsCertificates } from "../../src/runtime/tls/certificates.js";
+import { HANDSHAKE_TIMEOUT_MS } from "../../src/runtime/tls/tls-listener.js";
 import { rejection } from "../support/assertions.js";
 import { certificatesOf, createTestPki, OPENSSL, type TestPki } from "../support/certificates.js";
 import { startTestCore, TEST_JWT_SECRET, type TestCore } from "../support/core.js";
@@ -180,6 +182,38 @@ describe("a relay known by its client certificate", () => {
       identity.close();
       await other.stop();
     }
+  });
+});
+
+/** Opens a TCP connection to `port` that never finishes a handshake (`partial`: the first bytes of one); resolves with how long until the server closed it. */
+function stalledHandshake(port: number, partial: boolean): Promise<number> {
+  const started = Date.now();
+  return new Promise((resolve) => {
+    const socket = connectTcp(port, "127.0.0.1", () => {
+      // A TLS record header announcing a ClientHello that never comes.
+      if (partial) socket.write(Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, 0x01]));
+    });
+    // Bounded: a socket still open well past the timeout is the failure.
+    const giveUp = setTimeout(() => socket.destroy(), HANDSHAKE_TIMEOUT_MS + 5_000);
+    socket.on("error", () => undefined);
+    socket.on("close", () => {
+      clearTimeout(giveUp);
+      resolve(Date.now() - started);
+    });
+  });
+}
+
+describe("handshakes that never finish", () => {
+  it("a TCP connection that does not complete its handshake is cut after the handshake timeout, on core's port and on the bridge's", async () => {
+    const on = await bridge();
+    const from = bridgeLogs.lines.length;
+    const corePort = Number(core.core.address.split(":").pop());
+    const closedAfter = await Promise.all([stalledHandshake(corePort, false), stalledHandshake(corePort, true), stalledHandshake(on.port, false), stalledHandshake(on.port, true)]);
+    for (const ms of closedAfter) {
+      expect(ms).toBeGreaterThanOrEqual(HANDSHAKE_TIMEOUT_MS - 500);
+      expect(ms).toBeLessThan(HANDSHAKE_TIMEOUT_MS + 3_000);
+    }
+    expect(bridgeLogs.lines.slice(from).filter((line) => line.listener === "http listener" && line.code === "ERR_TLS_HANDSHAKE_TIMEOUT")).toHaveLength(2);
   });
 });
 

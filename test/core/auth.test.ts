@@ -258,6 +258,28 @@ describe("a relay's own credential acts as nobody", () => {
     expect(await db.sql("select count(*) as n from room_events where room_id = $1", [room])).toEqual(eventsBefore);
   });
 
+  it("refuses a send item whose acting token is itself a relay credential, whoever opened the stream; nothing is written", async () => {
+    // A relay token in acting_token would make the relay the sender: with
+    // rooms on first use it would join public rooms and post as itself.
+    const room = "relay-as-itself";
+    await (await core.rooms("alice")).createRoom({ kind: RoomKind.PUBLIC, room });
+    const relayToken = await mintToken(TEST_JWT_SECRET, "parley-bridge-z", { scopes: [ROOMS_RELAY_SCOPE] });
+    const relayChat = clientWith({ authorization: `Bearer ${relayToken}` });
+    const userChat = clientWith({ authorization: `Bearer ${await mintToken(TEST_JWT_SECRET, "alice")}` });
+    const counts = () => db.sql("select (select count(*) from chat_messages where room_id = $1) as messages, (select count(*) from room_members where room_id = $1) as members", [room]);
+    const before = await counts();
+
+    for (const client of [relayChat, userChat]) {
+      const { answers, error } = await sendStream(client, [{ streamSeq: 1n, room, body: "the relay itself", clientMsgId: "relay-self-1", actingToken: relayToken }]);
+      expect(error).toBeUndefined();
+      expect(answers[0]?.result.case === "error" ? answers[0].result.value : answers[0]?.result.case).toMatchObject({
+        category: ErrorCategory.PERMISSION_DENIED,
+        message: expect.stringMatching(/sends only for users/) as unknown,
+      });
+    }
+    expect(await counts()).toEqual(before);
+  });
+
   it("carries a send that bears the user's own token, as that user", async () => {
     const room = "relay-carried";
     await (await core.rooms("carol")).createRoom({ kind: RoomKind.PUBLIC, room });

@@ -88,7 +88,9 @@ export class Connection {
 
   /** A newer token of the same user takes over; the expiry close moves to its `exp`. */
   async #refreshToken(token: string): Promise<Identity> {
-    const identity = await this.#deps.identities.verify(token);
+    // Within the limit of un-answered requests, as any call to core: a flood
+    // of refresh_token frames would otherwise queue WhoAmI calls unbounded.
+    const identity = await this.#calls.call("refresh_token", () => this.#deps.identities.verify(token));
     this.#credential.replace(token, identity);
     if (this.#expiryTimer !== undefined) clearTimeout(this.#expiryTimer);
     this.#expiryTimer = undefined;

@@ -1,11 +1,19 @@
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { IdentityService } from "../../../gen/parley/v1/identity_pb.js";
+import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
 import type { Identity, ServiceClient } from "../../runtime/index.js";
+import { ParleyError } from "../../wire/index.js";
 
 /** How long an answer is reused at most (ms): a refusal at core (a removed key) reaches open connections' next check within it. */
 const REMEMBER_MS = 60_000;
 const MAX_REMEMBERED = 10_000;
 const WHO_AM_I_TIMEOUT_MS = 5_000;
+/**
+ * What a token may hold to travel in an `authorization` header (a JWT is
+ * base64url and dots): grpc-js throws on anything else, which once made a
+ * pasted newline an INTERNAL error whose message echoed the token.
+ */
+const HEADER_SAFE = /^[!-~]+$/;
 
 /**
  * Browser users' identities, as core verifies their tokens (IdentityService
@@ -23,6 +31,7 @@ export class RemoteIdentities {
 
   /** The identity in `token`, or core's UNAUTHENTICATED (or UNAVAILABLE) ParleyError. */
   async verify(token: string): Promise<Identity> {
+    if (!HEADER_SAFE.test(token)) throw new ParleyError(ErrorCategory.UNAUTHENTICATED, "unauthenticated: token is malformed");
     const now = Date.now();
     const remembered = this.#remembered.get(token);
     if (remembered !== undefined && now < remembered.until) return remembered.identity;

@@ -122,11 +122,13 @@ export function chatServiceHandlers(deps: ChatServiceDeps): ServiceHandlers<type
    */
   const actingCaller = (item: SendStreamRequest, opener: Identity): Identity | ParleyError | Promise<Identity | ParleyError> => {
     if (item.actingToken === "") return opener.scopes.has(ROOMS_RELAY_SCOPE) ? relayActingAlone() : opener;
-    return (
-      verifier.cachedIdentity(item.actingToken) ??
-      verifier.verify(item.actingToken).catch((error: unknown) => ParleyError.from(error))
-    );
+    const cached = verifier.cachedIdentity(item.actingToken);
+    if (cached !== undefined) return userActing(cached);
+    return verifier.verify(item.actingToken).then(userActing, (error: unknown) => ParleyError.from(error));
   };
+
+  /** An acting token must be a user's: a relay credential there would make the relay the sender. */
+  const userActing = (acting: Identity): Identity | ParleyError => (acting.scopes.has(ROOMS_RELAY_SCOPE) ? relayActingAlone() : acting);
 
   /**
    * A send stream (SendStream or SendBatches): items read in order, a

@@ -132,7 +132,10 @@ export class TokenVerifier {
     }
     // jose checked `exp` is a number in the future.
     const expiresAt = payload.exp ?? 0;
-    const issuedAt = typeof payload.iat === "number" ? payload.iat : this.#now() / 1000;
+    // Measured from now at the latest: an `iat` in the future (which jose
+    // accepts) would otherwise stretch a token's life past the maximum.
+    const nowSeconds = this.#now() / 1000;
+    const issuedAt = typeof payload.iat === "number" ? Math.min(payload.iat, nowSeconds) : nowSeconds;
     if (expiresAt - issuedAt > this.#rules.maxLifetimeSeconds + this.#tolerance) {
       throw unauthenticated(`token lifetime (exp − iat) of ${Math.round(expiresAt - issuedAt)} s exceeds the maximum of ${this.#rules.maxLifetimeSeconds} s`);
     }

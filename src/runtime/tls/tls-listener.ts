@@ -32,6 +32,10 @@ export function serveTls(server: Server, certificates: TlsCertificates, logger: 
   const onFailure = (error: Error, socket: TLSSocket) => {
     const failure = describeHandshakeFailure(error, socket, variables);
     const fields = { category: failure.category, code: failure.code, peer: peerOf(socket, peers) };
+    // Node reports a handshake timeout here but leaves the connection open
+    // (a client that never finishes its handshake would hold its socket for
+    // ever); every failed handshake ends its connection.
+    socket.destroy();
     switch (budget.take()) {
       case "log":
         log.warn(fields, failure.reason);

@@ -186,6 +186,17 @@ describe("rules on every token", () => {
     expect(await refusal(verifier, noIat)).toMatch(/exceeds the maximum/);
   });
 
+  it("measures the lifetime from now when `iat` is in the future: a future `iat` does not stretch the maximum", async () => {
+    const verifier = new TokenVerifier(hmacRules(SECRET_A, { maxLifetimeSeconds: 3600 }));
+    const signedWith = (claims: Record<string, unknown>) => new SignJWT({ sub: "alice", ...claims }).setProtectedHeader({ alg: "HS256" }).sign(new TextEncoder().encode(SECRET_A));
+    const tenYears = now() + 10 * 365 * 24 * 3600;
+    expect(await refusal(verifier, await signedWith({ iat: tenYears, exp: tenYears + 600 }))).toMatch(/exceeds the maximum of 3600 s/);
+    // exp − iat is 0 in floating point, the expiry never comes.
+    expect(await refusal(verifier, await signedWith({ iat: 1e308 - 10, exp: 1e308 }))).toMatch(/exceeds the maximum of 3600 s/);
+    // A provider whose clock runs a little ahead is within the tolerance.
+    expect((await verifier.verify(await signedWith({ iat: now() + 2, exp: now() + 2 + 3600 }))).user).toBe("alice");
+  });
+
   it("accepts an identity provider's user ids (Auth0's `auth0|...`)", async () => {
     const verifier = new TokenVerifier(hmacRules(SECRET_A));
     expect((await verifier.verify(await mintToken(SECRET_A, "auth0|5f7c8ec7c33c6c004bbafe82"))).user).toBe("auth0|5f7c8ec7c33c6c004bbafe82");
