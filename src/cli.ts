@@ -33,6 +33,7 @@ Identity (core verifies every token; the bridge holds no key):
   PARLEY_JWT_ISSUER      core: required iss
   PARLEY_JWT_AUDIENCE    core: accepted aud values, comma-separated
   PARLEY_JWT_MAX_LIFETIME_SECONDS  core: longest token lifetime (default 86400)
+  PARLEY_RELAY_SUBJECTS  core: token subjects that may carry the rooms:relay scope (bridges)
   PARLEY_BRIDGE_TOKEN_FILE  bridge: file with its rooms:relay token (re-read on change)
   PARLEY_BRIDGE_TOKEN    bridge: its rooms:relay token
   PARLEY_GRPC_TLS_RELAY_NAMES  core: client-certificate names that are bridges (mTLS)

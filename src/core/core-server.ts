@@ -100,7 +100,12 @@ export async function startCore(options: CoreOptions): Promise<RunningCore> {
     // A bridge in this process authenticates with tokens of a key made here:
     // the deployment needs no signing key for it, and none leaks.
     const inProcessKey = { kid: `parley-in-process-${instanceId.slice(0, 8)}`, secret: randomBytes(32).toString("base64url") };
-    const verifier = new TokenVerifier({ ...options.tokens, hmacKeys: [...options.tokens.hmacKeys, inProcessKey] });
+    const inProcessRelay = `parley-bridge-${instanceId.slice(0, 8)}`;
+    const verifier = new TokenVerifier({
+      ...options.tokens,
+      hmacKeys: [...options.tokens.hmacKeys, inProcessKey],
+      relaySubjects: [...(options.tokens.relaySubjects ?? []), inProcessRelay],
+    });
     const chat = createChatModule({ instanceId, unitOfWork, verifier, logger, maxBatch: options.maxBatch, implicitRooms: options.implicitRooms === true });
     const rooms = createRoomModule({ instanceId, unitOfWork, limits: options.roomLimits, implicitRooms: options.implicitRooms === true, published: (events) => {
         chat.fanout.committed(events);
@@ -156,7 +161,7 @@ export async function startCore(options: CoreOptions): Promise<RunningCore> {
       orm,
       listener,
       mintRelayToken: (lifetimeSeconds) =>
-        mintToken(inProcessKey.secret, `parley-bridge-${instanceId.slice(0, 8)}`, {
+        mintToken(inProcessKey.secret, inProcessRelay, {
           kid: inProcessKey.kid,
           scopes: [ROOMS_RELAY_SCOPE],
           expiresInSeconds: Math.min(lifetimeSeconds, options.tokens.maxLifetimeSeconds),

@@ -91,6 +91,7 @@ const EnvSchema = z
     PARLEY_JWKS_TIMEOUT_MS: z.coerce.number().int().min(100).max(60_000).default(5_000),
     PARLEY_JWT_ISSUER: z.string().optional(),
     PARLEY_JWT_AUDIENCE: commaList.optional(),
+    PARLEY_RELAY_SUBJECTS: commaList.optional(),
     PARLEY_BRIDGE_TOKEN: z.string().optional(),
     PARLEY_BRIDGE_TOKEN_FILE: z.string().optional(),
     PARLEY_JWT_MAX_LIFETIME_SECONDS: z.coerce.number().int().min(60).max(31 * 86_400).default(DEFAULT_MAX_TOKEN_LIFETIME_SECONDS),
@@ -247,6 +248,7 @@ function tokenRules(e: Env): TokenRules | undefined {
     issuer: e.PARLEY_JWT_ISSUER,
     audience: e.PARLEY_JWT_AUDIENCE !== undefined && e.PARLEY_JWT_AUDIENCE.length > 0 ? e.PARLEY_JWT_AUDIENCE : undefined,
     maxLifetimeSeconds: e.PARLEY_JWT_MAX_LIFETIME_SECONDS,
+    relaySubjects: e.PARLEY_RELAY_SUBJECTS ?? [],
   };
 }
 

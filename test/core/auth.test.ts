@@ -9,7 +9,7 @@ import { mintToken, ROOMS_RELAY_SCOPE } from "../../src/runtime/auth/tokens.js";
 import { fromGrpcError } from "../../src/runtime/grpc/status.js";
 import { ParleyError } from "../../src/wire/errors/parley-error.js";
 import { createClient, type ServiceClient } from "../../src/runtime/grpc/client.js";
-import { startTestCore, TEST_JWT_SECRET, type TestCore } from "../support/core.js";
+import { startTestCore, TEST_JWT_SECRET, TEST_RELAY_SUBJECT, type TestCore } from "../support/core.js";
 import { createTestDatabase, type TestDatabase } from "../support/database.js";
 import { rejection as failureOf } from "../support/assertions.js";
 
@@ -222,7 +222,7 @@ describe("a relay's own credential acts as nobody", () => {
     const room = "relay-target";
     const alice = await core.rooms("alice");
     await alice.createRoom({ kind: RoomKind.PUBLIC, room, members: ["bob"] });
-    const relayToken = await mintToken(TEST_JWT_SECRET, "parley-bridge-x", { scopes: [ROOMS_RELAY_SCOPE] });
+    const relayToken = await mintToken(TEST_JWT_SECRET, TEST_RELAY_SUBJECT, { scopes: [ROOMS_RELAY_SCOPE] });
     const headers = { authorization: `Bearer ${relayToken}` };
     const relayChat = clientWith(headers);
     const relayRooms = createClient(RoomService, core.core.address, { headers: () => headers });
@@ -263,7 +263,7 @@ describe("a relay's own credential acts as nobody", () => {
     // rooms on first use it would join public rooms and post as itself.
     const room = "relay-as-itself";
     await (await core.rooms("alice")).createRoom({ kind: RoomKind.PUBLIC, room });
-    const relayToken = await mintToken(TEST_JWT_SECRET, "parley-bridge-z", { scopes: [ROOMS_RELAY_SCOPE] });
+    const relayToken = await mintToken(TEST_JWT_SECRET, TEST_RELAY_SUBJECT, { scopes: [ROOMS_RELAY_SCOPE] });
     const relayChat = clientWith({ authorization: `Bearer ${relayToken}` });
     const userChat = clientWith({ authorization: `Bearer ${await mintToken(TEST_JWT_SECRET, "alice")}` });
     const counts = () => db.sql("select (select count(*) from chat_messages where room_id = $1) as messages, (select count(*) from room_members where room_id = $1) as members", [room]);
@@ -280,10 +280,21 @@ describe("a relay's own credential acts as nobody", () => {
     expect(await counts()).toEqual(before);
   });
 
+  it("a user token carrying the relay scope (a misconfigured identity provider) is refused: only configured relay subjects may hold it", async () => {
+    const room = "relay-scope-vault";
+    await (await core.rooms("alice")).createRoom({ kind: RoomKind.PRIVATE, room });
+    await (await core.chat("alice")).sendMessage({ room, body: "the plan", clientMsgId: "plan-1" });
+    const impostor = clientWith({ authorization: `Bearer ${await mintToken(TEST_JWT_SECRET, "mallory", { scopes: [ROOMS_RELAY_SCOPE] })}` });
+    const refused = await failureOf(impostor.listRoomEvents({ room }, { timeoutMs: CALL_TIMEOUT_MS }));
+    expect(refused.category).toBe(ErrorCategory.UNAUTHENTICATED);
+    expect(refused.message).toMatch(/carries the `rooms:relay` scope, but `mallory` is not a configured relay \(PARLEY_RELAY_SUBJECTS\)/);
+    expect((await subscribeFailure(impostor, room)).category).toBe(ErrorCategory.UNAUTHENTICATED);
+  });
+
   it("carries a send that bears the user's own token, as that user", async () => {
     const room = "relay-carried";
     await (await core.rooms("carol")).createRoom({ kind: RoomKind.PUBLIC, room });
-    const relayChat = clientWith({ authorization: `Bearer ${await mintToken(TEST_JWT_SECRET, "parley-bridge-y", { scopes: [ROOMS_RELAY_SCOPE] })}` });
+    const relayChat = clientWith({ authorization: `Bearer ${await mintToken(TEST_JWT_SECRET, TEST_RELAY_SUBJECT, { scopes: [ROOMS_RELAY_SCOPE] })}` });
     const { answers } = await sendStream(relayChat, [{ streamSeq: 1n, room, body: "carried", clientMsgId: "carried-1", actingToken: await mintToken(TEST_JWT_SECRET, "carol") }]);
     expect(answers[0]?.result.case === "message" ? answers[0].result.value.sender : answers[0]?.result.case).toBe("carol");
   });

@@ -42,7 +42,7 @@ describe("the bridge's own credential", () => {
   });
 
   it("with a relay token file and no key, the bridge serves users whose tokens core verifies, and refuses tokens core refuses", async () => {
-    const core = await spawnCore({ DATABASE_URL: db.url, PARLEY_JWT_SECRET: TEST_JWT_SECRET, PARLEY_MIGRATE: "1" });
+    const core = await spawnCore({ DATABASE_URL: db.url, PARLEY_JWT_SECRET: TEST_JWT_SECRET, PARLEY_MIGRATE: "1", PARLEY_RELAY_SUBJECTS: "parley-bridge-split" });
     processes.push(core.process);
     const tokenFile = join(dir, "bridge-token");
     writeFileSync(tokenFile, `${await mintToken(TEST_JWT_SECRET, "parley-bridge-split", { scopes: [ROOMS_RELAY_SCOPE] })}\n`, { mode: 0o600 });

@@ -12,15 +12,18 @@ import { LogCapture } from "./logs.js";
 
 export const TEST_JWT_SECRET = "test-secret-that-is-long-enough-for-hs256";
 
+/** The one subject test cores take relay tokens from (PARLEY_RELAY_SUBJECTS). */
+export const TEST_RELAY_SUBJECT = "parley-bridge-test";
+
 /**
  * How test cores verify tokens: HS256 over TEST_JWT_SECRET, up to a month
  * long (the bridge's expiry timer is tested with month-long tokens; the
  * default maximum has its own tests).
  */
-export const TEST_TOKEN_RULES = hmacRules(TEST_JWT_SECRET, { maxLifetimeSeconds: 31 * 24 * 3600 });
+export const TEST_TOKEN_RULES = hmacRules(TEST_JWT_SECRET, { maxLifetimeSeconds: 31 * 24 * 3600, relaySubjects: [TEST_RELAY_SUBJECT] });
 
 /** A test bridge's own credential at core: a relay token, never a key. */
-export const TEST_RELAY_TOKEN = fixedToken(await mintToken(TEST_JWT_SECRET, "parley-bridge-test", { scopes: [ROOMS_RELAY_SCOPE], expiresInSeconds: 6 * 3600 }));
+export const TEST_RELAY_TOKEN = fixedToken(await mintToken(TEST_JWT_SECRET, TEST_RELAY_SUBJECT, { scopes: [ROOMS_RELAY_SCOPE], expiresInSeconds: 6 * 3600 }));
 
 export interface TestCore {
   readonly core: RunningCore;

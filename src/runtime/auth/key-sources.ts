@@ -35,6 +35,13 @@ export interface TokenRules {
   readonly audience?: readonly string[];
   /** Longest accepted lifetime: `exp` − `iat` (or − now, without `iat`), seconds. */
   readonly maxLifetimeSeconds: number;
+  /**
+   * The subjects that may carry the `rooms:relay` scope (the bridges'
+   * client ids at the identity provider). A token of anyone else with that
+   * scope is refused: a misconfigured provider must not hand a user the
+   * power to read every room.
+   */
+  readonly relaySubjects?: readonly string[];
 }
 
 /** The default longest token lifetime: a day. */

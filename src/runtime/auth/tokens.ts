@@ -146,6 +146,9 @@ export class TokenVerifier {
     }
     const scope = payload.scope;
     const scopes = new Set(typeof scope === "string" ? scope.split(" ").filter((s) => s !== "") : []);
+    if (scopes.has(ROOMS_RELAY_SCOPE) && !(this.#rules.relaySubjects ?? []).includes(sub)) {
+      throw unauthenticated(`token carries the \`${ROOMS_RELAY_SCOPE}\` scope, but \`${sub}\` is not a configured relay (PARLEY_RELAY_SUBJECTS)`);
+    }
     return { user: sub, expiresAt, scopes };
   }
 }

@@ -122,7 +122,7 @@ export async function startSplit(db: TestDatabase, secret: string): Promise<{ co
   const core = await startChild(
     "parley core",
     [...SERVER_FLAGS, "bin/parley.js", "core"],
-    { ...base, PARLEY_JWT_SECRET: secret, DATABASE_URL: db.url, PARLEY_GRPC_ADDR: "127.0.0.1:0", PARLEY_METRICS_ADDR: "127.0.0.1:0", PARLEY_MIGRATE: "1" },
+    { ...base, PARLEY_JWT_SECRET: secret, PARLEY_RELAY_SUBJECTS: "parley-bridge-bench", DATABASE_URL: db.url, PARLEY_GRPC_ADDR: "127.0.0.1:0", PARLEY_METRICS_ADDR: "127.0.0.1:0", PARLEY_MIGRATE: "1" },
     (line) => {
       if (line.msg === "core serving" && typeof line.grpc === "string") grpcPort = Number(line.grpc.slice(line.grpc.lastIndexOf(":") + 1));
       if (line.msg === "metrics serving" && typeof line.metrics === "string") coreMetricsUrl = line.metrics;
