@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { createInterface } from "node:readline";
+import { TEST_RELAY_SUBJECT } from "./core.js";
 
 export interface ParleyProcess {
   readonly child: ChildProcess;
@@ -15,12 +16,14 @@ export interface ParleyProcess {
 
 /**
  * Runs `parley <command>` as a real child process with the given environment
- * (rooms on first use, as startTestCore has them, unless `env` says otherwise);
+ * (rooms on first use and the test relay subject, as startTestCore has them,
+ * unless `env` says otherwise);
  * a variable given as undefined is removed from the child's environment.
  */
 export function spawnParley(command: string, env: Record<string, string | undefined>): ParleyProcess {
   const child = spawn(process.execPath, ["bin/parley.js", command], {
-    env: withoutUnset({ ...process.env, PARLEY_LOG_LEVEL: "info", PARLEY_IMPLICIT_ROOMS: "1", ...env }),
+    // Test bridges bring relay tokens of TEST_RELAY_SUBJECT (test/support/core.ts).
+    env: withoutUnset({ ...process.env, PARLEY_LOG_LEVEL: "info", PARLEY_IMPLICIT_ROOMS: "1", PARLEY_RELAY_SUBJECTS: TEST_RELAY_SUBJECT, ...env }),
     stdio: ["ignore", "pipe", "pipe"],
   });
   const lines: Record<string, unknown>[] = [];
