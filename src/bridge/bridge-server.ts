@@ -70,6 +70,8 @@ export interface BridgeOptions {
   readonly logger: Logger;
   readonly limits?: Partial<ConnectionLimits>;
   readonly routes?: readonly RouteDefinition[];
+  /** How long a room's core subscription stays open after its last follower left (default 10 s; 0 closes at once). */
+  readonly feedLingerMs?: number;
   /** Answer deadline of one send at core before the stream is re-opened. */
   readonly sendAnswerTimeoutMs?: number;
   readonly observe?: ConnectionObserver;
@@ -122,7 +124,7 @@ export async function startBridge(options: BridgeOptions): Promise<RunningBridge
   const identities = new RemoteIdentities(identityClient);
 
   const sendLink = new SendLink({ chat, logger, answerTimeoutMs: options.sendAnswerTimeoutMs });
-  const roomFeeds = new RoomFeeds(chat, logger);
+  const roomFeeds = new RoomFeeds(chat, logger, { lingerMs: options.feedLingerMs });
   const connections = new Set<Connection>();
   const wss = new WebSocketServer({
     noServer: true,

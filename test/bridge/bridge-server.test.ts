@@ -889,7 +889,7 @@ describe("subscriptions and resume", () => {
   });
 
   it("the bridge holds one core subscription per room however many connections follow it", async () => {
-    const own = await bridge();
+    const own = await bridge({}, { feedLingerMs: 300 });
     const room = "shared-feed";
     const followers = await Promise.all(range(1, 5).map((i) => joinRoom(room, `follower-${i}`, { on: own })));
     expect(own.roomFeeds.roomCount).toBe(1);
@@ -899,8 +899,30 @@ describe("subscriptions and resume", () => {
     expect(own.roomFeeds.roomCount).toBe(1);
 
     await Promise.all(followers.map((follower) => follower.close()));
+    // Kept for the linger time after the last follower left, then released.
     await eventually(() => own.roomFeeds.roomCount === 0, 5_000, "room feed released after the last follower left");
     await eventually(() => own.connections.size === 0, 5_000, "connections gone");
+    await stopBridge(own);
+  });
+
+  it("subscribe/unsubscribe churn never maps onto core streams: one core subscription for the room, kept while followers come and go", async () => {
+    const own = await bridge({ framesPerSecond: 10_000, frameBurst: 10_000 });
+    const room = "churned-room";
+    const client = await connect("/ws", "churner", { on: own });
+    const opened = own.roomFeeds.opened;
+    for (let i = 0; i < 100; i++) {
+      const subscribed = client.request({ requestId: `c-sub-${i}`, request: { case: "subscribe", value: { room } } });
+      await subscribed;
+      await client.request({ requestId: `c-unsub-${i}`, request: { case: "unsubscribe", value: { room } } });
+    }
+    expect(own.roomFeeds.opened - opened).toBe(1);
+    expect(own.roomFeeds.roomCount).toBe(1);
+    // A follower that comes back still gets everything, live.
+    const feeder = await core.chat("churn-feeder");
+    await client.request({ requestId: "c-final", request: { case: "subscribe", value: { room } } });
+    await feeder.sendMessage({ room, body: "after the churn", clientMsgId: "churn-1" });
+    expect((await messagesUpTo(client, room, 1n)).map((m) => m.body)).toEqual(["after the churn"]);
+    expect(own.roomFeeds.opened - opened).toBe(1);
     await stopBridge(own);
   });
 

@@ -5,7 +5,14 @@ import { EncodedEvent } from "../encoded-event.js";
 interface Feed {
   readonly controller: AbortController;
   followers: number;
+  /** Set while the feed has no follower: it closes when this fires. */
+  linger: NodeJS.Timeout | undefined;
 }
+
+/** How long a feed stays open after its last follower left, by default (ms). */
+export const DEFAULT_FEED_LINGER_MS = 10_000;
+/** Most feeds kept open without a follower; past it, the one idle longest closes. */
+const MAX_LINGERING_FEEDS = 1_024;
 
 /**
  * One core subscription per room, however many of the bridge's connections
@@ -16,36 +23,82 @@ interface Feed {
  * connection's own token, and who may receive what is checked per
  * connection, in follows.ts). If the core stream breaks, the feed
  * resubscribes from the last seq it saw and tells followers to check for gaps.
+ *
+ * A feed stays open for a while after its last follower leaves: a client
+ * that subscribes and unsubscribes over and over (or many that come and go)
+ * must not map one-to-one onto core streams opened and cancelled, which
+ * HTTP/2's rapid-reset protection answers by closing the whole session —
+ * every room's feed and every user's sends with it.
  */
 export class RoomFeeds {
   readonly hub = new FanoutHub<EncodedEvent>(4096);
   readonly #feeds = new Map<string, Feed>();
+  /** Rooms whose feed has no follower, the longest idle first (Map order). */
+  readonly #lingering = new Map<string, Feed>();
+  readonly #lingerMs: number;
+  #opened = 0;
 
   constructor(
     private readonly chat: ServiceClient<typeof ChatService>,
     private readonly logger: Logger,
-  ) {}
+    options: { lingerMs?: number } = {},
+  ) {
+    this.#lingerMs = options.lingerMs ?? DEFAULT_FEED_LINGER_MS;
+  }
 
   /** Registers a follower of `room`; the returned function unregisters it. */
   join(room: string): () => void {
     let existing = this.#feeds.get(room);
     if (!existing) {
-      existing = { controller: new AbortController(), followers: 0 };
+      existing = { controller: new AbortController(), followers: 0, linger: undefined };
       this.#feeds.set(room, existing);
+      this.#opened++;
       this.#run(room, existing);
     }
     const feed = existing;
+    if (feed.linger !== undefined) {
+      clearTimeout(feed.linger);
+      feed.linger = undefined;
+      this.#lingering.delete(room);
+    }
     feed.followers++;
     let left = false;
     return () => {
       if (left) return;
       left = true;
       feed.followers--;
-      if (feed.followers === 0) {
-        feed.controller.abort();
-        this.#feeds.delete(room);
-      }
+      if (feed.followers === 0) this.#idle(room, feed);
     };
+  }
+
+  /** The last follower left: close later, unless one comes back first. */
+  #idle(room: string, feed: Feed): void {
+    if (this.#lingerMs <= 0) {
+      this.#closeFeed(room, feed);
+      return;
+    }
+    feed.linger = setTimeout(() => {
+      this.#closeFeed(room, feed);
+    }, this.#lingerMs);
+    feed.linger.unref();
+    this.#lingering.set(room, feed);
+    if (this.#lingering.size > MAX_LINGERING_FEEDS) {
+      const [oldestRoom, oldest] = this.#lingering.entries().next().value ?? [];
+      if (oldestRoom !== undefined && oldest !== undefined) this.#closeFeed(oldestRoom, oldest);
+    }
+  }
+
+  #closeFeed(room: string, feed: Feed): void {
+    clearTimeout(feed.linger);
+    feed.linger = undefined;
+    this.#lingering.delete(room);
+    feed.controller.abort();
+    if (this.#feeds.get(room) === feed) this.#feeds.delete(room);
+  }
+
+  /** Core subscriptions opened since start (for metrics and tests). */
+  get opened(): number {
+    return this.#opened;
   }
 
   /** Rooms with a core subscription open (for metrics and tests). */
@@ -54,8 +107,7 @@ export class RoomFeeds {
   }
 
   close(): void {
-    for (const feed of this.#feeds.values()) feed.controller.abort();
-    this.#feeds.clear();
+    for (const [room, feed] of [...this.#feeds]) this.#closeFeed(room, feed);
   }
 
   #run(room: string, feed: Feed): void {
