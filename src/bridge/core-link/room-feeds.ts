@@ -10,7 +10,7 @@ interface Feed {
 }
 
 /** How long a feed stays open after its last follower left, by default (ms). */
-export const DEFAULT_FEED_LINGER_MS = 10_000;
+const DEFAULT_FEED_LINGER_MS = 10_000;
 /** Most feeds kept open without a follower; past it, the one idle longest closes. */
 const MAX_LINGERING_FEEDS = 1_024;
 
