@@ -38,6 +38,15 @@ describe("category → gRPC status → category", () => {
     expect(fromGrpcError({ code: Status.RESOURCE_EXHAUSTED, details: "quota", metadata: new Metadata() }).category).toBe(ErrorCategory.RATE_LIMITED);
   });
 
+  it("reads the loss of the HTTP/2 session under a call (grpc-js's bare INTERNAL) as UNAVAILABLE and retryable, not as a give-up", () => {
+    for (const details of ["Received RST_STREAM with code 2 triggered by internal client error: Session closed with error code 2", "Received RST_STREAM with code 7 (Refused stream)", "Connection dropped: GOAWAY", "read ECONNRESET"]) {
+      const error = fromGrpcError({ code: Status.INTERNAL, details, metadata: new Metadata() });
+      expect({ category: error.category, retryable: error.retryable }, details).toEqual({ category: ErrorCategory.UNAVAILABLE, retryable: true });
+    }
+    // A server's own INTERNAL stays INTERNAL.
+    expect(fromGrpcError({ code: Status.INTERNAL, details: "null pointer in handler", metadata: new Metadata() }).category).toBe(ErrorCategory.INTERNAL);
+  });
+
   it("maps a bare status code of every kind to a category (statuses without parley details)", () => {
     for (const code of ALL_GRPC_CODES) {
       const category = categoryForGrpcCode(code);

@@ -137,7 +137,21 @@ export function fromGrpcError(error: unknown): ParleyError {
   if (detailed) return detailed;
   const code = asStatus(like.code);
   const message = typeof like.details === "string" && like.details !== "" ? like.details : String(like.message);
-  return oversizeError(code, message, error) ?? new ParleyError(categoryForGrpcCode(code), message, { cause: error });
+  return oversizeError(code, message, error) ?? transportLoss(code, message, error) ?? new ParleyError(categoryForGrpcCode(code), message, { cause: error });
+}
+
+/**
+ * grpc-js words the loss of the HTTP/2 session under a call (the peer reset
+ * the stream, the session closed or went away) as INTERNAL with no details.
+ * The call may or may not have reached the server, like any outage: it is
+ * UNAVAILABLE, retryable (resent with the same idempotency key), never a
+ * "give up" for the caller.
+ */
+const SESSION_LOST = /RST_STREAM|Session closed|GOAWAY|ECONNRESET|Stream refused/i;
+
+function transportLoss(code: Status, message: string, cause: unknown): ParleyError | undefined {
+  if (code !== Status.INTERNAL || !SESSION_LOST.test(message)) return undefined;
+  return new ParleyError(ErrorCategory.UNAVAILABLE, message, { cause, retryable: true });
 }
 
 // grpc-js words its own size refusals this way (stream decoder, compression
