@@ -39,16 +39,16 @@ const SCREENSHOT = "test-results/demo.png";
 
 /**
  * Why the browser tests cannot run here, or undefined when they can. Installs
- * Chromium (scripts/ensure-chromium.sh) when it is missing and we are root;
+ * Chromium (scripts/ensure-debian-package.sh) when it is missing and we are root;
  * only a machine where that is impossible skips, and never CI.
  */
 async function chromiumUnavailable(): Promise<string | undefined> {
   if (existsSync(CHROMIUM)) return undefined;
   if (process.getuid?.() !== 0 && process.env.CI !== "true") {
-    return `${CHROMIUM} is missing and only root can install it (run scripts/ensure-chromium.sh as root)`;
+    return `${CHROMIUM} is missing and only root can install it (run scripts/ensure-debian-package.sh /usr/bin/chromium chromium as root)`;
   }
   try {
-    await promisify(execFile)("bash", ["scripts/ensure-chromium.sh"], { timeout: 10 * 60_000 });
+    await promisify(execFile)("bash", ["scripts/ensure-debian-package.sh", CHROMIUM, "chromium", "the demo page test"], { timeout: 10 * 60_000 });
   } catch (error) {
     const stderr = (error as { stderr?: string }).stderr ?? String(error);
     throw new Error(`Chromium is required for the browser tests and could not be installed:\n${stderr}`, { cause: error });

@@ -6,7 +6,7 @@ import { TlsCertificates } from "../../src/runtime/tls/certificates.js";
 import { PemFile } from "../../src/runtime/tls/pem-file.js";
 import type { Logger } from "../../src/runtime/logger.js";
 
-/** Debian's openssl (scripts/ensure-openssl.sh installs it). */
+/** Debian's openssl (scripts/ensure-debian-package.sh installs it). */
 export const OPENSSL = "/usr/bin/openssl";
 
 /** A certificate and its key, as file paths. */
