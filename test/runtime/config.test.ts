@@ -1,19 +1,10 @@
 import { Writable } from "node:stream";
 import { describe, expect, it } from "vitest";
 import { ErrorCategory } from "../../gen/parley/v1/errors_pb.js";
-import { ConfigError, loadConfig, requireTokenRules } from "../../src/runtime/config.js";
+import { loadConfig, requireTokenRules } from "../../src/runtime/config.js";
 import { ParleyError } from "../../src/wire/errors/parley-error.js";
 import { createLogger, logError } from "../../src/runtime/logger.js";
-
-function problems(env: Record<string, string>): readonly string[] {
-  try {
-    loadConfig(env);
-  } catch (error) {
-    expect(error).toBeInstanceOf(ConfigError);
-    return (error as ConfigError).problems;
-  }
-  throw new Error("expected a ConfigError");
-}
+import { configProblems } from "../support/assertions.js";
 
 describe("config", () => {
   it("has defaults for everything optional", () => {
@@ -52,7 +43,7 @@ describe("config", () => {
   });
 
   it("names each bad variable and says what is expected", () => {
-    const found = problems({
+    const found = configProblems({
       DATABASE_URL: "mysql://nope",
       PARLEY_GRPC_ADDR: "localhost",
       PARLEY_HTTP_ADDR: "127.0.0.1:99999",
@@ -73,7 +64,7 @@ describe("config", () => {
     const rotating = loadConfig({ ...base, PARLEY_WEBHOOK_SECRET: `${"o".repeat(16)}, ${"n".repeat(20)}` });
     expect(rotating.webhook?.secret).toEqual(["o".repeat(16), "n".repeat(20)]);
     for (const bad of [`${"o".repeat(16)},short`, `${"o".repeat(16)},`, `${"o".repeat(16)},${"o".repeat(16)}`]) {
-      const found = problems({ ...base, PARLEY_WEBHOOK_SECRET: bad }).join("\n");
+      const found = configProblems({ ...base, PARLEY_WEBHOOK_SECRET: bad }).join("\n");
       expect(found).toMatch(/^PARLEY_WEBHOOK_SECRET (must be at least 16 characters per secret|lists the same secret twice)/m);
       // The refusal never echoes a secret.
       expect(found).not.toContain("o".repeat(16));
@@ -92,7 +83,7 @@ describe("config", () => {
       ["*,https://app.example.com", /must stand alone/],
       [" , ", /lists no origin/],
     ] as const) {
-      expect(problems({ PARLEY_ALLOWED_ORIGINS: bad }).join("\n"), bad).toMatch(new RegExp(`^PARLEY_ALLOWED_ORIGINS .*${expected.source}`, "m"));
+      expect(configProblems({ PARLEY_ALLOWED_ORIGINS: bad }).join("\n"), bad).toMatch(new RegExp(`^PARLEY_ALLOWED_ORIGINS .*${expected.source}`, "m"));
     }
   });
 

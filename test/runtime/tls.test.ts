@@ -6,14 +6,14 @@ import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ChatService } from "../../gen/parley/v1/chat_pb.js";
 import { ErrorCategory } from "../../gen/parley/v1/errors_pb.js";
-import { ConfigError, loadConfig } from "../../src/runtime/config.js";
+import { loadConfig } from "../../src/runtime/config.js";
 import type { PeerCertificate, ServerInterceptor } from "../../src/runtime/grpc/call-context.js";
 import { tlsTransport } from "../../src/runtime/grpc/channel-credentials.js";
 import { createClient } from "../../src/runtime/grpc/client.js";
 import { bindService, type RunningGrpcServer, startGrpcServer } from "../../src/runtime/grpc/grpc-server.js";
 import type { TlsCertificates } from "../../src/runtime/tls/certificates.js";
 import { ParleyError } from "../../src/wire/errors/parley-error.js";
-import { rejection } from "../support/assertions.js";
+import { configProblems, rejection } from "../support/assertions.js";
 import { certificatesOf, createTestPki, OPENSSL, type TestPki } from "../support/certificates.js";
 import { LogCapture } from "../support/logs.js";
 import { eventually } from "../support/ws-client.js";
@@ -29,16 +29,6 @@ beforeAll(() => {
 afterAll(() => {
   pki.remove();
 });
-
-function problems(env: Record<string, string>): readonly string[] {
-  try {
-    loadConfig(env);
-  } catch (error) {
-    expect(error).toBeInstanceOf(ConfigError);
-    return (error as ConfigError).problems;
-  }
-  throw new Error("expected a ConfigError");
-}
 
 describe("TLS configuration", () => {
   it("reads every TLS variable, the files at start, and never prints a key", () => {
@@ -67,19 +57,19 @@ describe("TLS configuration", () => {
   });
 
   it("refuses half-configured pairs, naming the variable that is missing", () => {
-    expect(problems({ PARLEY_HTTP_TLS_CERT: pki.server.cert })).toEqual([
+    expect(configProblems({ PARLEY_HTTP_TLS_CERT: pki.server.cert })).toEqual([
       "PARLEY_HTTP_TLS_KEY is required when PARLEY_HTTP_TLS_CERT is set (a certificate and its key: both or neither)",
     ]);
-    expect(problems({ PARLEY_GRPC_TLS_KEY: pki.server.key })).toEqual([
+    expect(configProblems({ PARLEY_GRPC_TLS_KEY: pki.server.key })).toEqual([
       "PARLEY_GRPC_TLS_CERT is required when PARLEY_GRPC_TLS_KEY is set (a certificate and its key: both or neither)",
     ]);
-    expect(problems({ PARLEY_GRPC_TLS_CLIENT_CA: pki.ca })).toEqual([
+    expect(configProblems({ PARLEY_GRPC_TLS_CLIENT_CA: pki.ca })).toEqual([
       "PARLEY_GRPC_TLS_CLIENT_CA needs PARLEY_GRPC_TLS_CERT and PARLEY_GRPC_TLS_KEY: client certificates are checked during a TLS handshake",
     ]);
-    expect(problems({ PARLEY_CORE_TLS_CA: pki.ca, PARLEY_CORE_TLS_CERT: pki.client.cert })).toEqual([
+    expect(configProblems({ PARLEY_CORE_TLS_CA: pki.ca, PARLEY_CORE_TLS_CERT: pki.client.cert })).toEqual([
       "PARLEY_CORE_TLS_KEY is required when PARLEY_CORE_TLS_CERT is set (a certificate and its key: both or neither)",
     ]);
-    expect(problems({ PARLEY_CORE_TLS_CERT: pki.client.cert, PARLEY_CORE_TLS_KEY: pki.client.key, PARLEY_CORE_TLS_SERVER_NAME: "core.internal" })).toEqual([
+    expect(configProblems({ PARLEY_CORE_TLS_CERT: pki.client.cert, PARLEY_CORE_TLS_KEY: pki.client.key, PARLEY_CORE_TLS_SERVER_NAME: "core.internal" })).toEqual([
       "PARLEY_CORE_TLS_CERT needs PARLEY_CORE_TLS_CA: without it the link to core is plaintext",
       "PARLEY_CORE_TLS_KEY needs PARLEY_CORE_TLS_CA: without it the link to core is plaintext",
       "PARLEY_CORE_TLS_SERVER_NAME needs PARLEY_CORE_TLS_CA: without it the link to core is plaintext",
@@ -89,21 +79,21 @@ describe("TLS configuration", () => {
   it("refuses unreadable and non-PEM files at start, naming the variable and the path", () => {
     const missing = `${pki.dir}/does-not-exist.pem`;
     const text = pki.file("notes.txt", "not a certificate\n");
-    const [unreadable] = problems({ PARLEY_CORE_TLS_CA: missing });
+    const [unreadable] = configProblems({ PARLEY_CORE_TLS_CA: missing });
     expect(unreadable).toMatch(new RegExp(`^PARLEY_CORE_TLS_CA: cannot read ${missing} \\(ENOENT`));
-    expect(problems({ PARLEY_CORE_TLS_CA: text })).toEqual([`PARLEY_CORE_TLS_CA: ${text} is not a PEM file (no "-----BEGIN ...-----" block); expected a PEM certificate`]);
-    expect(problems({ PARLEY_CORE_TLS_CA: pki.dir })[0]).toMatch(/^PARLEY_CORE_TLS_CA: cannot read .*EISDIR/);
+    expect(configProblems({ PARLEY_CORE_TLS_CA: text })).toEqual([`PARLEY_CORE_TLS_CA: ${text} is not a PEM file (no "-----BEGIN ...-----" block); expected a PEM certificate`]);
+    expect(configProblems({ PARLEY_CORE_TLS_CA: pki.dir })[0]).toMatch(/^PARLEY_CORE_TLS_CA: cannot read .*EISDIR/);
   });
 
   it("refuses a key where a certificate belongs, and the reverse", () => {
-    expect(problems({ PARLEY_GRPC_TLS_CERT: pki.server.key, PARLEY_GRPC_TLS_KEY: pki.server.cert })).toEqual([
+    expect(configProblems({ PARLEY_GRPC_TLS_CERT: pki.server.key, PARLEY_GRPC_TLS_KEY: pki.server.cert })).toEqual([
       `PARLEY_GRPC_TLS_CERT: ${pki.server.key} holds a PEM "PRIVATE KEY" where certificates were expected`,
       `PARLEY_GRPC_TLS_KEY: ${pki.server.cert} holds no private key; expected one PEM private key`,
     ]);
   });
 
   it("refuses a key that is not the certificate's", () => {
-    expect(problems({ PARLEY_HTTP_TLS_CERT: pki.server.cert, PARLEY_HTTP_TLS_KEY: pki.client.key })).toEqual([
+    expect(configProblems({ PARLEY_HTTP_TLS_CERT: pki.server.cert, PARLEY_HTTP_TLS_KEY: pki.client.key })).toEqual([
       `PARLEY_HTTP_TLS_KEY: ${pki.client.key} is not the private key of the certificate in PARLEY_HTTP_TLS_CERT (${pki.server.cert})`,
     ]);
   });
@@ -111,16 +101,16 @@ describe("TLS configuration", () => {
   it("refuses an encrypted key (parley has no passphrase to open it)", async () => {
     const encrypted = `${pki.dir}/encrypted.key`;
     await run(OPENSSL, ["pkcs8", "-topk8", "-in", pki.server.key, "-out", encrypted, "-v2", "aes-256-cbc", "-passout", "pass:secret"]);
-    expect(problems({ PARLEY_HTTP_TLS_CERT: pki.server.cert, PARLEY_HTTP_TLS_KEY: encrypted })).toEqual([
+    expect(configProblems({ PARLEY_HTTP_TLS_CERT: pki.server.cert, PARLEY_HTTP_TLS_KEY: encrypted })).toEqual([
       `PARLEY_HTTP_TLS_KEY: ${encrypted} holds an encrypted private key (not supported: store it unencrypted, readable by parley only); expected one PEM private key`,
     ]);
   });
 
   it("refuses a server name no certificate could carry, and a negative watch interval", () => {
-    expect(problems({ PARLEY_CORE_TLS_CA: pki.ca, PARLEY_CORE_TLS_SERVER_NAME: "not a name" })).toEqual([
+    expect(configProblems({ PARLEY_CORE_TLS_CA: pki.ca, PARLEY_CORE_TLS_SERVER_NAME: "not a name" })).toEqual([
       "PARLEY_CORE_TLS_SERVER_NAME must be a DNS name or an IP address that core's certificate carries, e.g. core.internal",
     ]);
-    expect(problems({ PARLEY_TLS_WATCH_MS: "-1" })[0]).toMatch(/^PARLEY_TLS_WATCH_MS /);
+    expect(configProblems({ PARLEY_TLS_WATCH_MS: "-1" })[0]).toMatch(/^PARLEY_TLS_WATCH_MS /);
   });
 });
 
