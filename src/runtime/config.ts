@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import type { JSONWebKeySet } from "jose";
 import { z } from "zod";
 import { DEFAULT_MAX_TOKEN_LIFETIME_SECONDS, type HmacKey, type TokenRules } from "./auth/key-sources.js";
-import { type AllowedOrigins, parseAllowedOrigins } from "./http/request-origin.js";
+import { type AllowedOrigins, isLoopbackHost, parseAllowedOrigins } from "./http/request-origin.js";
 import { readTlsSettings, type TlsSettings } from "./tls/tls-settings.js";
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
@@ -40,13 +40,11 @@ const hmacKeyList = z
     return keys;
   });
 
-const LOOPBACK_HOSTS = new Set(["localhost", "127.0.0.1", "[::1]"]);
-
 /** A key set fetched over the network must come over HTTPS; plain HTTP only from this machine. */
 const jwksUrl = z.string().refine((value) => {
   try {
     const parsed = new URL(value);
-    return parsed.protocol === "https:" || (parsed.protocol === "http:" && LOOPBACK_HOSTS.has(parsed.hostname));
+    return parsed.protocol === "https:" || (parsed.protocol === "http:" && isLoopbackHost(parsed.hostname));
   } catch {
     return false;
   }
