@@ -1,7 +1,7 @@
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { IdentityService } from "../../../gen/parley/v1/identity_pb.js";
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
-import type { Identity, ServiceClient } from "../../runtime/index.js";
+import { type Identity, IdentityCache, type ServiceClient } from "../../runtime/index.js";
 import { ParleyError } from "../../wire/index.js";
 
 /** How long an answer is reused at most (ms): a refusal at core (a removed key) reaches open connections' next check within it. */
@@ -23,7 +23,7 @@ const HEADER_SAFE = /^[!-~]+$/;
  */
 export class RemoteIdentities {
   readonly #identity: ServiceClient<typeof IdentityService>;
-  readonly #remembered = new Map<string, { identity: Identity; until: number }>();
+  readonly #remembered = new IdentityCache(MAX_REMEMBERED, REMEMBER_MS);
 
   constructor(identity: ServiceClient<typeof IdentityService>) {
     this.#identity = identity;
@@ -32,18 +32,12 @@ export class RemoteIdentities {
   /** The identity in `token`, or core's UNAUTHENTICATED (or UNAVAILABLE) ParleyError. */
   async verify(token: string): Promise<Identity> {
     if (!HEADER_SAFE.test(token)) throw new ParleyError(ErrorCategory.UNAUTHENTICATED, "unauthenticated: token is malformed");
-    const now = Date.now();
     const remembered = this.#remembered.get(token);
-    if (remembered !== undefined && now < remembered.until) return remembered.identity;
-    this.#remembered.delete(token);
+    if (remembered !== undefined) return remembered;
     const answer = await this.#identity.whoAmI({}, { headers: { authorization: `Bearer ${token}` }, timeoutMs: WHO_AM_I_TIMEOUT_MS });
     const expiresAtMs = answer.expiresAt === undefined ? undefined : timestampMs(answer.expiresAt);
     const identity: Identity = { user: answer.user, expiresAt: expiresAtMs === undefined ? undefined : expiresAtMs / 1000, scopes: new Set(answer.scopes) };
-    if (this.#remembered.size >= MAX_REMEMBERED) {
-      const oldest = this.#remembered.keys().next();
-      if (oldest.done !== true) this.#remembered.delete(oldest.value);
-    }
-    this.#remembered.set(token, { identity, until: Math.min(now + REMEMBER_MS, expiresAtMs ?? Infinity) });
+    this.#remembered.set(token, identity, expiresAtMs);
     return identity;
   }
 }

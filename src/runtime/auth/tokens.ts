@@ -1,6 +1,7 @@
 import { errors as joseErrors, jwtVerify, SignJWT } from "jose";
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
 import { ParleyError } from "../../wire/index.js";
+import { IdentityCache } from "./identity-cache.js";
 import { type KeyLookup, keyLookup, type TokenRules } from "./key-sources.js";
 
 /** Who is acting: the `sub` of a verified token. */
@@ -53,12 +54,6 @@ export interface TokenVerifierOptions {
   readonly now?: () => number;
 }
 
-interface Verified {
-  readonly identity: Identity;
-  /** When to verify the token again (ms since the epoch). */
-  readonly recheckAt: number;
-}
-
 /**
  * Verifies bearer tokens with a maintained library (jose) against the
  * configured rules (key sources, issuer, audience, lifetime). Results are
@@ -69,15 +64,14 @@ interface Verified {
 export class TokenVerifier {
   readonly #rules: TokenRules;
   readonly #keys: KeyLookup;
-  readonly #cache = new Map<string, Verified>();
-  readonly #cacheSize: number;
+  readonly #cache: IdentityCache;
   readonly #tolerance: number;
   readonly #now: () => number;
 
   constructor(rules: TokenRules, options: TokenVerifierOptions = {}) {
     this.#rules = rules;
     this.#keys = keyLookup(rules);
-    this.#cacheSize = options.cacheSize ?? 10_000;
+    this.#cache = new IdentityCache(options.cacheSize ?? 10_000, VERIFIED_TTL_MS, options.now ?? Date.now);
     this.#tolerance = options.clockToleranceSeconds ?? 5;
     this.#now = options.now ?? Date.now;
   }
@@ -87,24 +81,13 @@ export class TokenVerifier {
     const cached = this.cachedIdentity(token);
     if (cached !== undefined) return cached;
     const identity = await this.#verifyUncached(token);
-    if (this.#cache.size >= this.#cacheSize) {
-      // Maps iterate in insertion order: drop the oldest entry.
-      const oldest = this.#cache.keys().next();
-      if (oldest.done !== true) this.#cache.delete(oldest.value);
-    }
-    this.#cache.set(token, { identity, recheckAt: this.#now() + VERIFIED_TTL_MS });
+    this.#cache.set(token, identity, identity.expiresAt === undefined ? undefined : (identity.expiresAt + this.#tolerance) * 1000);
     return identity;
   }
 
   /** The identity of a token verified before and not expired since; undefined otherwise (call verify). */
   cachedIdentity(token: string): Identity | undefined {
-    const cached = this.#cache.get(token);
-    if (cached === undefined) return undefined;
-    const now = this.#now();
-    const live = cached.identity.expiresAt === undefined || cached.identity.expiresAt + this.#tolerance > now / 1000;
-    if (live && now < cached.recheckAt) return cached.identity;
-    this.#cache.delete(token);
-    return undefined;
+    return this.#cache.get(token);
   }
 
   async #verifyUncached(token: string): Promise<Identity> {
