@@ -47,7 +47,7 @@ export type { LogContext, Logger } from "./logger.js";
 export { ConfigError, loadConfig, requireTokenRules } from "./config.js";
 export { hmacRules, type TokenRules } from "./auth/key-sources.js";
 export { fixedToken, renewedToken, tokenFromFile, type TokenSource } from "./auth/token-source.js";
-export { IdentityCache } from "./auth/identity-cache.js";
+export { ExpiringCache } from "./auth/expiring-cache.js";
 export type { Config } from "./config.js";
 
 // Transport security: certificates (reloadable), TLS listeners, TLS to core.

@@ -1,7 +1,7 @@
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { IdentityService } from "../../../gen/parley/v1/identity_pb.js";
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
-import { type Identity, IdentityCache, type ServiceClient } from "../../runtime/index.js";
+import { ExpiringCache, type Identity, type ServiceClient } from "../../runtime/index.js";
 import { ParleyError } from "../../wire/index.js";
 
 /** How long an answer is reused at most (ms): a refusal at core (a removed key) reaches open connections' next check within it. */
@@ -23,7 +23,7 @@ const HEADER_SAFE = /^[!-~]+$/;
  */
 export class RemoteIdentities {
   readonly #identity: ServiceClient<typeof IdentityService>;
-  readonly #remembered = new IdentityCache(MAX_REMEMBERED, REMEMBER_MS);
+  readonly #remembered = new ExpiringCache<Identity>(MAX_REMEMBERED, REMEMBER_MS);
 
   constructor(identity: ServiceClient<typeof IdentityService>) {
     this.#identity = identity;

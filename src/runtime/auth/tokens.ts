@@ -1,7 +1,7 @@
 import { errors as joseErrors, jwtVerify, SignJWT } from "jose";
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
 import { ParleyError } from "../../wire/index.js";
-import { IdentityCache } from "./identity-cache.js";
+import { ExpiringCache } from "./expiring-cache.js";
 import { type KeyLookup, keyLookup, type TokenRules } from "./key-sources.js";
 
 /** Who is acting: the `sub` of a verified token. */
@@ -64,14 +64,14 @@ export interface TokenVerifierOptions {
 export class TokenVerifier {
   readonly #rules: TokenRules;
   readonly #keys: KeyLookup;
-  readonly #cache: IdentityCache;
+  readonly #cache: ExpiringCache<Identity>;
   readonly #tolerance: number;
   readonly #now: () => number;
 
   constructor(rules: TokenRules, options: TokenVerifierOptions = {}) {
     this.#rules = rules;
     this.#keys = keyLookup(rules);
-    this.#cache = new IdentityCache(options.cacheSize ?? 10_000, VERIFIED_TTL_MS, options.now ?? Date.now);
+    this.#cache = new ExpiringCache<Identity>(options.cacheSize ?? 10_000, VERIFIED_TTL_MS, options.now ?? Date.now);
     this.#tolerance = options.clockToleranceSeconds ?? 5;
     this.#now = options.now ?? Date.now;
   }
