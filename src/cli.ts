@@ -129,6 +129,9 @@ const COMMANDS: Record<string, Command> = {
       coreTransport: transport.core,
       relayToken,
       origins: { allowed: config.allowedOrigins },
+      limits: config.limits.connection,
+      admission: config.limits.admission,
+      trustedProxies: config.trustedProxies,
       logger,
     });
     await untilSignal(logger);
@@ -179,6 +182,9 @@ const COMMANDS: Record<string, Command> = {
       relayToken,
       // The development mode's own page is always allowed, when its Host is loopback.
       origins: { allowed: config.allowedOrigins, sameOrigin: embedded === undefined ? undefined : "loopback" },
+      limits: config.limits.connection,
+      admission: config.limits.admission,
+      trustedProxies: config.trustedProxies,
       logger,
       httpHandler: dev?.handler,
     });

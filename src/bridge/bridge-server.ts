@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { createServer as createHttpsServer } from "node:https";
+import type { Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import { WebSocketServer } from "ws";
 import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
@@ -35,7 +36,9 @@ import { clientFacing } from "./client-facing.js";
 import { RemoteIdentities } from "./core-link/remote-identities.js";
 import { RoomFeeds } from "./core-link/room-feeds.js";
 import { SendLink } from "./core-link/send-link.js";
-import { type ConnectionLimits, DEFAULT_LIMITS } from "./limits.js";
+import { type AdmissionLimits, type ConnectionLimits, DEFAULT_ADMISSION_LIMITS, DEFAULT_LIMITS } from "./limits.js";
+import { Admission, type Seat } from "./admission/admission.js";
+import { TurnScheduler } from "./connection/turn-scheduler.js";
 import { type RouteDefinition, type RouteMatch, RouteTable } from "./routes.js";
 
 /** parley's WebSocket routes. Checked when the bridge starts. */
@@ -69,6 +72,14 @@ export interface BridgeOptions {
   readonly coreTransport?: ClientTransport;
   readonly logger: Logger;
   readonly limits?: Partial<ConnectionLimits>;
+  /** Caps across connections: per user, per address, pending TCP connections, request timeouts. */
+  readonly admission?: Partial<AdmissionLimits>;
+  /**
+   * Load balancers whose `X-Forwarded-For` names the client (addresses, CIDR
+   * ranges, `loopback`, `uniquelocal`); none by default: the TCP peer is the
+   * client and the header is ignored.
+   */
+  readonly trustedProxies?: readonly string[];
   readonly routes?: readonly RouteDefinition[];
   /** How long a room's core subscription stays open after its last follower left (default 10 s; 0 closes at once). */
   readonly feedLingerMs?: number;
@@ -106,6 +117,8 @@ export interface RunningBridge {
 export async function startBridge(options: BridgeOptions): Promise<RunningBridge> {
   const routes = new RouteTable(options.routes ?? ROUTES);
   const limits: ConnectionLimits = { ...DEFAULT_LIMITS, ...options.limits };
+  const admission = new Admission({ ...DEFAULT_ADMISSION_LIMITS, ...options.admission }, options.trustedProxies ?? []);
+  const turns = new TurnScheduler();
   const logger = options.logger.child({ component: "bridge" });
 
   // The bridge's own identity, for what it does for all connections at once
@@ -140,8 +153,19 @@ export async function startBridge(options: BridgeOptions): Promise<RunningBridge
   const onRequest = (request: IncomingMessage, response: ServerResponse) => {
     void handleHttp(request, response);
   };
-  const https = options.tls === undefined ? undefined : createHttpsServer({ ...options.tls.secureContextOptions(), handshakeTimeout: HANDSHAKE_TIMEOUT_MS }, onRequest);
-  const server: Server = https ?? createServer(onRequest);
+  // A request (an upgrade's included) must arrive in seconds, not in Node's
+  // minutes: a slowloris client holds a socket only that long. Node checks
+  // the deadlines every connectionsCheckingInterval.
+  const timeouts = {
+    headersTimeout: admission.limits.headersTimeoutMs,
+    requestTimeout: admission.limits.requestTimeoutMs,
+    connectionsCheckingInterval: Math.min(1_000, admission.limits.headersTimeoutMs),
+  };
+  const https = options.tls === undefined ? undefined : createHttpsServer({ ...options.tls.secureContextOptions(), handshakeTimeout: HANDSHAKE_TIMEOUT_MS, ...timeouts }, onRequest);
+  const server: Server = https ?? createServer(timeouts, onRequest);
+  server.on("connection", (socket: Socket) => {
+    admission.accepted(socket);
+  });
   const detachTls = https === undefined || options.tls === undefined ? undefined : serveTls(https, options.tls, logger);
 
   async function handleHttp(request: IncomingMessage, response: ServerResponse): Promise<void> {
@@ -195,23 +219,37 @@ export async function startBridge(options: BridgeOptions): Promise<RunningBridge
   }
 
   async function acceptOrRefuse(request: IncomingMessage, socket: Duplex, head: Buffer, span: Span): Promise<void> {
-    let accepted: { match: RouteMatch; identity: Identity; token: string; afterSeq: bigint | undefined; format: FrameFormat };
+    let accepted: { match: RouteMatch; identity: Identity; token: string; afterSeq: bigint | undefined; format: FrameFormat; seat: Seat };
+    let address: string | undefined;
+    let addressRelease: (() => void) | undefined;
     try {
       if (!accepting) throw new ParleyError(ErrorCategory.UNAVAILABLE, "the bridge is shutting down");
       if (!originAllowed(request.headers, options.origins ?? {})) throw foreignOrigin(request.headers.origin ?? "");
       const url = new URL(request.url ?? "/", "http://bridge");
       const match = routes.match(url.pathname);
       const token = tokenOf(request, url);
+      address = admission.addressOf(request);
+      // The address's cap before the token: a refusal costs no call to core.
+      addressRelease = admission.admitAddress(address);
       const identity = await identities.verify(token);
-      accepted = { match, identity, token, afterSeq: afterSeqOf(url), format: url.searchParams.get("format") === "binary" ? "binary" : "json" };
+      const seat = admission.admitUser(identity.user, addressRelease);
+      accepted = { match, identity, token, afterSeq: afterSeqOf(url), format: url.searchParams.get("format") === "binary" ? "binary" : "json", seat };
     } catch (error) {
+      addressRelease?.();
       const failure = ParleyError.from(error);
       failSpan(span, failure);
-      logError(logger, failure, { path: (request.url ?? "").split("?")[0], peer: request.socket.remoteAddress }, `upgrade refused: ${failure.message}`);
+      logError(logger, failure, { path: (request.url ?? "").split("?")[0], peer: request.socket.remoteAddress, client_address: address }, `upgrade refused: ${failure.message}`);
       refuseUpgrade(socket, clientFacing(failure));
       return;
     }
+    // Held as long as the TCP connection is, whether or not the upgrade completes.
+    socket.once("close", accepted.seat.release);
+    if (socket.destroyed) {
+      accepted.seat.release();
+      return;
+    }
     wss.handleUpgrade(request, socket, head, (ws) => {
+      admission.pending.upgraded(request.socket);
       const connection = new Connection({
         id: randomUUID(),
         socket: ws,
@@ -227,6 +265,8 @@ export async function startBridge(options: BridgeOptions): Promise<RunningBridge
         roomFeeds,
         identities,
         limits,
+        budget: accepted.seat.budget,
+        turns,
         logger,
         observe: options.observe ?? metricsObserver,
         onClosed: () => {
@@ -268,6 +308,7 @@ export async function startBridge(options: BridgeOptions): Promise<RunningBridge
       for (const connection of [...connections]) connection.close(CloseCode.GOING_AWAY, "the server is restarting; reconnect and resume");
       sendLink.close();
       roomFeeds.close();
+      admission.close();
       server.closeAllConnections();
       await closed;
       wss.close();
@@ -323,9 +364,12 @@ function afterSeqOf(url: URL): bigint | undefined {
 /** Refuses an upgrade with an HTTP status and a JSON reason, before any WebSocket exists. */
 function refuseUpgrade(socket: Duplex, error: ParleyError): void {
   const status = httpStatusForCategory(error.category);
-  const body = JSON.stringify({ category: error.categoryName, message: error.message, field: error.field });
+  const retryAfterMs = error.retryAfterMs;
+  const body = JSON.stringify({ category: error.categoryName, message: error.message, field: error.field, retryAfterMs });
+  // Retry-After is whole seconds (RFC 9110), rounded up.
+  const retryAfter = retryAfterMs === undefined ? "" : `Retry-After: ${Math.max(1, Math.ceil(retryAfterMs / 1000))}\r\n`;
   socket.end(
-    `HTTP/1.1 ${status} ${statusText(status)}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    `HTTP/1.1 ${status} ${statusText(status)}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${retryAfter}Connection: close\r\n\r\n${body}`,
   );
 }
 

@@ -18,6 +18,12 @@ export interface ConnectionLimits {
   readonly framesPerSecond: number;
   /** Frames a connection may send at once above the sustained rate. */
   readonly frameBurst: number;
+  /** RATE_LIMITED answers a connection may earn per second: one that keeps ignoring `retry_after` is closed 4029... */
+  readonly refusalsPerSecond: number;
+  /** ...past this many at once. */
+  readonly refusalBurst: number;
+  /** Frames of one connection handled in one turn of the event loop; the rest wait for the next turn, behind other connections' frames. */
+  readonly framesPerTurn: number;
 }
 
 export const DEFAULT_LIMITS: ConnectionLimits = {
@@ -30,4 +36,54 @@ export const DEFAULT_LIMITS: ConnectionLimits = {
   maxInflightRequests: 32,
   framesPerSecond: 1_000,
   frameBurst: 2_000,
+  refusalsPerSecond: 10,
+  refusalBurst: 100,
+  framesPerTurn: 32,
+};
+
+/**
+ * The limits one bridge process keeps across all its connections: what one
+ * user or one address may hold at once, how fast one user may send and
+ * subscribe whatever number of connections it spreads that over, and how
+ * long and how many TCP connections may stay without a WebSocket. Each
+ * bridge enforces its own: they protect the process's users from each other
+ * (see docs/security.md, "Limits").
+ */
+export interface AdmissionLimits {
+  /** WebSocket connections one user may hold at once; the next upgrade gets 429. */
+  readonly maxConnectionsPerUser: number;
+  /** WebSocket connections one client address may hold at once (behind a trusted proxy: the forwarded address). */
+  readonly maxConnectionsPerAddress: number;
+  /** TCP connections without a WebSocket yet (partial requests, pending upgrades, plain HTTP), all addresses together; more are dropped at accept. */
+  readonly maxPendingConnections: number;
+  /** Of those, from one peer address (trusted proxies excepted: every client comes through them). */
+  readonly maxPendingConnectionsPerAddress: number;
+  /** A request's headers must be complete this soon after its connection opened (slowloris). */
+  readonly headersTimeoutMs: number;
+  /** A whole HTTP request (an upgrade included) must have arrived this soon. */
+  readonly requestTimeoutMs: number;
+  /** Sends one user may make per second over all their connections (token bucket)... */
+  readonly sendsPerSecondPerUser: number;
+  /** ...and at once above that rate. */
+  readonly sendBurstPerUser: number;
+  /** Rooms one user may follow at once over all their connections (each connection's route room aside). */
+  readonly maxSubscriptionsPerUser: number;
+  /** `subscribe` frames one user may send per second (each starts an authorization and a replay at core)... */
+  readonly subscribesPerSecondPerUser: number;
+  /** ...and at once above that rate: a client following all its rooms when it connects. */
+  readonly subscribeBurstPerUser: number;
+}
+
+export const DEFAULT_ADMISSION_LIMITS: AdmissionLimits = {
+  maxConnectionsPerUser: 32,
+  maxConnectionsPerAddress: 256,
+  maxPendingConnections: 1_024,
+  maxPendingConnectionsPerAddress: 32,
+  headersTimeoutMs: 5_000,
+  requestTimeoutMs: 10_000,
+  sendsPerSecondPerUser: 50,
+  sendBurstPerUser: 500,
+  maxSubscriptionsPerUser: 256,
+  subscribesPerSecondPerUser: 20,
+  subscribeBurstPerUser: 128,
 };

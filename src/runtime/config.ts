@@ -4,6 +4,7 @@ import { z } from "zod";
 import { DEFAULT_MAX_TOKEN_LIFETIME_SECONDS, type HmacKey, type TokenRules } from "./auth/key-sources.js";
 import { type AllowedOrigins, isLoopbackHost, parseAllowedOrigins } from "./http/request-origin.js";
 import { readTlsSettings, type TlsSettings } from "./tls/tls-settings.js";
+import { LIMIT_ENV_SHAPE, limitSettings, type LimitSettings, trustedProxies } from "./limits/limit-env.js";
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
 
@@ -116,6 +117,8 @@ const EnvSchema = z
     PARLEY_CORE_TLS_KEY: z.string().optional(),
     PARLEY_CORE_TLS_SERVER_NAME: z.string().optional(),
     PARLEY_TLS_WATCH_MS: z.coerce.number().int().min(0).max(86_400_000).default(30_000),
+    PARLEY_TRUSTED_PROXIES: trustedProxies.optional(),
+    ...LIMIT_ENV_SHAPE,
   });
 
 /** Rules across variables, checked even when single variables are bad too. */
@@ -128,6 +131,11 @@ function crossVariableProblems(env: Readonly<Record<string, string>>, raw: Reado
   }
   if ("PARLEY_GRPC_TLS_RELAY_NAMES" in env && !("PARLEY_GRPC_TLS_CLIENT_CA" in env)) {
     problems.push("PARLEY_GRPC_TLS_RELAY_NAMES needs PARLEY_GRPC_TLS_CLIENT_CA: relays are known by client certificates that core verifies");
+  }
+  const headersTimeout = Number(env.PARLEY_HTTP_HEADERS_TIMEOUT_MS ?? 5_000);
+  const requestTimeout = Number(env.PARLEY_HTTP_REQUEST_TIMEOUT_MS ?? 10_000);
+  if (headersTimeout > requestTimeout) {
+    problems.push(`PARLEY_HTTP_HEADERS_TIMEOUT_MS (${headersTimeout}) must not exceed PARLEY_HTTP_REQUEST_TIMEOUT_MS (${requestTimeout}): the headers are part of the request`);
   }
   if ("PARLEY_BRIDGE_TOKEN" in env && "PARLEY_BRIDGE_TOKEN_FILE" in env) {
     problems.push("set one of PARLEY_BRIDGE_TOKEN and PARLEY_BRIDGE_TOKEN_FILE, not both");
@@ -175,6 +183,10 @@ export interface Config {
   readonly productionMarked: boolean;
   /** Client-certificate names core takes for relays (bridges) over mTLS (PARLEY_GRPC_TLS_RELAY_NAMES). */
   readonly relayCertificateNames: readonly string[];
+  /** The bridge's limits set in the environment (PARLEY_WS_*, PARLEY_HTTP_*); the rest keep their defaults. */
+  readonly limits: LimitSettings;
+  /** Proxies whose X-Forwarded-For names the client (PARLEY_TRUSTED_PROXIES); none by default. */
+  readonly trustedProxies: readonly string[];
   /** TLS for the listeners and the link to core, files read at start; plaintext where unset. */
   readonly tls: TlsSettings & {
     /** How often certificate files are checked for a change, in ms; 0: only on SIGHUP. */
@@ -227,6 +239,8 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
     productionMarked: e.PARLEY_ENV === "production" || e.NODE_ENV === "production",
     tls: { ...tls.settings, watchIntervalMs: e.PARLEY_TLS_WATCH_MS },
     relayCertificateNames: e.PARLEY_GRPC_TLS_RELAY_NAMES ?? [],
+    limits: limitSettings(e),
+    trustedProxies: e.PARLEY_TRUSTED_PROXIES ?? [],
   };
 }
 

@@ -34,6 +34,9 @@ export { OrderedRelease } from "./streams/ordered-release.js";
 export type { ReleaseSlot } from "./streams/ordered-release.js";
 export { atEndOfTurn } from "./streams/end-of-turn.js";
 
+// Rate limits.
+export { TokenBucket } from "./limits/token-bucket.js";
+
 // Telemetry, logs, configuration, the browser-facing checks of HTTP requests.
 export { telemetry } from "./telemetry/setup.js";
 export { serveMetrics } from "./telemetry/metrics-server.js";

@@ -114,7 +114,8 @@ describe("bridge", () => {
   });
 
   it("B3: subscribing to rooms one may not read does not keep core feeds open", async () => {
-    const mallory = await session("mallory");
+    // A user of its own: the subscribe rate is per user, and earlier tests spent mallory's.
+    const mallory = await session(id("mallory"));
     const alice = await session("alice");
     const room = id("vault");
     await ask(alice, { case: "createRoom", value: { kind: RoomKind.PRIVATE, room } });

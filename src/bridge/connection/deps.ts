@@ -9,8 +9,10 @@ import type { FrameFormat } from "../../wire/index.js";
 import type { Identity, Logger, ServiceClient } from "../../runtime/index.js";
 import type { RoomFeeds } from "../core-link/room-feeds.js";
 import type { SendLink } from "../core-link/send-link.js";
+import type { UserBudget } from "../admission/user-budgets.js";
 import type { ConnectionLimits } from "../limits.js";
 import type { RouteMatch } from "../routes.js";
+import type { TurnScheduler } from "./turn-scheduler.js";
 
 /** What a connection needs from the bridge around it. */
 export interface ConnectionDeps {
@@ -32,6 +34,10 @@ export interface ConnectionDeps {
   /** Who a token is, as core verified it (for `refresh_token`). */
   readonly identities: { verify(token: string): Promise<Identity> };
   readonly limits: ConnectionLimits;
+  /** What the connection's user shares with their other connections on this bridge (send rate, subscriptions). */
+  readonly budget: UserBudget;
+  /** The bridge's turns, shared by every connection's frame intake. */
+  readonly turns: TurnScheduler;
   readonly logger: Logger;
   /** Counts and timings, for metrics. */
   readonly observe?: ConnectionObserver;

@@ -12,6 +12,7 @@ import { type FrameRequestName, inFrameTerms } from "./frame-fields.js";
 import type { ConnectionDeps } from "./deps.js";
 import { RoomStanding } from "./room-standing.js";
 import type { FrameWriter, ServerFrameKind } from "./writer.js";
+import type { UserBudget } from "../admission/user-budgets.js";
 
 /** A room or inbox subscription of one connection. */
 interface Follow {
@@ -35,6 +36,8 @@ interface Follow {
 export interface FollowsOptions extends Pick<ConnectionDeps, "chat" | "notifications" | "rooms" | "roomFeeds"> {
   /** The connection's user, whose membership events end their follows. */
   readonly user: string;
+  /** Holds the rooms this connection follows in its user's count over all their connections. */
+  readonly budget: Pick<UserBudget, "holdSubscription" | "maxSubscriptions">;
   readonly calls: CoreCalls;
   readonly writer: FrameWriter;
   readonly log: Logger;
@@ -44,6 +47,8 @@ export interface FollowsOptions extends Pick<ConnectionDeps, "chat" | "notificat
 export class Follows {
   readonly #options: FollowsOptions;
   readonly #rooms = new Map<string, Follow>();
+  /** The user-wide holds of subscribed rooms (the route's own room takes none), given back when the room is no longer followed. */
+  readonly #holds = new Map<string, () => void>();
   #inbox: Follow | undefined;
 
   constructor(options: FollowsOptions) {
@@ -53,6 +58,24 @@ export class Follows {
   /** Whether one more room may be followed (or `room` is followed already). */
   allows(room: string, maxSubscriptions: number): boolean {
     return this.#rooms.has(room) || this.#rooms.size < maxSubscriptions;
+  }
+
+  /** Counts `room` among the rooms the user follows (once per room); RATE_LIMITED at their cap. */
+  holdRoom(room: string): void {
+    if (this.#holds.has(room)) return;
+    const { budget } = this.#options;
+    const release = budget.holdSubscription();
+    if (release === undefined) {
+      throw new ParleyError(ErrorCategory.RATE_LIMITED, `at most ${budget.maxSubscriptions} rooms followed by one user over all their connections`, { retryable: false });
+    }
+    this.#holds.set(room, release);
+  }
+
+  /** `room` is followed no more: its entry and its hold go. */
+  #forget(room: string): void {
+    this.#rooms.delete(room);
+    this.#holds.get(room)?.();
+    this.#holds.delete(room);
   }
 
   /**
@@ -143,7 +166,7 @@ export class Follows {
   /** Stops following `room` (answering its subscribe if it had not caught up yet). */
   unfollowRoom(room: string): void {
     this.#rooms.get(room)?.cancel();
-    this.#rooms.delete(room);
+    this.#forget(room);
   }
 
   /** Follows the user's inbox through core's notification subscription, resuming after breaks. */
@@ -180,8 +203,10 @@ export class Follows {
 
   /** Stops every follow without answering (the connection is closed). */
   stopAll(): void {
-    for (const follow of this.#rooms.values()) follow.controller.abort();
-    this.#rooms.clear();
+    for (const [room, follow] of [...this.#rooms]) {
+      follow.controller.abort();
+      this.#forget(room);
+    }
     this.#inbox?.controller.abort();
   }
 
@@ -228,7 +253,7 @@ export class Follows {
     follow.ended = true;
     follow.controller.abort();
     const { requestId, room } = follow;
-    if (room !== "" && this.#rooms.get(room) === follow) this.#rooms.delete(room);
+    if (room !== "" && this.#rooms.get(room) === follow) this.#forget(room);
     const { writer } = this.#options;
     const format = follow.format ?? writer.pushFormat;
     const answered = follow.answered;

@@ -1,12 +1,13 @@
-// What a client sends: each frame rate-limited, decoded against the schema
-// before any field is read, traced, and dispatched to the module that
-// answers it; the bridge's own refusals count towards max_consecutive_errors.
+// What a client sends: each frame (rate-limited before, by FrameIntake)
+// decoded against the schema before any field is read, traced, and
+// dispatched to the module that answers it; the bridge's own refusals count
+// towards max_consecutive_errors.
 import { type Attributes, context, ROOT_CONTEXT, SpanKind, trace } from "@opentelemetry/api";
 import type { ListMessagesRequest } from "../../../gen/parley/v1/chat_pb.js";
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
 import { type ClientFrame, CloseCode } from "../../../gen/parley/v1/frames_pb.js";
 import { checkRoom, checkSeq, decodeClientFrame, FrameDecodeError, type FrameFormat, ParleyError, validationError } from "../../wire/index.js";
-import { type CallOptions, contextFromTraceparent, type Identity, tracer } from "../../runtime/index.js";
+import { type CallOptions, contextFromTraceparent, type Identity, type TokenBucket, tracer } from "../../runtime/index.js";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { CoreCalls } from "./core-calls.js";
 import type { ErrorRun } from "./error-run.js";
@@ -22,6 +23,8 @@ export interface InboundOptions extends Pick<ConnectionDeps, "limits" | "chat" |
   readonly user: string;
   /** The room of the connection's path, for requests that name none. */
   readonly routeRoom: string | undefined;
+  /** The user's rate of `subscribe` frames, shared with their other connections on this bridge. */
+  readonly userSubscribes: TokenBucket;
   readonly calls: CoreCalls;
   readonly writer: FrameWriter;
   readonly sends: Sends;
@@ -35,15 +38,11 @@ export interface InboundOptions extends Pick<ConnectionDeps, "limits" | "chat" |
 /** Takes one connection's frames; see the comment at the top of this file. */
 export class Inbound {
   readonly #options: InboundOptions;
-  /** Token bucket of the frame rate limit. */
-  #frameTokens: number;
-  #frameTokensAt = performance.now();
   /** Set when the frame being dispatched passes the bridge's own checks (see #accepted). */
   #frameAccepted = false;
 
   constructor(options: InboundOptions) {
     this.#options = options;
-    this.#frameTokens = options.limits.frameBurst;
   }
 
   /**
@@ -52,11 +51,6 @@ export class Inbound {
    */
   onFrame(data: Uint8Array, isBinary: boolean): void {
     const { observe, writer } = this.#options;
-    if (!this.#takeFrameToken()) {
-      observe?.error?.("RATE_LIMITED");
-      this.#options.close(CloseCode.RATE_LIMITED, "too many frames; slow down and reconnect", 1_000);
-      return;
-    }
     const format: FrameFormat = isBinary ? "binary" : "json";
     let frame: ClientFrame;
     try {
@@ -136,6 +130,15 @@ export class Inbound {
         if (!follows.allows(room, limits.maxSubscriptions)) {
           throw new ParleyError(ErrorCategory.RATE_LIMITED, `at most ${limits.maxSubscriptions} rooms per connection`, { retryable: false });
         }
+        // Each subscribe costs an authorization and a replay at core: one
+        // that comes and goes in a loop is paced, whatever it unsubscribes.
+        const { userSubscribes } = this.#options;
+        if (!userSubscribes.take()) {
+          throw new ParleyError(ErrorCategory.RATE_LIMITED, `more than ${userSubscribes.ratePerSecond} subscribes a second by this user (bursts of ${userSubscribes.burst})`, {
+            retryAfterMs: userSubscribes.msUntil(),
+          });
+        }
+        follows.holdRoom(room);
         this.#accepted();
         follows.followRoom(requestId, room, afterSeq, format);
         return;
@@ -232,17 +235,6 @@ export class Inbound {
       throw inFrameTerms(ParleyError.from(error), name);
     }
     this.#options.writer.answer(requestId, answer(result), format);
-  }
-
-  /** Token bucket: `framesPerSecond` sustained, `frameBurst` at once. */
-  #takeFrameToken(): boolean {
-    const { framesPerSecond, frameBurst } = this.#options.limits;
-    const now = performance.now();
-    this.#frameTokens = Math.min(frameBurst, this.#frameTokens + ((now - this.#frameTokensAt) / 1000) * framesPerSecond);
-    this.#frameTokensAt = now;
-    if (this.#frameTokens < 1) return false;
-    this.#frameTokens -= 1;
-    return true;
   }
 
   /** A frame that decoded and passed the bridge's checks: the run of invalid ones is over. */

@@ -5,7 +5,7 @@ import { type Context, context, type Span, trace } from "@opentelemetry/api";
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
 import { CloseCode, type SendFrame } from "../../../gen/parley/v1/frames_pb.js";
 import { type FrameFormat, fromErrorDetail, ParleyError, validationError } from "../../wire/index.js";
-import { OrderedRelease, type ReleaseSlot, traceparentOfSpan } from "../../runtime/index.js";
+import { OrderedRelease, type ReleaseSlot, type TokenBucket, traceparentOfSpan } from "../../runtime/index.js";
 import type { SendLink } from "../core-link/send-link.js";
 import type { SendStreamResponse } from "../../../gen/parley/v1/chat_pb.js";
 import type { ErrorRun } from "./error-run.js";
@@ -23,6 +23,8 @@ export interface SendsOptions {
   readonly maxInflightSends: number;
   /** Refusals that may wait in line behind unanswered sends; one more closes the connection (4029). */
   readonly maxWaitingRefusals: number;
+  /** The user's send rate, shared with their other connections on this bridge. */
+  readonly userSends: TokenBucket;
   readonly writer: FrameWriter;
   readonly errorRun: ErrorRun;
   readonly observe: ConnectionObserver | undefined;
@@ -113,6 +115,12 @@ export class Sends {
     const { maxInflightSends } = this.#options;
     if (this.#inflight >= maxInflightSends) {
       throw new ParleyError(ErrorCategory.RATE_LIMITED, `more than ${maxInflightSends} sends awaiting an answer`, { retryAfterMs: 100 });
+    }
+    const { userSends } = this.#options;
+    if (!userSends.take()) {
+      throw new ParleyError(ErrorCategory.RATE_LIMITED, `more than ${userSends.ratePerSecond} sends a second by this user (bursts of ${userSends.burst}, over all their connections)`, {
+        retryAfterMs: userSends.msUntil(),
+      });
     }
     this.#lastSeq = send.seq;
     this.#options.errorRun.accepted();

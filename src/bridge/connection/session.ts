@@ -6,7 +6,7 @@ import { durationFromMs, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
 import { CloseCode, ServerFrameSchema } from "../../../gen/parley/v1/frames_pb.js";
 import { ParleyError } from "../../wire/index.js";
-import { type Identity, logError, type Logger } from "../../runtime/index.js";
+import { type Identity, logError, type Logger, TokenBucket } from "../../runtime/index.js";
 import { Credential } from "./credential.js";
 import { CoreCalls } from "./core-calls.js";
 import { ErrorRun } from "./error-run.js";
@@ -14,10 +14,17 @@ import { Follows } from "./follows.js";
 import { Inbound } from "./inbound.js";
 import { Sends } from "./sends.js";
 import { FrameWriter } from "./writer.js";
+import { FrameIntake } from "./frame-intake.js";
 import type { ConnectionDeps } from "./deps.js";
 
 /** setTimeout's largest delay; longer ones fire at once. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
+/** How long a closed peer has to answer the close before its socket is cut. */
+const CLOSE_HANDSHAKE_MS = 2_000;
+/** The same for a flooding peer: its socket is no longer read, so no answer can arrive. */
+const ABUSER_CUT_MS = 500;
+/** What a client closed for its rate is told to wait before reconnecting. */
+const RATE_LIMITED_RECONNECT_MS = 1_000;
 
 /**
  * One browser connection: decodes every frame against the schema before
@@ -39,6 +46,9 @@ export class Connection {
   readonly #calls: CoreCalls;
   readonly #follows: Follows;
   readonly #inbound: Inbound;
+  readonly #intake: FrameIntake;
+  /** RATE_LIMITED answers: a client that keeps earning them is closed 4029. */
+  readonly #refusals: TokenBucket;
   #alive = true;
   #closed = false;
   /** close() is under way (it writes a last frame before #closed is set). */
@@ -57,13 +67,36 @@ export class Connection {
       this.close(code, reason, reconnectAfterMs);
     };
     const routeRoom = deps.route.params.room;
-    const writer = new FrameWriter({ socket, connectionId: deps.id, initialFormat: deps.initialFormat, maxBufferedBytes: limits.maxBufferedBytes, log, observe, close });
+    this.#refusals = new TokenBucket(limits.refusalsPerSecond, limits.refusalBurst);
+    const writer = new FrameWriter({
+      socket,
+      connectionId: deps.id,
+      initialFormat: deps.initialFormat,
+      maxBufferedBytes: limits.maxBufferedBytes,
+      log,
+      observe,
+      close,
+      refused: (error) => {
+        this.#refused(error);
+      },
+    });
     const credential = new Credential(deps.token, deps.identity);
     this.#credential = credential;
     const calls = new CoreCalls(credential, limits.maxInflightRequests, log);
     const errorRun = new ErrorRun(limits.maxConsecutiveErrors);
-    const sends = new Sends({ sendLink: deps.sendLink, credential, routeRoom, maxInflightSends: limits.maxInflightSends, maxWaitingRefusals: limits.maxInflightSends + limits.frameBurst, writer, errorRun, observe, close });
-    const follows = new Follows({ chat: deps.chat, notifications: deps.notifications, rooms: deps.rooms, roomFeeds: deps.roomFeeds, user: deps.identity.user, calls, writer, log });
+    const sends = new Sends({
+      sendLink: deps.sendLink,
+      credential,
+      routeRoom,
+      maxInflightSends: limits.maxInflightSends,
+      maxWaitingRefusals: limits.maxInflightSends + limits.frameBurst,
+      userSends: deps.budget.sends,
+      writer,
+      errorRun,
+      observe,
+      close,
+    });
+    const follows = new Follows({ chat: deps.chat, notifications: deps.notifications, rooms: deps.rooms, roomFeeds: deps.roomFeeds, user: deps.identity.user, budget: deps.budget, calls, writer, log });
     this.#writer = writer;
     this.#calls = calls;
     this.#follows = follows;
@@ -75,6 +108,7 @@ export class Connection {
       chat: deps.chat,
       notifications: deps.notifications,
       rooms: deps.rooms,
+      userSubscribes: deps.budget.subscribes,
       calls,
       writer,
       sends,
@@ -84,6 +118,31 @@ export class Connection {
       close,
       refreshToken: (token) => this.#refreshToken(token),
     });
+    const inbound = this.#inbound;
+    this.#intake = new FrameIntake({
+      socket,
+      framesPerSecond: limits.framesPerSecond,
+      frameBurst: limits.frameBurst,
+      framesPerTurn: limits.framesPerTurn,
+      scheduler: deps.turns,
+      handle: (data, isBinary) => {
+        if (!this.#closed) inbound.onFrame(data, isBinary);
+      },
+      overBudget: () => {
+        observe?.error?.("RATE_LIMITED");
+        this.close(CloseCode.RATE_LIMITED, `more than ${limits.framesPerSecond} frames a second; slow down and reconnect`, RATE_LIMITED_RECONNECT_MS);
+      },
+    });
+  }
+
+  /**
+   * A RATE_LIMITED answer went out. A client that honours `retry_after`
+   * earns few; one that keeps sending into the limit is closed (4029),
+   * told when to come back.
+   */
+  #refused(error: ParleyError): void {
+    if (error.category !== ErrorCategory.RATE_LIMITED || this.#refusals.take()) return;
+    this.close(CloseCode.RATE_LIMITED, "too many requests refused for their rate; honour retry_after", Math.max(RATE_LIMITED_RECONNECT_MS, error.retryAfterMs ?? 0));
   }
 
   /** A newer token of the same user takes over; the expiry close moves to its `exp`. */
@@ -111,7 +170,7 @@ export class Connection {
   start(): void {
     const { socket, limits, identity, route } = this.#deps;
     socket.on("message", (data, isBinary) => {
-      if (!this.#closed) this.#inbound.onFrame(toBytes(data), isBinary);
+      if (!this.#closed) this.#intake.push(toBytes(data), isBinary);
     });
     socket.on("pong", () => {
       this.#alive = true;
@@ -191,11 +250,13 @@ export class Connection {
       );
     }
     this.#log.info({ close_code: code, reason }, "closing connection");
+    // Nothing more of a client closed for its rate is read (or handled).
+    if (code === CloseCode.RATE_LIMITED) this.#intake.stop(true);
     this.#deps.socket.close(code, reason.slice(0, 120));
     // A peer that does not complete the closing handshake is cut.
     const cut = setTimeout(() => {
       this.#deps.socket.terminate();
-    }, 2_000);
+    }, code === CloseCode.RATE_LIMITED ? ABUSER_CUT_MS : CLOSE_HANDSHAKE_MS);
     cut.unref();
     this.#cleanup();
   }
@@ -220,6 +281,7 @@ export class Connection {
   #cleanup(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#intake.stop();
     this.#writer.markClosed();
     this.#calls.close();
     for (const timer of this.#timers) clearTimeout(timer);

@@ -37,6 +37,8 @@ export interface FrameWriterOptions {
   readonly observe: ConnectionObserver | undefined;
   /** Ends the connection (slow consumer, a frame that cannot be encoded). */
   readonly close: (code: CloseCode, reason: string) => void;
+  /** Told of every error answer written (the session counts RATE_LIMITED ones). */
+  readonly refused?: (error: ParleyError) => void;
 }
 
 /** Writes one connection's frames; see the comment at the top of this file. */
@@ -85,6 +87,7 @@ export class FrameWriter {
     if (span) failSpan(span, error);
     logError(this.#options.log, error, { request_id: requestId });
     this.push(errorFrame(requestId, clientFacing(error), currentTraceId()), format);
+    this.#options.refused?.(error);
   }
 
   /** Writes a pushed event: its shared frame, straight to the socket where ws would write exactly that. */

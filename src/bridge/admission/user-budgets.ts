@@ -1,0 +1,99 @@
+// What one user may do on this bridge, whatever number of connections they
+// spread it over: how many connections, how many rooms followed, how fast
+// they send and subscribe.
+import { TokenBucket } from "../../runtime/index.js";
+import type { AdmissionLimits } from "../limits.js";
+import { KeyedCounter } from "./keyed-counter.js";
+
+/** One user's shared allowances, used by each of their connections. */
+export interface UserBudget {
+  /** Sends per second over all the user's connections. */
+  readonly sends: TokenBucket;
+  /** `subscribe` frames per second over all the user's connections. */
+  readonly subscribes: TokenBucket;
+  /** Rooms the user may follow at once over all their connections. */
+  readonly maxSubscriptions: number;
+  /** Holds one followed room; undefined at maxSubscriptions. The function gives it back (once). */
+  holdSubscription(): (() => void) | undefined;
+}
+
+interface Entry {
+  readonly budget: UserBudget;
+  connections: number;
+  /** Set while the user has no connection: the entry is forgotten when it fires. */
+  forget: NodeJS.Timeout | undefined;
+}
+
+/**
+ * The bridge's users' budgets. A user's entry outlives their last
+ * connection until their buckets would have refilled: closing and
+ * reconnecting does not buy a fresh burst.
+ */
+export class UserBudgets {
+  readonly #entries = new Map<string, Entry>();
+  readonly #limits: AdmissionLimits;
+  /** How long an unused bucket takes to refill (ms): an entry without connections is kept that long. */
+  readonly #refillMs: number;
+
+  constructor(limits: AdmissionLimits) {
+    this.#limits = limits;
+    this.#refillMs = Math.ceil(
+      Math.max(limits.sendBurstPerUser / Math.max(limits.sendsPerSecondPerUser, 1e-9), limits.subscribeBurstPerUser / Math.max(limits.subscribesPerSecondPerUser, 1e-9)) * 1000,
+    );
+  }
+
+  /** A connection of `user` opens: their budget and the function that ends it (once); undefined at max_connections_per_user. */
+  connect(user: string): { readonly budget: UserBudget; readonly release: () => void } | undefined {
+    const entry = this.#entries.get(user) ?? this.#create(user);
+    if (entry.connections >= this.#limits.maxConnectionsPerUser) {
+      this.#idle(user, entry);
+      return undefined;
+    }
+    entry.connections++;
+    if (entry.forget !== undefined) {
+      clearTimeout(entry.forget);
+      entry.forget = undefined;
+    }
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      entry.connections--;
+      this.#idle(user, entry);
+    };
+    return { budget: entry.budget, release };
+  }
+
+  /** Connections `user` holds on this bridge now. */
+  connections(user: string): number {
+    return this.#entries.get(user)?.connections ?? 0;
+  }
+
+  /** Forgets every entry (the bridge stops). */
+  close(): void {
+    for (const entry of this.#entries.values()) clearTimeout(entry.forget);
+    this.#entries.clear();
+  }
+
+  #create(user: string): Entry {
+    const limits = this.#limits;
+    const subscriptions = new KeyedCounter<string>(limits.maxSubscriptionsPerUser);
+    const budget: UserBudget = {
+      sends: new TokenBucket(limits.sendsPerSecondPerUser, limits.sendBurstPerUser),
+      subscribes: new TokenBucket(limits.subscribesPerSecondPerUser, limits.subscribeBurstPerUser),
+      maxSubscriptions: limits.maxSubscriptionsPerUser,
+      holdSubscription: () => subscriptions.acquire(user),
+    };
+    const entry: Entry = { budget, connections: 0, forget: undefined };
+    this.#entries.set(user, entry);
+    return entry;
+  }
+
+  #idle(user: string, entry: Entry): void {
+    if (entry.connections > 0 || entry.forget !== undefined) return;
+    entry.forget = setTimeout(() => {
+      if (this.#entries.get(user) === entry && entry.connections === 0) this.#entries.delete(user);
+    }, this.#refillMs);
+    entry.forget.unref();
+  }
+}
