@@ -29,6 +29,8 @@ export interface ConnectOptions {
   readonly origin?: string;
   /** Sent as the `Host` header in place of the URL's (a DNS-rebound name). */
   readonly host?: string;
+  /** More request headers (`X-Forwarded-For`). */
+  readonly headers?: Readonly<Record<string, string>>;
   /** ws answers server pings itself unless this is false. */
   readonly autoPong?: boolean;
   readonly timeoutMs?: number;
@@ -39,7 +41,9 @@ export interface ConnectOptions {
 /** An upgrade the bridge refused: HTTP status and the parsed JSON body. */
 export interface Refusal {
   readonly status: number;
-  readonly body: { category?: string; message?: string; field?: string };
+  readonly body: { category?: string; message?: string; field?: string; retryAfterMs?: number };
+  /** The response's `Retry-After` header, when it had one. */
+  readonly retryAfter: string | undefined;
 }
 
 export type ClientFrameInit = MessageInitShape<typeof ClientFrameSchema>;
@@ -56,7 +60,7 @@ function urlFor(base: string, path: string, options: ConnectOptions): string {
 function socketOptions(options: ConnectOptions): { origin?: string; headers?: Record<string, string>; handshakeTimeout: number } {
   return {
     ...(options.origin === undefined ? {} : { origin: options.origin }),
-    ...(options.host === undefined ? {} : { headers: { host: options.host } }),
+    ...(options.host === undefined && options.headers === undefined ? {} : { headers: { ...options.headers, ...(options.host === undefined ? {} : { host: options.host }) } }),
     handshakeTimeout: options.timeoutMs ?? DEFAULT_WAIT_MS,
   };
 }
@@ -141,7 +145,8 @@ export class WsTestClient {
           socket.terminate();
           const text = Buffer.concat(chunks).toString("utf8");
           try {
-            resolve({ status: response.statusCode ?? 0, body: JSON.parse(text) as Refusal["body"] });
+            const retryAfter = response.headers["retry-after"];
+            resolve({ status: response.statusCode ?? 0, body: JSON.parse(text) as Refusal["body"], retryAfter });
           } catch {
             reject(new Error(`refusal body is not JSON: ${text}`));
           }
