@@ -213,17 +213,18 @@ describe("what a user's connections share", () => {
   it("caps the rooms one user follows over all their connections; an unsubscribe frees a place", async () => {
     const target = await bridge({ maxSubscriptionsPerUser: 3 });
     const user = id("u");
-    const [one, two] = [await connect(target, user), await connect(target, user)];
+    const one = await connect(target, user);
+    const two = await connect(target, user);
     const rooms = [id("r"), id("r"), id("r"), id("r")];
-    for (const [i, room] of rooms.slice(0, 2).entries()) expect((await one?.request({ requestId: `a${i}`, request: { case: "subscribe", value: { room } } }))?.kind.case).toBe("caughtUp");
-    expect((await two?.request({ requestId: "b0", request: { case: "subscribe", value: { room: rooms[2] } } }))?.kind.case).toBe("caughtUp");
-    const refused = await two?.request({ requestId: "b1", request: { case: "subscribe", value: { room: rooms[3] } } });
-    expect(refused?.kind.case === "error" ? refused.kind.value.category : undefined).toBe(ErrorCategory.RATE_LIMITED);
-    expect(refused?.kind.case === "error" ? refused.kind.value.message : "").toContain("over all their connections");
-    expect((await one?.request({ requestId: "a-un", request: { case: "unsubscribe", value: { room: rooms[0] } } }))?.kind.case).toBe("unsubscribed");
-    expect((await two?.request({ requestId: "b2", request: { case: "subscribe", value: { room: rooms[3] } } }))?.kind.case).toBe("caughtUp");
+    for (const [i, room] of rooms.slice(0, 2).entries()) expect((await one.request({ requestId: `a${i}`, request: { case: "subscribe", value: { room } } })).kind.case).toBe("caughtUp");
+    expect((await two.request({ requestId: "b0", request: { case: "subscribe", value: { room: rooms[2] } } })).kind.case).toBe("caughtUp");
+    const refused = await two.request({ requestId: "b1", request: { case: "subscribe", value: { room: rooms[3] } } });
+    expect(refused.kind.case === "error" ? refused.kind.value.category : undefined).toBe(ErrorCategory.RATE_LIMITED);
+    expect(refused.kind.case === "error" ? refused.kind.value.message : "").toContain("over all their connections");
+    expect((await one.request({ requestId: "a-un", request: { case: "unsubscribe", value: { room: rooms[0] } } })).kind.case).toBe("unsubscribed");
+    expect((await two.request({ requestId: "b2", request: { case: "subscribe", value: { room: rooms[3] } } })).kind.case).toBe("caughtUp");
     // A closed connection gives its rooms back too.
-    await one?.close();
+    await one.close();
     const three = await connect(target, user);
     expect((await three.request({ requestId: "c0", request: { case: "subscribe", value: { room: rooms[0] } } })).kind.case).toBe("caughtUp");
   });

@@ -88,6 +88,20 @@ const SERVER_V8_ARGS = ["--min-semi-space-size=64"];
 /** BENCH_SERVER_FLAGS: more node/V8 flags for the servers, as arguments (some, like --trace-gc, are refused in NODE_OPTIONS). */
 const SERVER_FLAGS = [...SERVER_V8_ARGS, ...(process.env.BENCH_SERVER_FLAGS ?? "").split(" ").filter((flag) => flag !== "")];
 
+/**
+ * The load generator is thousands of clients behind one loopback address,
+ * each sending as fast as it is let: the bridge's per-address and per-user
+ * caps (which a real deployment keeps) would measure themselves, not the
+ * pipe. bench:abuse measures them.
+ */
+export const LOAD_GENERATOR_LIMITS: NodeJS.ProcessEnv = {
+  PARLEY_WS_MAX_CONNECTIONS_PER_ADDRESS: "10000000",
+  PARLEY_HTTP_MAX_PENDING_PER_ADDRESS: "10000000",
+  PARLEY_HTTP_MAX_PENDING_CONNECTIONS: "10000000",
+  PARLEY_WS_SENDS_PER_SECOND_PER_USER: "10000000",
+  PARLEY_WS_SEND_BURST_PER_USER: "10000000",
+};
+
 export async function startParley(db: TestDatabase, secret: string, nodeFlags: readonly string[] = [], extraEnv: NodeJS.ProcessEnv = {}): Promise<ServerChild> {
   const server = await startChild(
     "parley serve",
@@ -102,6 +116,7 @@ export async function startParley(db: TestDatabase, secret: string, nodeFlags: r
       // The load sends to rooms nobody created: rooms on first use.
       PARLEY_LOG_LEVEL: "info",
       NODE_OPTIONS: SERVER_NODE_OPTIONS,
+      ...LOAD_GENERATOR_LIMITS,
       ...extraEnv,
     },
     (line) => (line.msg === "bridge serving" && typeof line.http === "string" ? Number(line.http.slice(line.http.lastIndexOf(":") + 1)) : undefined),
@@ -133,7 +148,7 @@ export async function startSplit(db: TestDatabase, secret: string): Promise<{ co
     "parley bridge",
     [...SERVER_FLAGS, "bin/parley.js", "bridge"],
     // The bridge holds no key, only its own relay credential.
-    { ...base, PARLEY_BRIDGE_TOKEN: await mintToken(secret, "parley-bridge-bench", { scopes: [ROOMS_RELAY_SCOPE], expiresInSeconds: 12 * 3600 }), PARLEY_CORE_ADDR: `127.0.0.1:${core.port}`, PARLEY_HTTP_ADDR: "127.0.0.1:0" },
+    { ...base, ...LOAD_GENERATOR_LIMITS, PARLEY_BRIDGE_TOKEN: await mintToken(secret, "parley-bridge-bench", { scopes: [ROOMS_RELAY_SCOPE], expiresInSeconds: 12 * 3600 }), PARLEY_CORE_ADDR: `127.0.0.1:${core.port}`, PARLEY_HTTP_ADDR: "127.0.0.1:0" },
     (line) => (line.msg === "bridge serving" && typeof line.http === "string" ? Number(line.http.slice(line.http.lastIndexOf(":") + 1)) : undefined),
   );
   return {
