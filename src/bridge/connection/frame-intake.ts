@@ -5,7 +5,7 @@ import { TokenBucket } from "../../runtime/index.js";
 import type { TurnScheduler } from "./turn-scheduler.js";
 
 /** What an intake reads from: the ws WebSocket, as far as back-pressure needs it. */
-export interface PausableSocket {
+interface PausableSocket {
   pause(): void;
   resume(): void;
 }
