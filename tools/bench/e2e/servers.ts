@@ -14,6 +14,8 @@ export interface ServerChild {
   readonly port: number;
   /** Its Prometheus /metrics, when it serves one. */
   readonly metricsUrl?: string;
+  /** Core's gRPC address (host:port), when the process serves core. */
+  readonly grpcAddress?: string;
   /** warn/error/fatal log lines seen, by message. */
   readonly problems: Map<string, number>;
   stop(): Promise<void>;
@@ -89,6 +91,7 @@ const SERVER_V8_ARGS = ["--min-semi-space-size=64"];
 const SERVER_FLAGS = [...SERVER_V8_ARGS, ...(process.env.BENCH_SERVER_FLAGS ?? "").split(" ").filter((flag) => flag !== "")];
 
 export async function startParley(db: TestDatabase, secret: string, nodeFlags: readonly string[] = [], extraEnv: NodeJS.ProcessEnv = {}): Promise<ServerChild> {
+  let grpcAddress: string | undefined;
   const server = await startChild(
     "parley serve",
     [...SERVER_FLAGS, ...nodeFlags, "bin/parley.js", "serve"],
@@ -104,10 +107,14 @@ export async function startParley(db: TestDatabase, secret: string, nodeFlags: r
       NODE_OPTIONS: SERVER_NODE_OPTIONS,
       ...extraEnv,
     },
-    (line) => (line.msg === "bridge serving" && typeof line.http === "string" ? Number(line.http.slice(line.http.lastIndexOf(":") + 1)) : undefined),
+    (line) => {
+      // Core starts first and announces its gRPC address before the bridge serves.
+      if (line.msg === "core serving" && typeof line.grpc === "string") grpcAddress = line.grpc;
+      return line.msg === "bridge serving" && typeof line.http === "string" ? Number(line.http.slice(line.http.lastIndexOf(":") + 1)) : undefined;
+    },
   );
   // The bridge serves /metrics beside its WebSockets (for the whole process).
-  return { ...server, metricsUrl: `http://127.0.0.1:${server.port}/metrics` };
+  return { ...server, metricsUrl: `http://127.0.0.1:${server.port}/metrics`, grpcAddress };
 }
 
 /**
@@ -137,7 +144,7 @@ export async function startSplit(db: TestDatabase, secret: string): Promise<{ co
     (line) => (line.msg === "bridge serving" && typeof line.http === "string" ? Number(line.http.slice(line.http.lastIndexOf(":") + 1)) : undefined),
   );
   return {
-    core: { ...core, metricsUrl: coreMetricsUrl },
+    core: { ...core, metricsUrl: coreMetricsUrl, grpcAddress: `127.0.0.1:${core.port}` },
     bridge: { ...bridge, metricsUrl: `http://127.0.0.1:${bridge.port}/metrics` },
   };
 }
