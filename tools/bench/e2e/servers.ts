@@ -14,6 +14,8 @@ export interface ServerChild {
   readonly port: number;
   /** Its Prometheus /metrics, when it serves one. */
   readonly metricsUrl?: string;
+  /** Core's gRPC address (host:port), when the process serves core. */
+  readonly grpcAddress?: string;
   /** warn/error/fatal log lines seen, by message. */
   readonly problems: Map<string, number>;
   stop(): Promise<void>;
@@ -103,6 +105,7 @@ export const LOAD_GENERATOR_LIMITS: NodeJS.ProcessEnv = {
 };
 
 export async function startParley(db: TestDatabase, secret: string, nodeFlags: readonly string[] = [], extraEnv: NodeJS.ProcessEnv = {}): Promise<ServerChild> {
+  let grpcAddress: string | undefined;
   const server = await startChild(
     "parley serve",
     [...SERVER_FLAGS, ...nodeFlags, "bin/parley.js", "serve"],
@@ -119,10 +122,14 @@ export async function startParley(db: TestDatabase, secret: string, nodeFlags: r
       ...LOAD_GENERATOR_LIMITS,
       ...extraEnv,
     },
-    (line) => (line.msg === "bridge serving" && typeof line.http === "string" ? Number(line.http.slice(line.http.lastIndexOf(":") + 1)) : undefined),
+    (line) => {
+      // Core starts first and announces its gRPC address before the bridge serves.
+      if (line.msg === "core serving" && typeof line.grpc === "string") grpcAddress = line.grpc;
+      return line.msg === "bridge serving" && typeof line.http === "string" ? Number(line.http.slice(line.http.lastIndexOf(":") + 1)) : undefined;
+    },
   );
   // The bridge serves /metrics beside its WebSockets (for the whole process).
-  return { ...server, metricsUrl: `http://127.0.0.1:${server.port}/metrics` };
+  return { ...server, metricsUrl: `http://127.0.0.1:${server.port}/metrics`, grpcAddress };
 }
 
 /**
@@ -152,7 +159,7 @@ export async function startSplit(db: TestDatabase, secret: string): Promise<{ co
     (line) => (line.msg === "bridge serving" && typeof line.http === "string" ? Number(line.http.slice(line.http.lastIndexOf(":") + 1)) : undefined),
   );
   return {
-    core: { ...core, metricsUrl: coreMetricsUrl },
+    core: { ...core, metricsUrl: coreMetricsUrl, grpcAddress: `127.0.0.1:${core.port}` },
     bridge: { ...bridge, metricsUrl: `http://127.0.0.1:${bridge.port}/metrics` },
   };
 }
