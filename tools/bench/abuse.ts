@@ -95,11 +95,11 @@ async function emergencyStop(why: string, exitCode = 0): Promise<never> {
 
 async function startServers(db: TestDatabase, settings: Settings): Promise<{ port: number; grpcAddress: string }> {
   if (settings.split) {
-    const { core, bridge } = await startSplit(db, settings.secret);
+    const { core, bridge } = await startSplit(db, settings.secret, "defaults");
     running.servers.push(core, bridge);
     return { port: bridge.port, grpcAddress: core.grpcAddress ?? "" };
   }
-  const serve = await startParley(db, settings.secret);
+  const serve = await startParley(db, settings.secret, [], {}, "defaults");
   running.servers.push(serve);
   if (serve.grpcAddress === undefined) throw new Error("parley serve did not say where core serves gRPC");
   return { port: serve.port, grpcAddress: serve.grpcAddress };

@@ -94,9 +94,10 @@ const SERVER_FLAGS = [...SERVER_V8_ARGS, ...(process.env.BENCH_SERVER_FLAGS ?? "
  * The load generator is thousands of clients behind one loopback address,
  * each sending as fast as it is let: the bridge's per-address and per-user
  * caps (which a real deployment keeps) would measure themselves, not the
- * pipe. bench:abuse measures them.
+ * pipe. bench:abuse measures them, and starts its servers with
+ * `limits: "defaults"`.
  */
-export const LOAD_GENERATOR_LIMITS: NodeJS.ProcessEnv = {
+const LOAD_GENERATOR_LIMITS: NodeJS.ProcessEnv = {
   PARLEY_WS_MAX_CONNECTIONS_PER_ADDRESS: "10000000",
   PARLEY_HTTP_MAX_PENDING_PER_ADDRESS: "10000000",
   PARLEY_HTTP_MAX_PENDING_CONNECTIONS: "10000000",
@@ -104,7 +105,20 @@ export const LOAD_GENERATOR_LIMITS: NodeJS.ProcessEnv = {
   PARLEY_WS_SEND_BURST_PER_USER: "10000000",
 };
 
-export async function startParley(db: TestDatabase, secret: string, nodeFlags: readonly string[] = [], extraEnv: NodeJS.ProcessEnv = {}): Promise<ServerChild> {
+/** Which limits a benchmark's servers run with: raised for a load generator (the default), or the shipped ones. */
+export type BenchLimits = "load-generator" | "defaults";
+
+function limitsEnv(limits: BenchLimits): NodeJS.ProcessEnv {
+  return limits === "load-generator" ? LOAD_GENERATOR_LIMITS : {};
+}
+
+export async function startParley(
+  db: TestDatabase,
+  secret: string,
+  nodeFlags: readonly string[] = [],
+  extraEnv: NodeJS.ProcessEnv = {},
+  limits: BenchLimits = "load-generator",
+): Promise<ServerChild> {
   let grpcAddress: string | undefined;
   const server = await startChild(
     "parley serve",
@@ -119,7 +133,7 @@ export async function startParley(db: TestDatabase, secret: string, nodeFlags: r
       // The load sends to rooms nobody created: rooms on first use.
       PARLEY_LOG_LEVEL: "info",
       NODE_OPTIONS: SERVER_NODE_OPTIONS,
-      ...LOAD_GENERATOR_LIMITS,
+      ...limitsEnv(limits),
       ...extraEnv,
     },
     (line) => {
@@ -136,7 +150,7 @@ export async function startParley(db: TestDatabase, secret: string, nodeFlags: r
  * `parley core` and `parley bridge` as two processes (the bridge reaching core
  * over gRPC), the deployment that lets the bridge and core each use a core.
  */
-export async function startSplit(db: TestDatabase, secret: string): Promise<{ core: ServerChild; bridge: ServerChild }> {
+export async function startSplit(db: TestDatabase, secret: string, limits: BenchLimits = "load-generator"): Promise<{ core: ServerChild; bridge: ServerChild }> {
   const base = { ...process.env, PARLEY_LOG_LEVEL: "info", NODE_OPTIONS: SERVER_NODE_OPTIONS };
   // Core serves /metrics on a port of its own, announced after its gRPC port.
   let grpcPort: number | undefined;
@@ -155,7 +169,7 @@ export async function startSplit(db: TestDatabase, secret: string): Promise<{ co
     "parley bridge",
     [...SERVER_FLAGS, "bin/parley.js", "bridge"],
     // The bridge holds no key, only its own relay credential.
-    { ...base, ...LOAD_GENERATOR_LIMITS, PARLEY_BRIDGE_TOKEN: await mintToken(secret, "parley-bridge-bench", { scopes: [ROOMS_RELAY_SCOPE], expiresInSeconds: 12 * 3600 }), PARLEY_CORE_ADDR: `127.0.0.1:${core.port}`, PARLEY_HTTP_ADDR: "127.0.0.1:0" },
+    { ...base, ...limitsEnv(limits), PARLEY_BRIDGE_TOKEN: await mintToken(secret, "parley-bridge-bench", { scopes: [ROOMS_RELAY_SCOPE], expiresInSeconds: 12 * 3600 }), PARLEY_CORE_ADDR: `127.0.0.1:${core.port}`, PARLEY_HTTP_ADDR: "127.0.0.1:0" },
     (line) => (line.msg === "bridge serving" && typeof line.http === "string" ? Number(line.http.slice(line.http.lastIndexOf(":") + 1)) : undefined),
   );
   return {
