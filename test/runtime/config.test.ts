@@ -100,6 +100,27 @@ describe("config", () => {
     expect(loadConfig({ NODE_ENV: "development" }).productionMarked).toBe(false);
   });
 
+  it("reads the bridge's limits and trusted proxies; unset limits keep their defaults", () => {
+    expect(loadConfig({})).toMatchObject({ limits: { connection: {}, admission: {} }, trustedProxies: [] });
+    const config = loadConfig({
+      PARLEY_WS_FRAMES_PER_SECOND: "200",
+      PARLEY_WS_MAX_CONNECTIONS_PER_USER: "4",
+      PARLEY_WS_SENDS_PER_SECOND_PER_USER: "10",
+      PARLEY_HTTP_HEADERS_TIMEOUT_MS: "2000",
+      PARLEY_TRUSTED_PROXIES: "10.0.0.0/8, loopback",
+    });
+    expect(config.limits).toEqual({ connection: { framesPerSecond: 200 }, admission: { maxConnectionsPerUser: 4, sendsPerSecondPerUser: 10, headersTimeoutMs: 2000 } });
+    expect(config.trustedProxies).toEqual(["10.0.0.0/8", "loopback"]);
+  });
+
+  it("names a bad limit, a bad proxy and a headers timeout longer than the request's", () => {
+    const found = configProblems({ PARLEY_WS_MAX_CONNECTIONS_PER_USER: "0", PARLEY_WS_FRAME_BURST: "many", PARLEY_TRUSTED_PROXIES: "10.0.0.0/99" }).join("\n");
+    expect(found).toMatch(/^PARLEY_WS_MAX_CONNECTIONS_PER_USER /m);
+    expect(found).toMatch(/^PARLEY_WS_FRAME_BURST /m);
+    expect(found).toMatch(/^PARLEY_TRUSTED_PROXIES must be IP addresses or CIDR ranges/m);
+    expect(configProblems({ PARLEY_HTTP_HEADERS_TIMEOUT_MS: "20000" }).join("\n")).toContain("must not exceed PARLEY_HTTP_REQUEST_TIMEOUT_MS");
+  });
+
   it("asks for a key source by name when core needs one", () => {
     expect(() => requireTokenRules(loadConfig({}))).toThrow(/set PARLEY_JWKS_URL .* PARLEY_JWKS_FILE, PARLEY_JWT_KEYS .* or PARLEY_JWT_SECRET/);
   });
