@@ -72,6 +72,13 @@ export interface AdmissionLimits {
   readonly subscribesPerSecondPerUser: number;
   /** ...and at once above that rate: a client following all its rooms when it connects. */
   readonly subscribeBurstPerUser: number;
+  /**
+   * Requests of one user being worked on at core at once — subscriptions
+   * being authorized and replayed, history pages, room operations — over
+   * all their connections; more wait their turn (sends have their own path
+   * and rate). Bounds the share of core one user can take from the others.
+   */
+  readonly maxCoreCallsPerUser: number;
 }
 
 export const DEFAULT_ADMISSION_LIMITS: AdmissionLimits = {
@@ -86,4 +93,5 @@ export const DEFAULT_ADMISSION_LIMITS: AdmissionLimits = {
   maxSubscriptionsPerUser: 256,
   subscribesPerSecondPerUser: 20,
   subscribeBurstPerUser: 128,
+  maxCoreCallsPerUser: 8,
 };

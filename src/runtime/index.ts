@@ -29,6 +29,7 @@ export { FanoutHub } from "./streams/hub.js";
 export type { Sequenced } from "./streams/hub.js";
 export { follow } from "./streams/follow.js";
 export { followResumably } from "./streams/resumable-follow.js";
+export type { FollowPosition } from "./streams/resumable-follow.js";
 export { OrderedQueue } from "./streams/ordered-queue.js";
 export { OrderedRelease } from "./streams/ordered-release.js";
 export type { ReleaseSlot } from "./streams/ordered-release.js";
@@ -36,6 +37,7 @@ export { atEndOfTurn } from "./streams/end-of-turn.js";
 
 // Rate limits.
 export { TokenBucket } from "./limits/token-bucket.js";
+export { Semaphore } from "./limits/semaphore.js";
 
 // Telemetry, logs, configuration, the browser-facing checks of HTTP requests.
 export { telemetry } from "./telemetry/setup.js";

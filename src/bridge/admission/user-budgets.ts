@@ -1,7 +1,7 @@
 // What one user may do on this bridge, whatever number of connections they
 // spread it over: how many connections, how many rooms followed, how fast
 // they send and subscribe.
-import { TokenBucket } from "../../runtime/index.js";
+import { Semaphore, TokenBucket } from "../../runtime/index.js";
 import type { AdmissionLimits } from "../limits.js";
 import { KeyedCounter } from "./keyed-counter.js";
 
@@ -11,6 +11,8 @@ export interface UserBudget {
   readonly sends: TokenBucket;
   /** `subscribe` frames per second over all the user's connections. */
   readonly subscribes: TokenBucket;
+  /** Places for the user's requests being worked on at core (max_core_calls_per_user). */
+  readonly coreCalls: Semaphore;
   /** Rooms the user may follow at once over all their connections. */
   readonly maxSubscriptions: number;
   /** Holds one followed room; undefined at maxSubscriptions. The function gives it back (once). */
@@ -81,6 +83,7 @@ export class UserBudgets {
     const budget: UserBudget = {
       sends: new TokenBucket(limits.sendsPerSecondPerUser, limits.sendBurstPerUser),
       subscribes: new TokenBucket(limits.subscribesPerSecondPerUser, limits.subscribeBurstPerUser),
+      coreCalls: new Semaphore(limits.maxCoreCallsPerUser),
       maxSubscriptions: limits.maxSubscriptionsPerUser,
       holdSubscription: () => subscriptions.acquire(user),
     };

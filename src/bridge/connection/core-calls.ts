@@ -1,9 +1,10 @@
 // A connection's unary calls to core: made with the user's own token, within
-// the limit of un-answered requests, retried with backoff while core is
-// unavailable, and cancelled when the connection closes.
+// the limit of un-answered requests and the user's places at core, retried
+// with backoff while core is unavailable, and cancelled when the connection
+// closes.
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
 import { backoffDelay, ParleyError, PEER_RETRY_BACKOFF, sleep } from "../../wire/index.js";
-import type { CallOptions, Logger } from "../../runtime/index.js";
+import type { CallOptions, Logger, Semaphore } from "../../runtime/index.js";
 import type { Credential } from "./credential.js";
 
 const CALL_ATTEMPTS = 5;
@@ -14,6 +15,8 @@ export class CoreCalls {
   readonly #credential: Credential;
   readonly #maxInflight: number;
   readonly #log: Logger;
+  /** The user's places at core, shared with their other connections and their follows' authorizations. */
+  readonly #places: Semaphore;
   /**
    * One controller per call in flight, aborted when the connection closes.
    * Not one shared signal: every call would add an abort listener to it.
@@ -21,9 +24,10 @@ export class CoreCalls {
   readonly #inflight = new Set<AbortController>();
   #closed = false;
 
-  constructor(credential: Credential, maxInflightRequests: number, log: Logger) {
+  constructor(credential: Credential, maxInflightRequests: number, places: Semaphore, log: Logger) {
     this.#credential = credential;
     this.#maxInflight = maxInflightRequests;
+    this.#places = places;
     this.#log = log;
   }
 
@@ -68,7 +72,11 @@ export class CoreCalls {
     this.#inflight.add(controller);
     try {
       for (let attempt = 1; ; attempt++) {
+        // A place per attempt, not across the backoff: a user's requests
+        // queue here, not at core, once they have max_core_calls_per_user there.
+        const release = await this.#places.acquire();
         try {
+          if (this.#closed) throw new ParleyError(ErrorCategory.UNAVAILABLE, `${name}: the connection closed before the call was made`);
           // Per attempt: a retry after a token refresh carries the new token.
           return await call(this.options(controller.signal));
         } catch (error) {
@@ -78,7 +86,10 @@ export class CoreCalls {
           const transient = failure.category === ErrorCategory.UNAVAILABLE || failure.category === ErrorCategory.TIMEOUT;
           if (!transient || attempt >= CALL_ATTEMPTS) throw failure;
           this.#log.warn({ category: failure.categoryName, call: name, attempt }, "core call failed; retrying");
+          release();
           await sleep(backoffDelay(attempt, PEER_RETRY_BACKOFF));
+        } finally {
+          release();
         }
       }
     } finally {

@@ -5,7 +5,7 @@
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
 import { type FrameFormat, ParleyError, toErrorDetail, validationError } from "../../wire/index.js";
 import { clientFacing } from "../client-facing.js";
-import { followResumably, follow as followTopic, type Logger } from "../../runtime/index.js";
+import { type FollowPosition, followResumably, follow as followTopic, type Logger } from "../../runtime/index.js";
 import { EncodedEvent } from "../encoded-event.js";
 import type { CoreCalls } from "./core-calls.js";
 import { type FrameRequestName, inFrameTerms } from "./frame-fields.js";
@@ -37,7 +37,7 @@ export interface FollowsOptions extends Pick<ConnectionDeps, "chat" | "notificat
   /** The connection's user, whose membership events end their follows. */
   readonly user: string;
   /** Holds the rooms this connection follows in its user's count over all their connections. */
-  readonly budget: Pick<UserBudget, "holdSubscription" | "maxSubscriptions">;
+  readonly budget: Pick<UserBudget, "holdSubscription" | "maxSubscriptions" | "coreCalls">;
   readonly calls: CoreCalls;
   readonly writer: FrameWriter;
   readonly log: Logger;
@@ -92,52 +92,22 @@ export class Follows {
     const follow = this.#newFollow(requestId, room, requestId === "" ? "route" : "subscribe", format);
     const { signal } = follow.controller;
     this.#rooms.set(room, follow);
-    const { chat, rooms, roomFeeds, calls, log, user } = this.#options;
+    const { roomFeeds, log } = this.#options;
     const leave = roomFeeds.join(room);
     followResumably({
       afterSeq,
       signal,
       onEnd: "done",
       open: async (position) => {
-        const { room: answer } = await rooms.getRoom({ room }, calls.options(signal));
-        if (answer === undefined) throw new ParleyError(ErrorCategory.INTERNAL, "GetRoom answered without a room", { context: { room } });
-        // Core answers only a reader, as of the answer's head; checked here too, so that
-        // no answer (a newer core, a race) can start a follow for someone who may not read.
-        const standing = RoomStanding.authorized(user, answer);
-        // A resume point past GetRoom's head would skip, unchecked, the events
-        // between them (a kick among them): nobody can have seen beyond the
-        // head, so it is refused, as core refuses it.
-        if (position.last !== undefined && position.last > standing.headSeq) {
-          throw validationError("after_seq", `is beyond the head (${standing.headSeq})`);
+        // Authorizing and replaying takes one of the user's places at core
+        // until caught up: a user subscribing to hundreds of rooms at once
+        // queues here, and takes no more of core than max_core_calls_per_user.
+        const releasePlace = await this.#options.budget.coreCalls.acquire();
+        try {
+          await this.#openRoom(follow, position, releasePlace);
+        } finally {
+          releasePlace();
         }
-        await followTopic<EncodedEvent>({
-          hub: roomFeeds.hub,
-          topic: room,
-          afterSeq: position.last,
-          // Read as the relay, not the user: GetRoom authorized everything up
-          // to its head, #passOn checks every event after it, and a read the
-          // shared feed asks for after a kick (a resync) must still reach the
-          // kick itself, so that the follow ends on it and says why.
-          readAfter: async (seq, limit) => {
-            const page = await chat.listRoomEvents({ room, cursorSeq: seq, pageSize: Math.min(limit, 500) }, calls.relayOptions(signal));
-            return page.events.map((event) => EncodedEvent.roomEvent(event));
-          },
-          // GetRoom's head: where a live-only follow starts (what came after
-          // it is read, and checked, like a replay), and how far a resume
-          // point may go.
-          readHead: () => Promise.resolve(standing.headSeq),
-          send: (event) => {
-            if (follow.ended) return;
-            position.passed(event);
-            this.#passOn(follow, standing, event);
-          },
-          caughtUp: (headSeq) => {
-            position.caughtUp(headSeq);
-            if (!follow.ended) this.#answerOnce(follow, { case: "caughtUp", value: { room, headSeq } });
-            return Promise.resolve();
-          },
-          signal,
-        });
       },
       interrupted: (failure, attempt) => {
         log.warn({ category: failure?.categoryName, room, attempt }, "room follow interrupted; resuming");
@@ -147,6 +117,54 @@ export class Follows {
         this.#end(follow, ParleyError.from(error));
       })
       .finally(leave);
+  }
+
+  /** One opening of a room follow (again after each break): GetRoom, replay, then live; `caughtUp` gives the place at core back. */
+  async #openRoom(follow: Follow, position: FollowPosition, releasePlace: () => void): Promise<void> {
+    const { room } = follow;
+    const { signal } = follow.controller;
+    const { chat, rooms, roomFeeds, calls, user } = this.#options;
+    if (signal.aborted) return;
+    const { room: answer } = await rooms.getRoom({ room }, calls.options(signal));
+    if (answer === undefined) throw new ParleyError(ErrorCategory.INTERNAL, "GetRoom answered without a room", { context: { room } });
+    // Core answers only a reader, as of the answer's head; checked here too, so that
+    // no answer (a newer core, a race) can start a follow for someone who may not read.
+    const standing = RoomStanding.authorized(user, answer);
+    // A resume point past GetRoom's head would skip, unchecked, the events
+    // between them (a kick among them): nobody can have seen beyond the
+    // head, so it is refused, as core refuses it.
+    if (position.last !== undefined && position.last > standing.headSeq) {
+      throw validationError("after_seq", `is beyond the head (${standing.headSeq})`);
+    }
+    await followTopic<EncodedEvent>({
+      hub: roomFeeds.hub,
+      topic: room,
+      afterSeq: position.last,
+      // Read as the relay, not the user: GetRoom authorized everything up
+      // to its head, #passOn checks every event after it, and a read the
+      // shared feed asks for after a kick (a resync) must still reach the
+      // kick itself, so that the follow ends on it and says why.
+      readAfter: async (seq, limit) => {
+        const page = await chat.listRoomEvents({ room, cursorSeq: seq, pageSize: Math.min(limit, 500) }, calls.relayOptions(signal));
+        return page.events.map((event) => EncodedEvent.roomEvent(event));
+      },
+      // GetRoom's head: where a live-only follow starts (what came after
+      // it is read, and checked, like a replay), and how far a resume
+      // point may go.
+      readHead: () => Promise.resolve(standing.headSeq),
+      send: (event) => {
+        if (follow.ended) return;
+        position.passed(event);
+        this.#passOn(follow, standing, event);
+      },
+      caughtUp: (headSeq) => {
+        releasePlace();
+        position.caughtUp(headSeq);
+        if (!follow.ended) this.#answerOnce(follow, { case: "caughtUp", value: { room, headSeq } });
+        return Promise.resolve();
+      },
+      signal,
+    });
   }
 
   /**

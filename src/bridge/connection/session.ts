@@ -82,7 +82,7 @@ export class Connection {
     });
     const credential = new Credential(deps.token, deps.identity);
     this.#credential = credential;
-    const calls = new CoreCalls(credential, limits.maxInflightRequests, log);
+    const calls = new CoreCalls(credential, limits.maxInflightRequests, deps.budget.coreCalls, log);
     const errorRun = new ErrorRun(limits.maxConsecutiveErrors);
     const sends = new Sends({
       sendLink: deps.sendLink,

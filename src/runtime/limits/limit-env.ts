@@ -18,7 +18,8 @@ type AdmissionLimitName =
   | "sendBurstPerUser"
   | "maxSubscriptionsPerUser"
   | "subscribesPerSecondPerUser"
-  | "subscribeBurstPerUser";
+  | "subscribeBurstPerUser"
+  | "maxCoreCallsPerUser";
 
 type Entry = readonly ["connection", ConnectionLimitName, number, number] | readonly ["admission", AdmissionLimitName, number, number];
 
@@ -40,6 +41,7 @@ const LIMIT_VARIABLES = {
   PARLEY_WS_MAX_SUBSCRIPTIONS_PER_USER: ["admission", "maxSubscriptionsPerUser", 1, 10_000_000],
   PARLEY_WS_SUBSCRIBES_PER_SECOND_PER_USER: ["admission", "subscribesPerSecondPerUser", 1, 10_000_000],
   PARLEY_WS_SUBSCRIBE_BURST_PER_USER: ["admission", "subscribeBurstPerUser", 1, 10_000_000],
+  PARLEY_WS_MAX_CORE_CALLS_PER_USER: ["admission", "maxCoreCallsPerUser", 1, 100_000],
 } as const satisfies Record<string, Entry>;
 
 type LimitVariable = keyof typeof LIMIT_VARIABLES;
