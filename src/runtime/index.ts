@@ -9,7 +9,6 @@
 // gRPC: typed servers and clients over protobuf-es descriptors.
 export { bindService, startGrpcServer } from "./grpc/grpc-server.js";
 export type { ServiceBinding } from "./grpc/grpc-server.js";
-export { DEFAULT_SERVER_TRANSPORT } from "./grpc/server-transport.js";
 export type { ServerTransport } from "./grpc/server-transport.js";
 export type { ResponseSink, ServiceHandlers } from "./grpc/server.js";
 export type { CallContext, ServerInterceptor } from "./grpc/call-context.js";

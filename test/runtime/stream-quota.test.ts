@@ -1,14 +1,14 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ChatService, type ChatServiceSubscribeResponse } from "../../gen/parley/v1/chat_pb.js";
 import { ErrorCategory } from "../../gen/parley/v1/errors_pb.js";
-import { NotificationService } from "../../gen/parley/v1/notifications_pb.js";
+import type { NotificationService } from "../../gen/parley/v1/notifications_pb.js";
 import { mintToken } from "../../src/runtime/auth/tokens.js";
 import { createClient, type ServiceClient } from "../../src/runtime/grpc/client.js";
 import { DEFAULT_STREAM_QUOTA } from "../../src/runtime/interceptors/stream-quota.js";
 import type { ParleyError } from "../../src/wire/errors/parley-error.js";
 import { startTestCore, TEST_JWT_SECRET, TEST_RELAY_TOKEN, type TestCore } from "../support/core.js";
 import { createTestDatabase, type TestDatabase } from "../support/database.js";
-import { type Opening, openOnceFree, openSendStream, openServerStream, type OpenStream } from "../support/open-streams.js";
+import { nextItem, type Opening, openOnceFree, openSendStream, openServerStream, type OpenStream } from "../support/open-streams.js";
 import { startTcpProxy, type TcpProxy } from "../support/tcp-proxy.js";
 
 type Chat = ServiceClient<typeof ChatService>;
@@ -61,19 +61,22 @@ function sendStream(chat: Chat, room: string) {
 }
 
 /** The server's answer to one call over the cap. */
-function expectRefused(opening: Opening<OpenStream>, limit: RegExp): ParleyError {
+function expectRefused(opening: Opening<OpenStream>, limit: RegExp): void {
   expect(opening.open, "a call past the cap was accepted").toBeUndefined();
-  const refused = opening.refused as ParleyError;
+  expectRefusal(opening.refused, limit);
+}
+
+function expectRefusal(refused: ParleyError | undefined, limit: RegExp): void {
+  if (refused === undefined) throw new Error("expected a refusal");
   expect(refused.category, refused.message).toBe(ErrorCategory.RATE_LIMITED);
   expect(refused.message).toMatch(limit);
   expect(refused.retryable).toBe(true);
   expect(refused.retryAfterMs).toBe(1_000);
-  return refused;
 }
 
 function accepted<S extends OpenStream>(opening: Opening<S>): S {
-  if (opening.refused !== undefined) throw opening.refused;
-  return opening.open;
+  if (opening.refused === undefined) return opening.open;
+  throw opening.refused;
 }
 
 describe("per-caller stream caps at the defaults", () => {
@@ -88,10 +91,10 @@ describe("per-caller stream caps at the defaults", () => {
       const openings = await Promise.all(Array.from({ length: 5_000 }, () => subscribe(alice, room)));
       const opened = openings.flatMap((opening) => (opening.open === undefined ? [] : [opening.open]));
       expect(opened).toHaveLength(maxSubscriptionsPerCaller);
-      const refusals = openings.filter((opening) => opening.refused !== undefined);
+      const refusals = openings.flatMap((opening) => (opening.refused === undefined ? [] : [opening.refused]));
       expect(refusals).toHaveLength(5_000 - maxSubscriptionsPerCaller);
-      for (const refusal of refusals) expectRefused(refusal, SUBSCRIPTIONS_LIMIT);
-      expect(refusals[0]?.refused?.message).toBe(
+      for (const refusal of refusals) expectRefusal(refusal, SUBSCRIPTIONS_LIMIT);
+      expect(refusals[0]?.message).toBe(
         "alice-5000 has 64 subscriptions open on this server, the most one caller may hold (PARLEY_GRPC_MAX_SUBSCRIPTIONS_PER_CALLER); end one before opening another",
       );
       // Each refusal is logged once, with the user, as a client's mistake.
@@ -101,10 +104,10 @@ describe("per-caller stream caps at the defaults", () => {
 
       // At the cap, unary calls go on, and every open subscription delivers.
       const sent = await alice.sendMessage({ room, body: "to every open subscription", clientMsgId: "quota-5000-1" });
-      const delivered = await Promise.all(opened.map((stream) => stream.rest.next()));
+      const delivered = await Promise.all(opened.map((stream) => nextItem(stream)));
       for (const item of delivered) {
-        expect(item.value?.event.case).toBe("message");
-        expect(item.value?.event.value).toMatchObject({ seq: sent.message?.seq, body: "to every open subscription" });
+        expect(item.event.case).toBe("message");
+        expect(item.event.value).toMatchObject({ seq: sent.message?.seq, body: "to every open subscription" });
       }
 
       // Another user, meanwhile, has a cap of their own.

@@ -41,6 +41,13 @@ export async function openServerStream<T>(start: (signal: AbortSignal) => AsyncI
   };
 }
 
+/** The next item of an open server stream (failing if the stream ended instead). */
+export async function nextItem<T>(stream: OpenServerStream<T>): Promise<T> {
+  const next = await stream.rest.next();
+  if (next.done === true) throw new Error("the stream ended");
+  return next.value;
+}
+
 /**
  * Opens a SendStream and sends one message on it: open once that send is
  * answered, refused when the stream fails first.
@@ -82,7 +89,7 @@ export async function openOnceFree<S extends OpenStream>(open: () => Promise<Ope
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const opening = await open();
-    if (opening.open !== undefined) return opening.open;
+    if (opening.refused === undefined) return opening.open;
     if (opening.refused.category !== ErrorCategory.RATE_LIMITED) throw opening.refused;
     if (Date.now() > deadline) throw new Error(`still refused after ${timeoutMs} ms: ${opening.refused.message}`);
     await new Promise((resolve) => setTimeout(resolve, 20));

@@ -6,6 +6,8 @@ export interface TcpProxy {
   readonly address: string;
   /** Connections to the server that are still open. */
   readonly openUpstreams: number;
+  /** Connections clients made through the proxy, ever. */
+  readonly connections: number;
   /** Closes every connection on both sides at once: a client that went away. */
   cut(): void;
   /**
@@ -23,10 +25,12 @@ export async function startTcpProxy(target: string): Promise<TcpProxy> {
   const port = Number(target.slice(colon + 1));
   const sockets = new Set<Socket>();
   let upstreams = 0;
+  let connections = 0;
   let dropping = false;
   const server = createServer((client) => {
     const upstream = connect(port, host);
     upstreams += 1;
+    connections += 1;
     for (const socket of [client, upstream]) {
       sockets.add(socket);
       socket.once("close", () => sockets.delete(socket));
@@ -64,6 +68,9 @@ export async function startTcpProxy(target: string): Promise<TcpProxy> {
     get openUpstreams() {
       return upstreams;
     },
+    get connections() {
+      return connections;
+    },
     cut() {
       for (const socket of sockets) socket.destroy();
     },
@@ -72,7 +79,11 @@ export async function startTcpProxy(target: string): Promise<TcpProxy> {
     },
     async close() {
       for (const socket of sockets) socket.destroy();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await new Promise<void>((resolve) => {
+        server.close(() => {
+          resolve();
+        });
+      });
     },
   };
 }
