@@ -49,7 +49,7 @@ Identity (core verifies every token; the bridge holds no key):
                          rooms (public) and join public rooms; never in production
   PARLEY_LOG_LEVEL       fatal|error|warn|info|debug|trace|silent (default info)
 
-Core's gRPC limits (docs/operations.md#grpc-limits):
+Core's gRPC limits (docs/security.md#grpc-limits):
   PARLEY_GRPC_MAX_SUBSCRIPTIONS_PER_CALLER  open subscriptions per user (default 64; relays exempt)
   PARLEY_GRPC_MAX_STREAMS_PER_CALLER        open streaming calls per user (default 128; relays exempt)
   PARLEY_GRPC_MAX_CONCURRENT_STREAMS        streams per HTTP/2 connection (default 16384)
