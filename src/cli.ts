@@ -49,6 +49,14 @@ Identity (core verifies every token; the bridge holds no key):
                          rooms (public) and join public rooms; never in production
   PARLEY_LOG_LEVEL       fatal|error|warn|info|debug|trace|silent (default info)
 
+Core's gRPC limits (docs/security.md#grpc-limits):
+  PARLEY_GRPC_MAX_SUBSCRIPTIONS_PER_CALLER  open subscriptions per user (default 64; relays exempt)
+  PARLEY_GRPC_MAX_STREAMS_PER_CALLER        open streaming calls per user (default 128; relays exempt)
+  PARLEY_GRPC_MAX_CONCURRENT_STREAMS        streams per HTTP/2 connection (default 16384)
+  PARLEY_GRPC_KEEPALIVE_TIME_MS, PARLEY_GRPC_KEEPALIVE_TIMEOUT_MS
+                         ping every connection, cut one that does not answer (30000, 10000; 0: no pings)
+  PARLEY_GRPC_MAX_CONNECTION_IDLE_MS  close a connection without calls (default 300000; 0: never)
+
 Transport security (PEM file paths; unset: plaintext; SIGHUP reloads them):
   PARLEY_HTTP_TLS_CERT, PARLEY_HTTP_TLS_KEY    the bridge serves https:// and wss://
   PARLEY_GRPC_TLS_CERT, PARLEY_GRPC_TLS_KEY    core serves gRPC over TLS
@@ -109,6 +117,8 @@ const COMMANDS: Record<string, Command> = {
       tokens: requireTokenRules(config),
       migrate: config.migrateOnStart,
       reflection: config.grpcReflection,
+      streamQuota: config.grpcStreamQuota,
+      grpcTransport: config.grpcTransport,
       implicitRooms: config.implicitRooms,
       webhook: config.webhook,
       logger,
@@ -164,6 +174,8 @@ const COMMANDS: Record<string, Command> = {
       tokens: secret === undefined ? requireTokenRules(config) : hmacRules(secret),
       migrate: embedded !== undefined || config.migrateOnStart,
       reflection: config.grpcReflection,
+      streamQuota: config.grpcStreamQuota,
+      grpcTransport: config.grpcTransport,
       crossInstanceFanout: embedded === undefined,
       poolSize: embedded?.poolSize,
       implicitRooms,

@@ -1,6 +1,23 @@
 import { randomBytes, randomUUID } from "node:crypto";
+import { ChatService } from "../../gen/parley/v1/chat_pb.js";
 import { ErrorCategory } from "../../gen/parley/v1/errors_pb.js";
-import { authInterceptor, type Logger, loggingInterceptor, mintToken, ROOMS_RELAY_SCOPE, startGrpcServer, type TlsCertificates, type TokenRules, TokenVerifier, tracingInterceptor } from "../runtime/index.js";
+import { NotificationService } from "../../gen/parley/v1/notifications_pb.js";
+import {
+  authInterceptor,
+  DEFAULT_STREAM_QUOTA,
+  type Logger,
+  loggingInterceptor,
+  mintToken,
+  ROOMS_RELAY_SCOPE,
+  type ServerTransport,
+  startGrpcServer,
+  streamQuotaInterceptor,
+  type StreamQuotaLimits,
+  type TlsCertificates,
+  type TokenRules,
+  TokenVerifier,
+  tracingInterceptor,
+} from "../runtime/index.js";
 import { ParleyError } from "../wire/index.js";
 import { createChatModule } from "./chat/chat-module.js";
 import { createRoomModule } from "./rooms/room-module.js";
@@ -33,6 +50,10 @@ export interface CoreOptions {
   readonly tls?: TlsCertificates;
   /** Serve gRPC server reflection (default true): it describes the contract, never data; off where even that is not wanted. */
   readonly reflection?: boolean;
+  /** Streaming calls and subscriptions one caller (not a relay) may hold open at once (defaults in DEFAULT_STREAM_QUOTA). */
+  readonly streamQuota?: Partial<StreamQuotaLimits>;
+  /** Streams per HTTP/2 connection, keepalive and idle limits of the gRPC server (defaults in DEFAULT_SERVER_TRANSPORT). */
+  readonly grpcTransport?: Partial<ServerTransport>;
   /** Quotas on rooms (defaults in DEFAULT_ROOM_LIMITS). */
   readonly roomLimits?: Partial<RoomLimits>;
   /** Most sends per group commit (default 512). */
@@ -80,6 +101,9 @@ export interface RunningCore {
   /** Stops serving: refuses new calls, answers in-flight sends, closes the database. */
   stop(graceMs?: number): Promise<void>;
 }
+
+/** The calls that follow a log for as long as the caller stays: counted as subscriptions as well as streams. */
+const SUBSCRIPTIONS = new Set([ChatService.method.subscribe, NotificationService.method.subscribe]);
 
 /**
  * The core process: the only component that touches the database. Serves
@@ -151,7 +175,15 @@ export async function startCore(options: CoreOptions): Promise<RunningCore> {
       reflection: options.reflection,
       logger,
       tls: options.tls === undefined ? undefined : { certificates: options.tls, logger },
-      interceptors: [tracingInterceptor(), loggingInterceptor(logger), authInterceptor(verifier, new Set(options.tls === undefined ? [] : (options.relayCertificateNames ?? []))), relayGuard(), actAsGuard()],
+      transport: options.grpcTransport,
+      interceptors: [
+        tracingInterceptor(),
+        loggingInterceptor(logger),
+        authInterceptor(verifier, new Set(options.tls === undefined ? [] : (options.relayCertificateNames ?? []))),
+        relayGuard(),
+        actAsGuard(),
+        streamQuotaInterceptor({ ...DEFAULT_STREAM_QUOTA, ...options.streamQuota }, SUBSCRIPTIONS),
+      ],
     });
     logger.info({ grpc: grpc.address, tls: options.tls === undefined ? "off" : options.tls.material.ca === undefined ? "on" : "mutual" }, "core serving");
 

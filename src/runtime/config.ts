@@ -2,7 +2,9 @@ import { readFileSync } from "node:fs";
 import type { JSONWebKeySet } from "jose";
 import { z } from "zod";
 import { DEFAULT_MAX_TOKEN_LIFETIME_SECONDS, type HmacKey, type TokenRules } from "./auth/key-sources.js";
+import { DEFAULT_SERVER_TRANSPORT, type ServerTransport } from "./grpc/server-transport.js";
 import { type AllowedOrigins, isLoopbackHost, parseAllowedOrigins } from "./http/request-origin.js";
+import { DEFAULT_STREAM_QUOTA, type StreamQuotaLimits } from "./interceptors/stream-quota.js";
 import { readTlsSettings, type TlsSettings } from "./tls/tls-settings.js";
 import { LIMIT_ENV_SHAPE, limitSettings, type LimitSettings, trustedProxies } from "./limits/limit-env.js";
 
@@ -69,6 +71,16 @@ const allowedOrigins = z.string().transform((value, context): AllowedOrigins => 
   }
 });
 
+const count = (max: number) => z.coerce.number().int().min(1).max(max);
+// 0 turns the timer off; anything else is at least a second: a setting in
+// milliseconds that small is a unit mistake, not a wish.
+const timerMs = z.coerce
+  .number()
+  .int()
+  .min(0)
+  .max(86_400_000)
+  .refine((value) => value === 0 || value >= 1_000, "must be 0 (off) or at least 1000 ms");
+
 const flag = z
   .enum(["1", "0", "true", "false", "yes", "no", ""])
   .transform((value) => value === "1" || value === "true" || value === "yes");
@@ -119,6 +131,14 @@ const EnvSchema = z
     PARLEY_TLS_WATCH_MS: z.coerce.number().int().min(0).max(86_400_000).default(30_000),
     PARLEY_TRUSTED_PROXIES: trustedProxies.optional(),
     ...LIMIT_ENV_SHAPE,
+    // Core's gRPC server: per-caller stream caps and HTTP/2 connection limits.
+    PARLEY_GRPC_MAX_STREAMS_PER_CALLER: count(1_000_000).default(DEFAULT_STREAM_QUOTA.maxStreamsPerCaller),
+    PARLEY_GRPC_MAX_SUBSCRIPTIONS_PER_CALLER: count(1_000_000).default(DEFAULT_STREAM_QUOTA.maxSubscriptionsPerCaller),
+    // 2^31 - 1: the largest value of an HTTP/2 setting.
+    PARLEY_GRPC_MAX_CONCURRENT_STREAMS: count(2_147_483_647).default(DEFAULT_SERVER_TRANSPORT.maxConcurrentStreams),
+    PARLEY_GRPC_KEEPALIVE_TIME_MS: timerMs.default(DEFAULT_SERVER_TRANSPORT.keepaliveTimeMs),
+    PARLEY_GRPC_KEEPALIVE_TIMEOUT_MS: z.coerce.number().int().min(1_000).max(600_000).default(DEFAULT_SERVER_TRANSPORT.keepaliveTimeoutMs),
+    PARLEY_GRPC_MAX_CONNECTION_IDLE_MS: timerMs.default(DEFAULT_SERVER_TRANSPORT.maxConnectionIdleMs),
   });
 
 /** Rules across variables, checked even when single variables are bad too. */
@@ -139,6 +159,12 @@ function crossVariableProblems(env: Readonly<Record<string, string>>, raw: Reado
   }
   if ("PARLEY_BRIDGE_TOKEN" in env && "PARLEY_BRIDGE_TOKEN_FILE" in env) {
     problems.push("set one of PARLEY_BRIDGE_TOKEN and PARLEY_BRIDGE_TOKEN_FILE, not both");
+  }
+  // Every subscription is a stream: a larger subscription cap could never be reached.
+  const streams = Number(env.PARLEY_GRPC_MAX_STREAMS_PER_CALLER ?? DEFAULT_STREAM_QUOTA.maxStreamsPerCaller);
+  const subscriptions = Number(env.PARLEY_GRPC_MAX_SUBSCRIPTIONS_PER_CALLER ?? DEFAULT_STREAM_QUOTA.maxSubscriptionsPerCaller);
+  if (subscriptions > streams) {
+    problems.push(`PARLEY_GRPC_MAX_SUBSCRIPTIONS_PER_CALLER (${subscriptions}) is more than PARLEY_GRPC_MAX_STREAMS_PER_CALLER (${streams}): every subscription is also a stream`);
   }
   if ("PARLEY_WEBHOOK_URL" in env && !("PARLEY_WEBHOOK_SECRET" in env)) {
     problems.push("PARLEY_WEBHOOK_SECRET is required when PARLEY_WEBHOOK_URL is set");
@@ -187,6 +213,10 @@ export interface Config {
   readonly limits: LimitSettings;
   /** Proxies whose X-Forwarded-For names the client (PARLEY_TRUSTED_PROXIES); none by default. */
   readonly trustedProxies: readonly string[];
+  /** Streaming calls and subscriptions one caller (not a relay) may hold open at once on core. */
+  readonly grpcStreamQuota: StreamQuotaLimits;
+  /** Core's gRPC server: streams per HTTP/2 connection, keepalive, idle connections. */
+  readonly grpcTransport: ServerTransport;
   /** TLS for the listeners and the link to core, files read at start; plaintext where unset. */
   readonly tls: TlsSettings & {
     /** How often certificate files are checked for a change, in ms; 0: only on SIGHUP. */
@@ -241,6 +271,13 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
     relayCertificateNames: e.PARLEY_GRPC_TLS_RELAY_NAMES ?? [],
     limits: limitSettings(e),
     trustedProxies: e.PARLEY_TRUSTED_PROXIES ?? [],
+    grpcStreamQuota: { maxStreamsPerCaller: e.PARLEY_GRPC_MAX_STREAMS_PER_CALLER, maxSubscriptionsPerCaller: e.PARLEY_GRPC_MAX_SUBSCRIPTIONS_PER_CALLER },
+    grpcTransport: {
+      maxConcurrentStreams: e.PARLEY_GRPC_MAX_CONCURRENT_STREAMS,
+      keepaliveTimeMs: e.PARLEY_GRPC_KEEPALIVE_TIME_MS,
+      keepaliveTimeoutMs: e.PARLEY_GRPC_KEEPALIVE_TIMEOUT_MS,
+      maxConnectionIdleMs: e.PARLEY_GRPC_MAX_CONNECTION_IDLE_MS,
+    },
   };
 }
 

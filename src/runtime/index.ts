@@ -9,16 +9,19 @@
 // gRPC: typed servers and clients over protobuf-es descriptors.
 export { bindService, startGrpcServer } from "./grpc/grpc-server.js";
 export type { ServiceBinding } from "./grpc/grpc-server.js";
+export type { ServerTransport } from "./grpc/server-transport.js";
 export type { ResponseSink, ServiceHandlers } from "./grpc/server.js";
 export type { CallContext, ServerInterceptor } from "./grpc/call-context.js";
 export { createClient } from "./grpc/client.js";
 export type { CallOptions, ServiceClient } from "./grpc/client.js";
 export { fromGrpcError } from "./grpc/status.js";
 
-// Interceptors of the shape (next) => (context) => ...: tracing, failure logging, authentication.
+// Interceptors of the shape (next) => (context) => ...: tracing, failure logging, authentication, stream quotas.
 export { tracingInterceptor } from "./interceptors/tracing.js";
 export { loggingInterceptor } from "./interceptors/logging.js";
 export { CALLER, authInterceptor } from "./interceptors/auth.js";
+export { DEFAULT_STREAM_QUOTA, streamQuotaInterceptor } from "./interceptors/stream-quota.js";
+export type { StreamQuotaLimits } from "./interceptors/stream-quota.js";
 
 // Identity.
 export { NOTIFICATIONS_SEND_SCOPE, ROOMS_ADMIN_SCOPE, ROOMS_RELAY_SCOPE, TokenVerifier, USER_ID, mintToken } from "./auth/tokens.js";

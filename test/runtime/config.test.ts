@@ -121,6 +121,40 @@ describe("config", () => {
     expect(configProblems({ PARLEY_HTTP_HEADERS_TIMEOUT_MS: "20000" }).join("\n")).toContain("must not exceed PARLEY_HTTP_REQUEST_TIMEOUT_MS");
   });
 
+  it("reads core's gRPC limits: per-caller stream caps and the HTTP/2 connection settings, each with a default", () => {
+    expect(loadConfig({}).grpcStreamQuota).toEqual({ maxStreamsPerCaller: 128, maxSubscriptionsPerCaller: 64 });
+    expect(loadConfig({}).grpcTransport).toEqual({ maxConcurrentStreams: 16_384, keepaliveTimeMs: 30_000, keepaliveTimeoutMs: 10_000, maxConnectionIdleMs: 300_000 });
+    const set = loadConfig({
+      PARLEY_GRPC_MAX_STREAMS_PER_CALLER: "500",
+      PARLEY_GRPC_MAX_SUBSCRIPTIONS_PER_CALLER: "400",
+      PARLEY_GRPC_MAX_CONCURRENT_STREAMS: "100000",
+      PARLEY_GRPC_KEEPALIVE_TIME_MS: "0",
+      PARLEY_GRPC_KEEPALIVE_TIMEOUT_MS: "5000",
+      PARLEY_GRPC_MAX_CONNECTION_IDLE_MS: "0",
+    });
+    expect(set.grpcStreamQuota).toEqual({ maxStreamsPerCaller: 500, maxSubscriptionsPerCaller: 400 });
+    expect(set.grpcTransport).toEqual({ maxConcurrentStreams: 100_000, keepaliveTimeMs: 0, keepaliveTimeoutMs: 5_000, maxConnectionIdleMs: 0 });
+
+    const bad = configProblems({
+      PARLEY_GRPC_MAX_STREAMS_PER_CALLER: "0",
+      PARLEY_GRPC_MAX_SUBSCRIPTIONS_PER_CALLER: "many",
+      PARLEY_GRPC_MAX_CONCURRENT_STREAMS: "2147483648",
+      PARLEY_GRPC_KEEPALIVE_TIME_MS: "500",
+      PARLEY_GRPC_KEEPALIVE_TIMEOUT_MS: "0",
+      PARLEY_GRPC_MAX_CONNECTION_IDLE_MS: "-1",
+    }).join("\n");
+    for (const name of ["PARLEY_GRPC_MAX_STREAMS_PER_CALLER", "PARLEY_GRPC_MAX_SUBSCRIPTIONS_PER_CALLER", "PARLEY_GRPC_MAX_CONCURRENT_STREAMS", "PARLEY_GRPC_KEEPALIVE_TIME_MS", "PARLEY_GRPC_KEEPALIVE_TIMEOUT_MS", "PARLEY_GRPC_MAX_CONNECTION_IDLE_MS"]) {
+      expect(bad).toMatch(new RegExp(`^${name} `, "m"));
+    }
+    expect(bad).toMatch(/^PARLEY_GRPC_KEEPALIVE_TIME_MS must be 0 \(off\) or at least 1000 ms$/m);
+
+    // Every subscription is a stream: a subscription cap above the stream cap is a mistake.
+    expect(configProblems({ PARLEY_GRPC_MAX_SUBSCRIPTIONS_PER_CALLER: "200" })).toEqual([
+      "PARLEY_GRPC_MAX_SUBSCRIPTIONS_PER_CALLER (200) is more than PARLEY_GRPC_MAX_STREAMS_PER_CALLER (128): every subscription is also a stream",
+    ]);
+    expect(loadConfig({ PARLEY_GRPC_MAX_SUBSCRIPTIONS_PER_CALLER: "128" }).grpcStreamQuota.maxSubscriptionsPerCaller).toBe(128);
+  });
+
   it("asks for a key source by name when core needs one", () => {
     expect(() => requireTokenRules(loadConfig({}))).toThrow(/set PARLEY_JWKS_URL .* PARLEY_JWKS_FILE, PARLEY_JWT_KEYS .* or PARLEY_JWT_SECRET/);
   });

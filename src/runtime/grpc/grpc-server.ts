@@ -4,6 +4,7 @@ import { Health, HealthRegistry, ServingStatus } from "./health.js";
 import { oversizeAsValidation } from "./message-size.js";
 import { addReflection } from "./reflection.js";
 import { implement, type ImplementOptions, type ServiceHandlers } from "./server.js";
+import { DEFAULT_SERVER_TRANSPORT, type ServerTransport, serverTransportOptions } from "./server-transport.js";
 import { bindTls, type TlsBinding } from "./tls-binding.js";
 import type { AnyService } from "./types.js";
 import { type Logger, logError } from "../logger.js";
@@ -32,6 +33,8 @@ export interface GrpcServerOptions extends ImplementOptions {
   readonly logger?: Logger;
   /** Serve gRPC server reflection (default true); health is served either way. */
   readonly reflection?: boolean;
+  /** Streams per HTTP/2 connection, keepalive and idle limits (defaults in DEFAULT_SERVER_TRANSPORT). */
+  readonly transport?: Partial<ServerTransport>;
 }
 
 export interface RunningGrpcServer {
@@ -51,7 +54,7 @@ export interface RunningGrpcServer {
 export async function startGrpcServer(options: GrpcServerOptions): Promise<RunningGrpcServer> {
   const server = new Server({
     "grpc.max_receive_message_length": options.maxReceiveMessageBytes ?? 4 * 1024 * 1024,
-    "grpc.keepalive_permit_without_calls": 1,
+    ...serverTransportOptions({ ...DEFAULT_SERVER_TRANSPORT, ...options.transport }),
     interceptors: [
       oversizeAsValidation((error, path) => {
         if (options.logger !== undefined) logError(options.logger, error, { rpc: path });
