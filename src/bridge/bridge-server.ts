@@ -249,7 +249,7 @@ export async function startBridge(options: BridgeOptions): Promise<RunningBridge
       return;
     }
     wss.handleUpgrade(request, socket, head, (ws) => {
-      admission.pending.upgraded(request.socket);
+      admission.upgraded(request.socket);
       const connection = new Connection({
         id: randomUUID(),
         socket: ws,

@@ -27,19 +27,24 @@ export class Admission {
   readonly #addresses: ClientAddresses;
   readonly #byAddress: KeyedCounter<string>;
   readonly #users: UserBudgets;
-  readonly pending: PendingConnections;
+  readonly #pending: PendingConnections;
 
   constructor(limits: AdmissionLimits, trustedProxies: readonly string[]) {
     this.limits = limits;
     this.#addresses = new ClientAddresses(trustedProxies);
     this.#byAddress = new KeyedCounter(limits.maxConnectionsPerAddress);
     this.#users = new UserBudgets(limits);
-    this.pending = new PendingConnections(limits.maxPendingConnections, limits.maxPendingConnectionsPerAddress, (address) => this.#addresses.trusts(address));
+    this.#pending = new PendingConnections(limits.maxPendingConnections, limits.maxPendingConnectionsPerAddress, (address) => this.#addresses.trusts(address));
   }
 
   /** Counts a TCP connection the server just accepted (dropped at the caps of pending ones). */
   accepted(socket: Socket): void {
-    this.pending.accept(socket);
+    this.#pending.accept(socket);
+  }
+
+  /** The connection under `socket` now carries a WebSocket: the connection caps count it from here on. */
+  upgraded(socket: Socket): void {
+    this.#pending.upgraded(socket);
   }
 
   /** The client address of an upgrade request (X-Forwarded-For through trusted proxies only). */
@@ -73,11 +78,6 @@ export class Admission {
         addressRelease();
       },
     };
-  }
-
-  /** Connections of `user` on this bridge now. */
-  connectionsOf(user: string): number {
-    return this.#users.connections(user);
   }
 
   close(): void {

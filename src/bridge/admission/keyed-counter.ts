@@ -22,14 +22,4 @@ export class KeyedCounter<K> {
       else this.#counts.set(key, now);
     };
   }
-
-  /** Units of `key` held now. */
-  count(key: K): number {
-    return this.#counts.get(key) ?? 0;
-  }
-
-  /** Keys holding anything. */
-  get size(): number {
-    return this.#counts.size;
-  }
 }

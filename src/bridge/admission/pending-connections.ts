@@ -48,9 +48,4 @@ export class PendingConnections {
   upgraded(socket: { readonly remoteAddress?: string | undefined; readonly remotePort?: number | undefined }): void {
     this.#pending.get(`${socket.remoteAddress ?? ""}|${socket.remotePort ?? ""}`)?.();
   }
-
-  /** Connections counted now. */
-  get size(): number {
-    return this.#pending.size;
-  }
 }

@@ -66,11 +66,6 @@ export class UserBudgets {
     return { budget: entry.budget, release };
   }
 
-  /** Connections `user` holds on this bridge now. */
-  connections(user: string): number {
-    return this.#entries.get(user)?.connections ?? 0;
-  }
-
   /** Forgets every entry (the bridge stops). */
   close(): void {
     for (const entry of this.#entries.values()) clearTimeout(entry.forget);

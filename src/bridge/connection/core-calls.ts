@@ -75,22 +75,22 @@ export class CoreCalls {
         // A place per attempt, not across the backoff: a user's requests
         // queue here, not at core, once they have max_core_calls_per_user there.
         const release = await this.#places.acquire();
+        let failure: ParleyError;
         try {
           if (this.#closed) throw new ParleyError(ErrorCategory.UNAVAILABLE, `${name}: the connection closed before the call was made`);
           // Per attempt: a retry after a token refresh carries the new token.
           return await call(this.options(controller.signal));
         } catch (error) {
-          const failure = ParleyError.from(error);
-          // Nobody is left to answer: the cancellation (or the outage) is no failure of ours.
-          if (this.#closed) throw new ParleyError(ErrorCategory.UNAVAILABLE, `${name}: the connection closed before core answered`, { cause: failure, context: { expected: true } });
-          const transient = failure.category === ErrorCategory.UNAVAILABLE || failure.category === ErrorCategory.TIMEOUT;
-          if (!transient || attempt >= CALL_ATTEMPTS) throw failure;
-          this.#log.warn({ category: failure.categoryName, call: name, attempt }, "core call failed; retrying");
-          release();
-          await sleep(backoffDelay(attempt, PEER_RETRY_BACKOFF));
+          failure = ParleyError.from(error);
         } finally {
           release();
         }
+        // Nobody is left to answer: the cancellation (or the outage) is no failure of ours.
+        if (this.#closed) throw new ParleyError(ErrorCategory.UNAVAILABLE, `${name}: the connection closed before core answered`, { cause: failure, context: { expected: true } });
+        const transient = failure.category === ErrorCategory.UNAVAILABLE || failure.category === ErrorCategory.TIMEOUT;
+        if (!transient || attempt >= CALL_ATTEMPTS) throw failure;
+        this.#log.warn({ category: failure.categoryName, call: name, attempt }, "core call failed; retrying");
+        await sleep(backoffDelay(attempt, PEER_RETRY_BACKOFF));
       }
     } finally {
       this.#inflight.delete(controller);

@@ -93,11 +93,6 @@ export class FrameIntake {
     return this.#queue.length > 0;
   }
 
-  /** Frames waiting for a later turn. */
-  get queued(): number {
-    return this.#queue.length;
-  }
-
   /**
    * No frame is handled any more. `stopReading` pauses the socket too: for
    * an abuser, whose close handshake is then not awaited; a peer closed

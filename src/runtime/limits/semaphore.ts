@@ -22,11 +22,6 @@ export class Semaphore {
     });
   }
 
-  /** Holders now. */
-  get held(): number {
-    return this.#held;
-  }
-
   #releaser(): () => void {
     let released = false;
     return () => {

@@ -34,12 +34,6 @@ export class TokenBucket {
     return Math.ceil(((count - this.#tokens) / this.ratePerSecond) * 1000);
   }
 
-  /** Whether the bucket is full: a bucket nobody draws from can be forgotten. */
-  get full(): boolean {
-    this.#refill();
-    return this.#tokens >= this.burst;
-  }
-
   #refill(): void {
     const now = this.now();
     this.#tokens = Math.min(this.burst, this.#tokens + ((now - this.#at) / 1000) * this.ratePerSecond);
