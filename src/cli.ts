@@ -142,6 +142,7 @@ const COMMANDS: Record<string, Command> = {
       limits: config.limits.connection,
       admission: config.limits.admission,
       trustedProxies: config.trustedProxies,
+      coreSessions: config.coreSessions,
       logger,
     });
     await untilSignal(logger);
@@ -197,6 +198,7 @@ const COMMANDS: Record<string, Command> = {
       limits: config.limits.connection,
       admission: config.limits.admission,
       trustedProxies: config.trustedProxies,
+      coreSessions: config.coreSessions,
       logger,
       httpHandler: dev?.handler,
     });

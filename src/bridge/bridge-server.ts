@@ -5,11 +5,8 @@ import type { Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import { WebSocketServer } from "ws";
 import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
-import { ChatService } from "../../gen/parley/v1/chat_pb.js";
 import { ErrorCategory } from "../../gen/parley/v1/errors_pb.js";
 import { CloseCode } from "../../gen/parley/v1/frames_pb.js";
-import { NotificationService } from "../../gen/parley/v1/notifications_pb.js";
-import { RoomService } from "../../gen/parley/v1/room_service_pb.js";
 import { IdentityService } from "../../gen/parley/v1/identity_pb.js";
 import {
   type ClientTransport,
@@ -35,7 +32,7 @@ import { Connection } from "./connection/session.js";
 import { clientFacing } from "./client-facing.js";
 import { RemoteIdentities } from "./core-link/remote-identities.js";
 import { RoomFeeds } from "./core-link/room-feeds.js";
-import { SendLink } from "./core-link/send-link.js";
+import { CoreSessions } from "./core-link/core-sessions.js";
 import { type AdmissionLimits, type ConnectionLimits, DEFAULT_ADMISSION_LIMITS, DEFAULT_LIMITS } from "./limits.js";
 import { Admission, type Seat } from "./admission/admission.js";
 import { TurnScheduler } from "./connection/turn-scheduler.js";
@@ -83,6 +80,8 @@ export interface BridgeOptions {
   readonly routes?: readonly RouteDefinition[];
   /** How long a room's core subscription stays open after its last follower left (default 10 s; 0 closes at once). */
   readonly feedLingerMs?: number;
+  /** HTTP/2 sessions to core (default 4): losing one is losing a share of the feeds and sends, each retried. */
+  readonly coreSessions?: number;
   /** Answer deadline of one send at core before the stream is re-opened. */
   readonly sendAnswerTimeoutMs?: number;
   readonly observe?: ConnectionObserver;
@@ -101,7 +100,7 @@ export interface RunningBridge {
   readonly port: number;
   readonly connections: ReadonlySet<Connection>;
   readonly roomFeeds: RoomFeeds;
-  readonly sendLink: SendLink;
+  readonly coreSessions: CoreSessions;
   /**
    * Graceful stop: refuse new connections, tell every client to reconnect
    * (go_away + 1001), let in-flight sends be answered (up to `graceMs`), exit.
@@ -127,17 +126,20 @@ export async function startBridge(options: BridgeOptions): Promise<RunningBridge
   // connection's own token.
   const relayToken = options.relayToken;
   const clientOptions = { ...options.coreTransport, headers: (): Record<string, string> => (relayToken === undefined ? {} : { authorization: `Bearer ${relayToken.current()}` }) };
-  const chat = createClient(ChatService, options.coreAddress, clientOptions);
-  const notifications = createClient(NotificationService, options.coreAddress, clientOptions);
-  // Room operations always carry the user's own token (set per call).
-  const rooms = createClient(RoomService, options.coreAddress, clientOptions);
+  const coreSessions = new CoreSessions({
+    coreAddress: options.coreAddress,
+    client: clientOptions,
+    count: options.coreSessions,
+    sendAnswerTimeoutMs: options.sendAnswerTimeoutMs,
+    logger,
+  });
+  // Health and token checks on a session of their own: they say whether core
+  // answers, whatever the data sessions are going through.
   const health = createClient(Health, options.coreAddress, { ...options.coreTransport });
   // Users' tokens are verified by core; each call carries the token itself.
   const identityClient = createClient(IdentityService, options.coreAddress, { ...options.coreTransport });
   const identities = new RemoteIdentities(identityClient);
-
-  const sendLink = new SendLink({ chat, logger, answerTimeoutMs: options.sendAnswerTimeoutMs });
-  const roomFeeds = new RoomFeeds(chat, logger, { lingerMs: options.feedLingerMs });
+  const roomFeeds = new RoomFeeds((room) => coreSessions.forRoom(room).chat, logger, { lingerMs: options.feedLingerMs });
   const connections = new Set<Connection>();
   const wss = new WebSocketServer({
     noServer: true,
@@ -250,6 +252,7 @@ export async function startBridge(options: BridgeOptions): Promise<RunningBridge
     }
     wss.handleUpgrade(request, socket, head, (ws) => {
       admission.upgraded(request.socket);
+      const session = coreSessions.forConnection();
       const connection = new Connection({
         id: randomUUID(),
         socket: ws,
@@ -258,10 +261,10 @@ export async function startBridge(options: BridgeOptions): Promise<RunningBridge
         route: accepted.match,
         afterSeq: accepted.afterSeq,
         initialFormat: accepted.format,
-        chat,
-        notifications,
-        rooms,
-        sendLink,
+        chat: session.chat,
+        notifications: session.notifications,
+        rooms: session.rooms,
+        sendLink: session.sendLink,
         roomFeeds,
         identities,
         limits,
@@ -300,21 +303,18 @@ export async function startBridge(options: BridgeOptions): Promise<RunningBridge
     port: boundPort,
     connections,
     roomFeeds,
-    sendLink,
+    coreSessions,
     async stop(graceMs = 5_000) {
       accepting = false;
       const closed = new Promise<void>((resolve) => server.close(() => { resolve(); }));
-      await sendLink.drain(graceMs);
+      await coreSessions.drain(graceMs);
       for (const connection of [...connections]) connection.close(CloseCode.GOING_AWAY, "the server is restarting; reconnect and resume");
-      sendLink.close();
       roomFeeds.close();
+      coreSessions.close();
       admission.close();
       server.closeAllConnections();
       await closed;
       wss.close();
-      chat.close();
-      notifications.close();
-      rooms.close();
       health.close();
       identityClient.close();
       detachTls?.();

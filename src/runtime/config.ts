@@ -128,6 +128,8 @@ const EnvSchema = z
     PARLEY_CORE_TLS_CERT: z.string().optional(),
     PARLEY_CORE_TLS_KEY: z.string().optional(),
     PARLEY_CORE_TLS_SERVER_NAME: z.string().optional(),
+    // The bridge's HTTP/2 sessions to core (its default when unset).
+    PARLEY_CORE_SESSIONS: count(64).optional(),
     PARLEY_TLS_WATCH_MS: z.coerce.number().int().min(0).max(86_400_000).default(30_000),
     PARLEY_TRUSTED_PROXIES: trustedProxies.optional(),
     ...LIMIT_ENV_SHAPE,
@@ -211,6 +213,8 @@ export interface Config {
   readonly relayCertificateNames: readonly string[];
   /** The bridge's limits set in the environment (PARLEY_WS_*, PARLEY_HTTP_*); the rest keep their defaults. */
   readonly limits: LimitSettings;
+  /** The bridge's HTTP/2 sessions to core (PARLEY_CORE_SESSIONS); undefined: the bridge's default, 4. */
+  readonly coreSessions: number | undefined;
   /** Proxies whose X-Forwarded-For names the client (PARLEY_TRUSTED_PROXIES); none by default. */
   readonly trustedProxies: readonly string[];
   /** Streaming calls and subscriptions one caller (not a relay) may hold open at once on core. */
@@ -271,6 +275,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
     relayCertificateNames: e.PARLEY_GRPC_TLS_RELAY_NAMES ?? [],
     limits: limitSettings(e),
     trustedProxies: e.PARLEY_TRUSTED_PROXIES ?? [],
+    coreSessions: e.PARLEY_CORE_SESSIONS,
     grpcStreamQuota: { maxStreamsPerCaller: e.PARLEY_GRPC_MAX_STREAMS_PER_CALLER, maxSubscriptionsPerCaller: e.PARLEY_GRPC_MAX_SUBSCRIPTIONS_PER_CALLER },
     grpcTransport: {
       maxConcurrentStreams: e.PARLEY_GRPC_MAX_CONCURRENT_STREAMS,

@@ -12,8 +12,9 @@ export type { ServiceBinding } from "./grpc/grpc-server.js";
 export type { ServerTransport } from "./grpc/server-transport.js";
 export type { ResponseSink, ServiceHandlers } from "./grpc/server.js";
 export type { CallContext, ServerInterceptor } from "./grpc/call-context.js";
-export { createClient } from "./grpc/client.js";
-export type { CallOptions, ServiceClient } from "./grpc/client.js";
+export { createClient, openChannel } from "./grpc/client.js";
+export type { CallOptions, ClientOptions, ServiceClient } from "./grpc/client.js";
+export { ResetPacer } from "./grpc/reset-pacer.js";
 export { fromGrpcError } from "./grpc/status.js";
 
 // Interceptors of the shape (next) => (context) => ...: tracing, failure logging, authentication, stream quotas.

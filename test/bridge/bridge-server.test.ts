@@ -1106,7 +1106,7 @@ describe("connection health", () => {
             queueMicrotask(() => {
               const current = target.bridge;
               if (current === undefined) return;
-              inFlightAtStop = current.sendLink.inFlight;
+              inFlightAtStop = current.coreSessions.inFlight;
               running.delete(current);
               stopping = current.stop(5_000);
             });

@@ -113,6 +113,12 @@ describe("config", () => {
     expect(config.trustedProxies).toEqual(["10.0.0.0/8", "loopback"]);
   });
 
+  it("reads the bridge's sessions to core (1 to 64; the bridge's default when unset)", () => {
+    expect(loadConfig({}).coreSessions).toBeUndefined();
+    expect(loadConfig({ PARLEY_CORE_SESSIONS: "8" }).coreSessions).toBe(8);
+    for (const bad of ["0", "65", "two"]) expect(configProblems({ PARLEY_CORE_SESSIONS: bad }).join("\n")).toMatch(/^PARLEY_CORE_SESSIONS /m);
+  });
+
   it("names a bad limit, a bad proxy and a headers timeout longer than the request's", () => {
     const found = configProblems({ PARLEY_WS_MAX_CONNECTIONS_PER_USER: "0", PARLEY_WS_FRAME_BURST: "many", PARLEY_TRUSTED_PROXIES: "10.0.0.0/99" }).join("\n");
     expect(found).toMatch(/^PARLEY_WS_MAX_CONNECTIONS_PER_USER /m);

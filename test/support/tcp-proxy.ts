@@ -11,6 +11,12 @@ export interface TcpProxy {
   /** Closes every connection on both sides at once: a client that went away. */
   cut(): void;
   /**
+   * Stops forwarding on the one connection that has carried the most bytes
+   * (one session among several) and returns the function that closes it:
+   * what was sent in between is lost with it.
+   */
+  holdBusiest(): () => void;
+  /**
    * Stops forwarding in both directions and leaves every connection open:
    * a peer that vanished without a word (a machine switched off, a cable
    * pulled). Only the server's keepalive can notice.
@@ -24,11 +30,16 @@ export async function startTcpProxy(target: string): Promise<TcpProxy> {
   const host = target.slice(0, colon);
   const port = Number(target.slice(colon + 1));
   const sockets = new Set<Socket>();
+  /** Each client connection's upstream, and the bytes the pair carried. */
+  const pairs = new Map<Socket, { upstream: Socket; bytes: number; held: boolean }>();
   let upstreams = 0;
   let connections = 0;
   let dropping = false;
   const server = createServer((client) => {
     const upstream = connect(port, host);
+    const pair = { upstream, bytes: 0, held: false };
+    pairs.set(client, pair);
+    client.once("close", () => pairs.delete(client));
     upstreams += 1;
     connections += 1;
     for (const socket of [client, upstream]) {
@@ -37,7 +48,8 @@ export async function startTcpProxy(target: string): Promise<TcpProxy> {
     }
     const forward = (from: Socket, to: Socket) => {
       from.on("data", (chunk: Buffer) => {
-        if (!dropping) to.write(chunk);
+        pair.bytes += chunk.length;
+        if (!dropping && !pair.held) to.write(chunk);
       });
       from.on("end", () => {
         if (!dropping) to.end();
@@ -73,6 +85,16 @@ export async function startTcpProxy(target: string): Promise<TcpProxy> {
     },
     cut() {
       for (const socket of sockets) socket.destroy();
+    },
+    holdBusiest() {
+      const busiest = [...pairs].sort(([, a], [, b]) => b.bytes - a.bytes)[0];
+      if (busiest === undefined) throw new Error("no connection to hold");
+      const [client, pair] = busiest;
+      pair.held = true;
+      return () => {
+        client.destroy();
+        pair.upstream.destroy();
+      };
     },
     blackhole() {
       dropping = true;

@@ -39,7 +39,8 @@ export class RoomFeeds {
   #opened = 0;
 
   constructor(
-    private readonly chat: ServiceClient<typeof ChatService>,
+    /** The client a room's feed subscribes with: the room's own core session. */
+    private readonly chatFor: (room: string) => ServiceClient<typeof ChatService>,
     private readonly logger: Logger,
     options: { lingerMs?: number } = {},
   ) {
@@ -121,7 +122,7 @@ export class RoomFeeds {
       open: async (position) => {
         // Batched: a commit's messages for the room arrive as one event.
         const request = position.last === undefined ? { room, batched: true } : { room, afterSeq: position.last, batched: true };
-        for await (const { event } of this.chat.subscribe(request, { signal })) {
+        for await (const { event } of this.chatFor(room).subscribe(request, { signal })) {
           if (event.case === "message") {
             position.passed(event.value);
             this.hub.publish(room, [EncodedEvent.message(event.value)]);

@@ -1,17 +1,20 @@
 import {
   type CallOptions as GrpcCallOptions,
+  Channel,
   type ChannelCredentials,
   type ChannelOptions,
   Client,
   type ClientDuplexStream,
   credentials as grpcCredentials,
   Metadata,
+  status as Status,
 } from "@grpc/grpc-js";
 import type { DescMethod } from "@bufbuild/protobuf";
 import { fromGrpcError } from "./status.js";
 import { SpanKind } from "@opentelemetry/api";
 import { injectHeaders, inSpan } from "../telemetry/tracing.js";
 import { serializer, strictDeserializer } from "./codec.js";
+import type { Cancellable, ResetPacer } from "./reset-pacer.js";
 import { methodPath } from "./server.js";
 import { transportHints } from "./transport-hints.js";
 import type { AnyService, InputInitOf, MethodsOf, OutputOf } from "./types.js";
@@ -50,13 +53,33 @@ export interface ClientOptions {
   readonly channelOptions?: ChannelOptions;
   /** Headers added to every call, e.g. `authorization`; evaluated per call. */
   readonly headers?: () => Readonly<Record<string, string>>;
+  /**
+   * The channel (HTTP/2 session) to call on, shared with other clients;
+   * its own by default. See openChannel.
+   */
+  readonly channel?: Channel;
+  /** Paces this client's cancellations (the channel's RST_STREAM frames); at once when unset. */
+  readonly resets?: ResetPacer;
 }
+
+/**
+ * A channel of its own: grpc-js shares one HTTP/2 connection between all
+ * channels to the same address and options (its global subchannel pool);
+ * a local pool gives this one its own, so that losing it is not losing all.
+ */
+export function openChannel(address: string, options: Pick<ClientOptions, "credentials" | "channelOptions"> = {}): Channel {
+  const credentials = options.credentials ?? grpcCredentials.createInsecure();
+  return new Channel(address, credentials, { ...CHANNEL_DEFAULTS, ...options.channelOptions, "grpc.use_local_subchannel_pool": 1 });
+}
+
+const CHANNEL_DEFAULTS: ChannelOptions = { "grpc.keepalive_time_ms": 30_000 };
 
 export function createClient<S extends AnyService>(service: S, address: string, options: ClientOptions = {}): ServiceClient<S> {
   const credentials = options.credentials ?? grpcCredentials.createInsecure();
   const client = new Client(address, credentials, {
-    "grpc.keepalive_time_ms": 30_000,
+    ...CHANNEL_DEFAULTS,
     ...options.channelOptions,
+    ...(options.channel === undefined ? {} : { channelOverride: options.channel }),
     // A failure to connect says what to check (TLS on one side only, a refused certificate).
     interceptors: [transportHints(credentials._isSecure())],
   });
@@ -65,13 +88,18 @@ export function createClient<S extends AnyService>(service: S, address: string, 
     methods[method.localName] = bind(client, method, options);
   }
   methods.close = () => {
-    client.close();
+    // A shared channel is closed by whoever opened it.
+    if (options.channel === undefined) client.close();
   };
   return methods as ServiceClient<S>;
 }
 
 function bind(client: Client, method: DescMethod, options: ClientOptions): unknown {
   const path = methodPath(method);
+  const cancel = (call: Cancellable): void => {
+    if (options.resets === undefined) call.cancel();
+    else options.resets.cancel(call);
+  };
   const serialize = serializer(method.input) as (value: unknown) => Buffer;
   const deserialize = strictDeserializer(method.output) as (bytes: Buffer) => unknown;
   const prepare = (callOptions: CallOptions | undefined) => {
@@ -100,7 +128,11 @@ function bind(client: Client, method: DescMethod, options: ClientOptions): unkno
                 if (error) reject(fromGrpcError(error));
                 else resolve(response);
               });
-              release = cancelOnAbort(callOptions?.signal, call);
+              // Aborted: the caller hears so now, even when the reset itself waits its turn (ResetPacer).
+              release = cancelOnAbort(callOptions?.signal, call, (aborted) => {
+                reject(fromGrpcError({ code: Status.CANCELLED, details: "Cancelled on client" }));
+                cancel(aborted);
+              });
             }),
           (error) => fromGrpcError(error),
         );
@@ -108,17 +140,24 @@ function bind(client: Client, method: DescMethod, options: ClientOptions): unkno
       return (request: unknown, callOptions?: CallOptions) => {
         const { metadata, grpcOptions } = prepare(callOptions);
         const call = client.makeServerStreamRequest(path, serialize, deserialize, request, metadata, grpcOptions);
-        const release = cancelOnAbort(callOptions?.signal, call);
+        // The iterator reports its errors; this keeps an error that grpc-js
+        // emits after the consumer has gone (a paced cancel) from being unhandled.
+        call.on("error", () => undefined);
+        // Aborted: the consumer's loop ends now, even when the reset itself waits its turn (ResetPacer).
+        const release = cancelOnAbort(callOptions?.signal, call, (aborted) => {
+          call.destroy(fromGrpcError({ code: Status.CANCELLED, details: "Cancelled on client" }));
+          cancel(aborted);
+        });
         call.once("close", release);
         return mapErrors(call, () => {
-          call.cancel();
+          cancel(call);
         });
       };
     case "bidi_streaming":
       return (callOptions?: CallOptions) => {
         const { metadata, grpcOptions } = prepare(callOptions);
         const call = client.makeBidiStreamRequest(path, serialize, deserialize, metadata, grpcOptions);
-        call.once("close", cancelOnAbort(callOptions?.signal, call));
+        call.once("close", cancelOnAbort(callOptions?.signal, call, cancel));
         return call;
       };
     case "client_streaming":
@@ -131,10 +170,10 @@ function bind(client: Client, method: DescMethod, options: ClientOptions): unkno
  * listening (called when the call ends, so a long-lived signal does not
  * collect listeners of finished calls).
  */
-function cancelOnAbort(signal: AbortSignal | undefined, call: { cancel(): void }): () => void {
+function cancelOnAbort(signal: AbortSignal | undefined, call: Cancellable, cancel: (call: Cancellable) => void): () => void {
   if (!signal) return () => undefined;
   const onAbort = () => {
-    call.cancel();
+    cancel(call);
   };
   signal.addEventListener("abort", onAbort, { once: true });
   return () => {
