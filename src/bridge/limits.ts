@@ -22,7 +22,11 @@ export interface ConnectionLimits {
   readonly refusalsPerSecond: number;
   /** ...past this many at once. */
   readonly refusalBurst: number;
-  /** Frames of one connection handled in one turn of the event loop; the rest wait for the next turn, behind other connections' frames. */
+  /**
+   * Frames of one connection handled in one turn of the event loop (a
+   * request that calls core, a subscribe among them, counts as 8); the rest
+   * wait for the next turn, behind other connections' frames.
+   */
   readonly framesPerTurn: number;
 }
 

@@ -32,7 +32,8 @@
  * default frame limit); BENCH_FLOOD_FRAME (send | ping, default send);
  * BENCH_IDLE_CONNECTIONS (5,000), BENCH_IDLE_CONCURRENCY (handshakes at a
  * time, 64); BENCH_SLOWLORIS (1,000), BENCH_SLOWLORIS_TRICKLE_MS (10,000);
- * BENCH_GRPC_STREAMS (5,000). The servers inherit this environment, so any
+ * BENCH_GRPC_STREAMS (5,000); BENCH_SERVER_FLAGS (node/V8 flags for the
+ * servers, e.g. --cpu-prof). The servers inherit this environment, so any
  * PARLEY_* setting (limits among them) applies to them; the header lists
  * those set.
  */
@@ -47,6 +48,7 @@ import { type BystanderResult, Bystanders } from "./abuse/bystanders.js";
 import { duration, fmt } from "./abuse/format.js";
 import { CHURN_ROOMS, type Scenario, scenariosFromEnv } from "./abuse/scenarios.js";
 import { machineBusyMs } from "./cpu.js";
+import { warmUp } from "./abuse/warm-up.js";
 import { seedRooms, type ServerChild, startParley, startSplit } from "./e2e/servers.js";
 import { numberFromEnv } from "./env.js";
 import { percentile } from "./latency.js";
@@ -61,6 +63,9 @@ const REPORT_GRACE_MS = 30_000;
 const ATTACKER = "bench-attacker";
 const ATTACK_ROOM = "abuse-attack";
 const CHURN_ROOM_IDS = Array.from({ length: CHURN_ROOMS }, (_, i) => `abuse-churn-${i}`);
+/** Rooms of the warm-up (warm-up.ts), apart from every room a scenario uses. */
+const WARM_UP_ROOM_IDS = Array.from({ length: 16 }, (_, i) => `abuse-warm-up-${i}`);
+const WARM_UP_USER = "bench-warm-up";
 
 interface Settings {
   readonly seconds: number;
@@ -71,6 +76,7 @@ interface Settings {
   readonly bystanderTokens: readonly string[];
   readonly bystanderRate: number;
   readonly attackerToken: string;
+  readonly warmUpToken: string;
 }
 
 interface ScenarioResult {
@@ -109,7 +115,7 @@ async function startServers(db: TestDatabase, settings: Settings): Promise<{ por
 async function seed(db: TestDatabase, settings: Settings): Promise<void> {
   const users = [...settings.bystanderUsers, ATTACKER];
   const roomOf = (index: number) => settings.bystanderRooms[index] ?? ATTACK_ROOM;
-  await seedRooms(db, [...settings.bystanderRooms, ATTACK_ROOM, ...CHURN_ROOM_IDS], users, roomOf);
+  await seedRooms(db, [...settings.bystanderRooms, ATTACK_ROOM, ...CHURN_ROOM_IDS, ...WARM_UP_ROOM_IDS], users, roomOf);
 }
 
 function serverNotes(label: string, servers: readonly ServerChild[]): string[] {
@@ -134,6 +140,7 @@ async function runScenario(scenario: Scenario, settings: Settings): Promise<Scen
     bystanders = await Bystanders.start({ port, rooms: settings.bystanderRooms, tokens: settings.bystanderTokens, ratePerSecond: settings.bystanderRate });
     const plan = scenario.plan?.({ bridgePort: port, grpcAddress, token: settings.attackerToken, durationMs, churnRooms: CHURN_ROOM_IDS, attackRoom: ATTACK_ROOM });
     if (plan !== undefined) running.attacker = await AttackerProcess.start();
+    await warmUp(port, settings.warmUpToken, WARM_UP_ROOM_IDS);
     await sleep(WARMUP_MS);
     bystanders.openWindow();
     const report = plan === undefined ? undefined : running.attacker?.run(plan, REPORT_GRACE_MS);
@@ -170,6 +177,7 @@ function details(result: ScenarioResult): string[] {
   const by = result.bystanders;
   if (by !== undefined) {
     lines.push(`bystanders: not acknowledged: ${by.failures.describe()}; closes: ${by.closes.describe()}; room feeds ended: ${by.feedEnds.describe()}`);
+    lines.push(`bystanders: slowest ack per second of the attack (ms): ${by.slowestBySecond.map((ms) => fmt(ms, 0)).join(" ")}`);
   }
   if (result.attack !== undefined) lines.push(...result.attack.details.map((line) => `attacker: ${line}`));
   lines.push(...result.notes);
@@ -207,6 +215,7 @@ async function main(): Promise<void> {
     bystanderTokens: await Promise.all(bystanderUsers.map((user) => mintToken(secret, user, { expiresInSeconds: 3600 }))),
     bystanderRate,
     attackerToken: await mintToken(secret, ATTACKER, { expiresInSeconds: 3600 }),
+    warmUpToken: await mintToken(secret, WARM_UP_USER, { expiresInSeconds: 3600 }),
   };
   const machine = `${os.cpus().length} × ${os.cpus()[0]?.model.trim() ?? "cpu"}, Node ${process.version}`;
   process.stdout.write(

@@ -93,7 +93,7 @@ export class Follows {
     const { signal } = follow.controller;
     this.#rooms.set(room, follow);
     const { roomFeeds, log } = this.#options;
-    const leave = roomFeeds.join(room);
+    let leave: (() => void) | undefined;
     followResumably({
       afterSeq,
       signal,
@@ -104,6 +104,11 @@ export class Follows {
         // queues here, and takes no more of core than max_core_calls_per_user.
         const releasePlace = await this.#options.budget.coreCalls.acquire();
         try {
+          // The room's shared feed is joined inside the place too: a room
+          // nobody here followed yet costs core a subscription, and a user
+          // subscribing to 64 new rooms at once must open them a few at a
+          // time, not all together ahead of everyone else's calls.
+          leave ??= roomFeeds.join(room);
           await this.#openRoom(follow, position, releasePlace);
         } finally {
           releasePlace();
@@ -116,7 +121,9 @@ export class Follows {
       .catch((error: unknown) => {
         this.#end(follow, ParleyError.from(error));
       })
-      .finally(leave);
+      .finally(() => {
+        leave?.();
+      });
   }
 
   /** One opening of a room follow (again after each break): GetRoom, replay, then live; `caughtUp` gives the place at core back. */

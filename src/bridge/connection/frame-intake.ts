@@ -1,6 +1,7 @@
 // How a connection's frames get in: counted against its rate as they
-// arrive, then handled — at most `framesPerTurn` of them in one turn of the
-// event loop, the rest queued behind other connections' frames.
+// arrive, then handled — at most `framesPerTurn` frames' worth in one turn
+// of the event loop (a request that calls core counts as several), the rest
+// queued behind other connections' frames.
 import { TokenBucket } from "../../runtime/index.js";
 import type { TurnScheduler } from "./turn-scheduler.js";
 
@@ -16,8 +17,8 @@ export interface FrameIntakeOptions {
   readonly frameBurst: number;
   readonly framesPerTurn: number;
   readonly scheduler: TurnScheduler;
-  /** Handles one frame (decode, dispatch); never throws. */
-  readonly handle: (data: Uint8Array, isBinary: boolean) => void;
+  /** Handles one frame (decode, dispatch) and says what it cost of the turn, in frames; never throws. */
+  readonly handle: (data: Uint8Array, isBinary: boolean) => number;
   /** The connection went over its frame rate: reading has stopped, the queue is dropped; close it. */
   readonly overBudget: () => void;
 }
@@ -66,8 +67,7 @@ export class FrameIntake {
       this.#handledThisTurn = 0;
     }
     if (this.#queue.length === 0 && this.#handledThisTurn < framesPerTurn) {
-      this.#handledThisTurn++;
-      this.#options.handle(data, isBinary);
+      this.#handledThisTurn += this.#options.handle(data, isBinary);
       return;
     }
     this.#queue.push({ data, isBinary });
@@ -78,12 +78,12 @@ export class FrameIntake {
     }
   }
 
-  /** Handles up to `framesPerTurn` queued frames; true while more are queued (called by the scheduler). */
+  /** Handles up to `framesPerTurn` frames' worth of the queue; true while more are queued (called by the scheduler). */
   drain(): boolean {
     const { framesPerTurn, handle, socket } = this.#options;
-    for (let i = 0; i < framesPerTurn && this.#queue.length > 0 && !this.#stopped; i++) {
+    for (let spent = 0; spent < framesPerTurn && this.#queue.length > 0 && !this.#stopped; ) {
       const next = this.#queue.shift();
-      if (next !== undefined) handle(next.data, next.isBinary);
+      if (next !== undefined) spent += handle(next.data, next.isBinary);
     }
     if (this.#stopped) return false;
     if (this.#paused && this.#queue.length <= this.#maxQueued / 2) {

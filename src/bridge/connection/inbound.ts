@@ -35,6 +35,20 @@ export interface InboundOptions extends Pick<ConnectionDeps, "limits" | "chat" |
   readonly refreshToken: (token: string) => Promise<Identity>;
 }
 
+/**
+ * What a frame costs of its connection's share of a turn (FrameIntake), in
+ * frames: a send is batched with the turn's others and a ping is answered
+ * here, but a request that calls core (a subscribe: GetRoom, a replay, maybe
+ * a room's feed) costs the bridge and core several times more, and counting
+ * it as one let a burst of subscribes fill a turn that bystanders' sends
+ * were waiting for.
+ */
+const CORE_REQUEST_COST = 8;
+
+function turnCost(kind: string): number {
+  return kind === "ping" || kind === "none" ? 1 : CORE_REQUEST_COST;
+}
+
 /** Takes one connection's frames; see the comment at the top of this file. */
 export class Inbound {
   readonly #options: InboundOptions;
@@ -49,7 +63,7 @@ export class Inbound {
    * One span per frame (continuing the browser's trace when the frame carries
    * a traceparent), ended when the frame has been answered.
    */
-  onFrame(data: Uint8Array, isBinary: boolean): void {
+  onFrame(data: Uint8Array, isBinary: boolean): number {
     const { observe, writer } = this.#options;
     const format: FrameFormat = isBinary ? "binary" : "json";
     let frame: ClientFrame;
@@ -57,7 +71,7 @@ export class Inbound {
       frame = decodeClientFrame(data, format);
     } catch (error) {
       this.#undecodable(error, data, format);
-      return;
+      return 1;
     }
     writer.pushFormat = format;
     const kind = frame.request.case ?? "none";
@@ -77,7 +91,7 @@ export class Inbound {
     }
     if (frame.request.case === "send") {
       this.#options.sends.send(frame.requestId, frame.request.value, format, span, parent);
-      return;
+      return 1;
     }
     // #dispatch accepts a frame (or throws) before its first await, so whether
     // this frame was accepted is known when the call returns.
@@ -93,6 +107,7 @@ export class Inbound {
       .finally(() => {
         span.end();
       });
+    return turnCost(kind);
   }
 
   /** A frame that did not decode: answered at once, or in its place among the sends if it was one. */

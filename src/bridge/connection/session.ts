@@ -125,9 +125,7 @@ export class Connection {
       frameBurst: limits.frameBurst,
       framesPerTurn: limits.framesPerTurn,
       scheduler: deps.turns,
-      handle: (data, isBinary) => {
-        if (!this.#closed) inbound.onFrame(data, isBinary);
-      },
+      handle: (data, isBinary) => (this.#closed ? 1 : inbound.onFrame(data, isBinary)),
       overBudget: () => {
         observe?.error?.("RATE_LIMITED");
         this.close(CloseCode.RATE_LIMITED, `more than ${limits.framesPerSecond} frames a second; slow down and reconnect`, RATE_LIMITED_RECONNECT_MS);

@@ -38,6 +38,8 @@ export interface BystanderResult {
   readonly feedEnds: Tally;
   /** The limits the server announced in its welcome. */
   readonly welcome: string | undefined;
+  /** The slowest ack of each second of the window (by when the send was made), for when the slow ones came. */
+  readonly slowestBySecond: readonly number[];
 }
 
 /** A bystander keeps at most this many sends un-answered (under max_inflight_sends); ticks beyond it are not sent. */
@@ -51,6 +53,11 @@ const MESSAGE_PREFIX = Buffer.from('{"message"');
 interface Pending {
   readonly sentAt: number;
   readonly inWindow: boolean;
+}
+
+/** Where in the window (whole seconds from its start) a send made at `sentAt` falls. */
+function secondOf(sentAt: number, windowStart: number): number {
+  return Math.max(0, Math.floor((sentAt - windowStart) / 1000));
 }
 
 export class Bystanders {
@@ -68,6 +75,8 @@ export class Bystanders {
   #stopping = false;
   #offered = 0;
   #acked = 0;
+  #windowStart = 0;
+  readonly #slowestBySecond: number[] = [];
 
   private constructor(options: BystanderOptions) {
     this.#options = options;
@@ -88,6 +97,7 @@ export class Bystanders {
   }
 
   openWindow(): void {
+    this.#windowStart = performance.now();
     this.#measuring = true;
   }
 
@@ -116,6 +126,7 @@ export class Bystanders {
       closes: this.#closes,
       feedEnds: this.#feedEnds,
       welcome: this.#welcome,
+      slowestBySecond: Array.from(this.#slowestBySecond, (ms) => ms),
     };
   }
 
@@ -187,7 +198,10 @@ export class Bystanders {
             if (!entry.inWindow) return;
             if (kind === "sendAck") {
               this.#acked++;
-              this.#latencies.add(performance.now() - entry.sentAt);
+              const latency = performance.now() - entry.sentAt;
+              this.#latencies.add(latency);
+              const second = secondOf(entry.sentAt, this.#windowStart);
+              this.#slowestBySecond[second] = Math.max(this.#slowestBySecond[second] ?? 0, latency);
             } else {
               this.failures.add(kind === "error" ? `error ${errorLabel(frame)}` : `answered ${kind}`);
             }
