@@ -10,9 +10,11 @@
  * The client keeps one WebSocket (`/ws`), reconnects with backoff and full
  * jitter, resumes every room (its messages and membership and settings
  * events share one seq) and the inbox from the last seq it saw (no gap, no
- * duplicate), and resends sends that were not acknowledged, in order, with
- * their original client_msg_id, so nothing is stored twice. All frames are
- * the generated protobuf types; nothing here declares a wire shape.
+ * duplicate), and resends sends that were not acknowledged or that the
+ * server refused with a retryable error (its rate, an outage), in order,
+ * with their original client_msg_id, so nothing is stored twice or out of
+ * order. All frames are the generated protobuf types; nothing here declares
+ * a wire shape.
  */
 export { ParleyClient, type ParleyClientOptions, type ConnectionState } from "./parley-client.js";
 export { ParleyClientError } from "./client-error.js";

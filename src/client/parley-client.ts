@@ -5,6 +5,7 @@ import { backoffDelay, type BackoffPolicy, categoryName, closeMeaning } from "..
 import { ParleyClientError } from "./client-error.js";
 import type { FrameChannel, FrameRequest } from "./frame-channel.js";
 import { NotificationsHandle } from "./notifications.js";
+import { Outbox, type OutgoingSend } from "./outbox.js";
 import { randomId } from "./random-id.js";
 import { RoomOperations } from "./room-operations.js";
 import { type JoinOptions, RoomHandle } from "./rooms.js";
@@ -28,17 +29,14 @@ export interface ParleyClientOptions {
   readonly reconnectBackoff?: BackoffPolicy;
   /** Answers not received within this long fail with TIMEOUT (default 15 s). */
   readonly requestTimeoutMs?: number;
-}
-
-
-interface PendingSend {
-  readonly room: string;
-  readonly body: string;
-  readonly clientMsgId: string;
-  readonly resolve: (message: ChatMessage) => void;
-  readonly reject: (error: ParleyClientError) => void;
-  /** Request id of the frame currently carrying it (new after each reconnect). */
-  requestId: string;
+  /**
+   * A send the server refused with a retryable error is resent until this
+   * long after its first refusal, then rejected with the last one (default
+   * 60 s). Sends that were never refused have no deadline.
+   */
+  readonly sendRetryHorizonMs?: number;
+  /** Backoff of a send refused as UNAVAILABLE or TIMEOUT without a `retry_after` (default 250 ms growing to 10 s, full jitter). */
+  readonly sendRetryBackoff?: BackoffPolicy;
 }
 
 interface PendingRequest {
@@ -85,8 +83,9 @@ export class ParleyClient implements FrameChannel {
   #closedByUser = false;
   #requestCounter = 0;
   #sendSeq = 0n;
-  /** Sends in the order they were made; each leaves only when acknowledged or refused. */
-  readonly #outbox: PendingSend[] = [];
+  /** Sends in the order they were made; each leaves when stored, refused for good, or given up. */
+  readonly #outbox: Outbox;
+  readonly #sendDelayListeners = new Set<(reason: ParleyClientError | undefined) => void>();
   readonly #requests = new Map<string, PendingRequest>();
   readonly #rooms = new Map<string, RoomHandle>();
   #reconnectTimer: ReturnType<typeof setTimeout> | undefined;
@@ -94,10 +93,6 @@ export class ParleyClient implements FrameChannel {
   #welcomed = false;
   /** The token of the current connection attempt. */
   #token = "";
-  /** The server's limit of un-answered sends (from `welcome`). */
-  #maxInflight = Number.POSITIVE_INFINITY;
-  /** Sends written on the current socket and not answered yet. */
-  #inflight = 0;
   /** A wait the server asked for (go_away.reconnect_after) before reconnecting. */
   #reconnectAfterMs = 0;
   /** The refresh of the current token shortly before it expires (token functions only). */
@@ -110,6 +105,15 @@ export class ParleyClient implements FrameChannel {
     if (factory === undefined) throw new Error("no WebSocket available: pass socketFactory (e.g. from the ws package)");
     this.#options = options;
     this.#factory = factory;
+    this.#outbox = new Outbox({
+      write: (send) => this.#transmitSend(send),
+      writable: () => this.#isOpen(),
+      horizonMs: options.sendRetryHorizonMs ?? 60_000,
+      backoff: options.sendRetryBackoff,
+      delayed: (reason) => {
+        for (const listener of [...this.#sendDelayListeners]) listener(reason);
+      },
+    });
     this.notifications = new NotificationsHandle(this);
     this.rooms = new RoomOperations(this);
     void this.#connect();
@@ -123,6 +127,21 @@ export class ParleyClient implements FrameChannel {
   onStateChange(listener: (state: ConnectionState, detail?: ParleyClientError) => void): () => void {
     this.#stateListeners.add(listener);
     return () => this.#stateListeners.delete(listener);
+  }
+
+  /**
+   * Why sends are waiting to be resent — the server refused the oldest of
+   * them with a retryable error (RATE_LIMITED, UNAVAILABLE, ...) — or
+   * undefined while they flow: for showing "sending slowly".
+   */
+  get sendDelay(): ParleyClientError | undefined {
+    return this.#outbox.delayedBy;
+  }
+
+  /** Calls `listener` whenever `sendDelay` changes; returns a function that stops it. */
+  onSendDelay(listener: (reason: ParleyClientError | undefined) => void): () => void {
+    this.#sendDelayListeners.add(listener);
+    return () => this.#sendDelayListeners.delete(listener);
   }
 
   /** Resolves once connected (or rejects if the client closed for good). */
@@ -162,15 +181,12 @@ export class ParleyClient implements FrameChannel {
   /**
    * Stores a message; resolves with the stored message (its seq) when the
    * server acknowledges it, rejects with a ParleyClientError. Survives
-   * reconnects: resent with the same client_msg_id, never stored twice.
+   * reconnects and retryable refusals: resent in order with the same
+   * client_msg_id, never stored twice (see outbox.ts).
    */
   send(room: string, body: string, clientMsgId: string = randomId()): Promise<ChatMessage> {
     if (this.#state === "closed") return Promise.reject(this.#closedError());
-    return new Promise((resolve, reject) => {
-      const entry: PendingSend = { room, body, clientMsgId, resolve, reject, requestId: "" };
-      this.#outbox.push(entry);
-      this.#pump();
-    });
+    return this.#outbox.add({ room, body, clientMsgId });
   }
 
   /** Closes for good; pending sends and requests are rejected. */
@@ -253,7 +269,7 @@ export class ParleyClient implements FrameChannel {
   #onClose(code: number, reason: string, welcomed: boolean): void {
     clearTimeout(this.#refreshTimer);
     if (this.#closedByUser) return;
-    this.#inflight = 0;
+    this.#outbox.lost();
     this.#subscriptionErrors.clear();
     // A refused upgrade (e.g. 401) reaches a browser only as 1006: an expired
     // token that cannot be renewed is the one case where that is final.
@@ -286,16 +302,13 @@ export class ParleyClient implements FrameChannel {
   /** After `welcome`: resume everything, oldest first. */
   #onWelcome(maxInflightSends: number): void {
     const resumed = this.#everConnected;
-    this.#maxInflight = maxInflightSends > 0 ? maxInflightSends : Number.POSITIVE_INFINITY;
-    this.#inflight = 0;
-    for (const entry of this.#outbox) entry.requestId = "";
     this.#everConnected = true;
     this.#welcomed = true;
     this.#attempt = 0;
     this.#sendSeq = 0n;
     for (const room of this.#rooms.values()) room.resubscribe();
     this.notifications.resubscribe();
-    this.#pump();
+    this.#outbox.opened(maxInflightSends);
     // A copy: entries are re-keyed while looping.
     for (const pending of [...this.#requests.values()]) {
       const requestId = this.#nextRequestId();
@@ -315,7 +328,7 @@ export class ParleyClient implements FrameChannel {
 
   #shutdown(error: ParleyClientError): void {
     this.#closedWith = error;
-    for (const entry of this.#outbox.splice(0)) entry.reject(error);
+    this.#outbox.close(error);
     for (const pending of this.#requests.values()) {
       clearTimeout(pending.timer);
       pending.reject(error);
@@ -331,21 +344,12 @@ export class ParleyClient implements FrameChannel {
 
   // ---- frames ---------------------------------------------------------------
 
-  /** Writes waiting sends, oldest first, within the server's in-flight limit. */
-  #pump(): void {
-    if (!this.#isOpen()) return;
-    for (const entry of this.#outbox) {
-      if (this.#inflight >= this.#maxInflight) return;
-      if (entry.requestId !== "") continue;
-      this.#transmitSend(entry);
-    }
-  }
-
-  #transmitSend(entry: PendingSend): void {
-    this.#inflight++;
-    entry.requestId = this.#nextRequestId();
+  /** Writes one send frame (the outbox decides which and when); returns its request id. */
+  #transmitSend(send: OutgoingSend): string {
+    const requestId = this.#nextRequestId();
     this.#sendSeq++;
-    this.#write({ requestId: entry.requestId, request: { case: "send", value: { seq: this.#sendSeq, room: entry.room, body: entry.body, clientMsgId: entry.clientMsgId } } });
+    this.#write({ requestId, request: { case: "send", value: { seq: this.#sendSeq, room: send.room, body: send.body, clientMsgId: send.clientMsgId } } });
+    return requestId;
   }
 
   #write(frame: MessageInitShape<typeof ClientFrameSchema>): void {
@@ -382,14 +386,12 @@ export class ParleyClient implements FrameChannel {
         return;
       case "sendAck":
         // The message itself arrives as an event of the room, in order.
-        this.#settleSend(frame.requestId, (entry) => {
-          if (kind.value.message) entry.resolve(kind.value.message);
-          else entry.reject(new ParleyClientError("INTERNAL", "acknowledgement without a message"));
-        });
+        if (kind.value.message) this.#outbox.acked(frame.requestId, kind.value.message);
+        else this.#outbox.refused(frame.requestId, new ParleyClientError("INTERNAL", "acknowledgement without a message"));
         return;
       case "error": {
         const error = ParleyClientError.fromDetail(kind.value);
-        if (this.#settleSend(frame.requestId, (entry) => { entry.reject(error); })) return;
+        if (this.#outbox.refused(frame.requestId, error)) return;
         const onError = this.#subscriptionErrors.get(frame.requestId);
         if (onError) {
           this.#subscriptionErrors.delete(frame.requestId);
@@ -469,17 +471,6 @@ export class ParleyClient implements FrameChannel {
         if (expiresAtMs - Date.now() > REFRESH_RETRY_MS && this.#isOpen()) this.#refreshIn(REFRESH_RETRY_MS, expiresAtMs);
       });
     }, Math.min(delayMs, 2 ** 31 - 1));
-  }
-
-  #settleSend(requestId: string, settle: (entry: PendingSend) => void): boolean {
-    const index = this.#outbox.findIndex((entry) => entry.requestId === requestId);
-    const entry = this.#outbox[index];
-    if (entry === undefined) return false;
-    this.#outbox.splice(index, 1);
-    this.#inflight--;
-    settle(entry);
-    this.#pump();
-    return true;
   }
 
   #settleRequest(frame: ServerFrame, error?: ParleyClientError): void {

@@ -210,6 +210,52 @@ describe("what a user's connections share", () => {
     expect(bobAnswers.every((frame) => frame.kind.case === "sendAck")).toBe(true);
   });
 
+  it("holds a connection's later sends behind one refused for the rate until it is resent, even once a token is free again: the sends are stored in the order they were made", async () => {
+    const target = await bridge({ sendsPerSecondPerUser: 5, sendBurstPerUser: 1 });
+    const user = id("orderly");
+    const room = id("room");
+    const client = await connect(target, user);
+    let seq = 0n;
+    const send = (requestId: string, clientMsgId: string) => {
+      seq++;
+      return client.request({ requestId, request: { case: "send", value: { seq, room, body: clientMsgId, clientMsgId } } });
+    };
+    const [first, second] = await Promise.all([send("s1", "k1"), send("s2", "k2")]);
+    expect(first.kind.case).toBe("sendAck");
+    expect(second.kind.case === "error" ? second.kind.value.category : undefined).toBe(ErrorCategory.RATE_LIMITED);
+    // Past retry_after a token is free: a send written before the refusal
+    // was read (crossing it) would take it and be stored before k2.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const crossing = await send("s3", "k3");
+    expect(crossing.kind.case === "error" ? crossing.kind.value : undefined).toMatchObject({ category: ErrorCategory.RATE_LIMITED, retryable: true, message: expect.stringContaining("resend that one first") as string });
+    expect((await send("s2-again", "k2")).kind.case).toBe("sendAck");
+    await new Promise((resolve) => setTimeout(resolve, 250));
+    expect((await send("s3-again", "k3")).kind.case).toBe("sendAck");
+    const stored = await db.sql<{ client_msg_id: string }>("select client_msg_id from chat_messages where room_id = $1 order by seq", [room]);
+    expect(stored.map((row) => row.client_msg_id)).toEqual(["k1", "k2", "k3"]);
+  });
+
+  it("a rate hold lapses for a client that gives the refused send up: retry_after + 2 s after the refusal was written", async () => {
+    const target = await bridge({ sendsPerSecondPerUser: 5, sendBurstPerUser: 1 });
+    const client = await connect(target, id("giving-up"));
+    const room = id("room");
+    let seq = 0n;
+    const send = (clientMsgId: string) => {
+      seq++;
+      return client.request({ requestId: `s${seq}`, request: { case: "send", value: { seq, room, body: clientMsgId, clientMsgId } } });
+    };
+    expect((await send("k1")).kind.case).toBe("sendAck");
+    const refused = await send("k2");
+    const refusedAt = performance.now();
+    const retryAfter = refused.kind.case === "error" ? refused.kind.value.retryAfter : undefined;
+    if (retryAfter === undefined) throw new Error("no retry_after on the refusal");
+    const lapsesAt = refusedAt + Number(retryAfter.seconds) * 1000 + retryAfter.nanos / 1e6 + 2_000;
+    await new Promise((resolve) => setTimeout(resolve, lapsesAt - performance.now() - 500));
+    expect((await send("k3")).kind.case).toBe("error");
+    await new Promise((resolve) => setTimeout(resolve, lapsesAt - performance.now() + 50));
+    expect((await send("k4")).kind.case).toBe("sendAck");
+  });
+
   it("caps the rooms one user follows over all their connections; an unsubscribe frees a place", async () => {
     const target = await bridge({ maxSubscriptionsPerUser: 3 });
     const user = id("u");

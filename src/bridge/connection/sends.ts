@@ -31,6 +31,23 @@ export interface SendsOptions {
   readonly close: (code: CloseCode, reason: string) => void;
 }
 
+/** How long past its refusal's `retry_after` a rate hold lasts for a client that never resends the refused send. */
+const HOLD_LAPSE_MS = 2_000;
+
+/**
+ * A send refused for its rate, which the connection's later sends wait
+ * behind: they are refused too until it comes again (its client_msg_id),
+ * so that a client resending it keeps its sends in order. For a client that
+ * gives it up instead, the hold lapses `retry_after` + HOLD_LAPSE_MS after
+ * the refusal was written (a client cannot have read it sooner).
+ */
+interface RateHold {
+  readonly clientMsgId: string;
+  readonly retryAfterMs: number;
+  /** When it lapses (performance.now()); unbounded until the refusal is written. */
+  until: number;
+}
+
 /**
  * Sends are most of the traffic, so they take a path without promises:
  * checked synchronously, handed to the send link with a callback, and
@@ -41,7 +58,10 @@ export interface SendsOptions {
  * of them (max_inflight_sends + the frame burst) the connection is closed
  * with 4029, and the refusal that completes a run of invalid frames closes
  * it (4508) at once rather than in line. Either way the unanswered sends
- * are resent by the client with their client_msg_id. Each frame's span
+ * are resent by the client with their client_msg_id. A refusal for the
+ * rate holds the later sends behind the refused one (RateHold): a token
+ * freed between two sends would otherwise let the later one be stored
+ * before the earlier one is resent. Each frame's span
  * ends when its answer is out; core continues the span's trace from its
  * traceparent, and the span becomes the active context only where a rare
  * error answer needs its trace id.
@@ -53,6 +73,7 @@ export class Sends {
   #inflight = 0;
   /** Refusals written in line but not yet released (they wait for earlier answers). */
   #waitingRefusals = 0;
+  #hold: RateHold | undefined;
 
   constructor(options: SendsOptions) {
     this.#options = options;
@@ -65,7 +86,9 @@ export class Sends {
     try {
       room = this.#admit(send);
     } catch (error) {
-      this.#refuse(slot, requestId, ParleyError.from(error), format, span, parent);
+      const failure = ParleyError.from(error);
+      const hold = this.#holdBehind(send, failure);
+      this.#refuse(slot, requestId, failure, format, span, parent, hold && (() => { hold.until = performance.now() + hold.retryAfterMs + HOLD_LAPSE_MS; }));
       return;
     }
     this.#inflight++;
@@ -112,6 +135,15 @@ export class Sends {
       throw validationError("send.seq", `must increase along the connection: got ${send.seq} after ${this.#lastSeq}`);
     }
     const room = roomOr(send.room, "send.room", this.#options.routeRoom);
+    const hold = this.#hold;
+    if (hold !== undefined) {
+      if (send.clientMsgId !== hold.clientMsgId && performance.now() < hold.until) {
+        throw new ParleyError(ErrorCategory.RATE_LIMITED, "an earlier send of this connection was refused for its rate: resend that one first, then this one", {
+          retryAfterMs: hold.retryAfterMs,
+        });
+      }
+      this.#hold = undefined;
+    }
     const { maxInflightSends } = this.#options;
     if (this.#inflight >= maxInflightSends) {
       throw new ParleyError(ErrorCategory.RATE_LIMITED, `more than ${maxInflightSends} sends awaiting an answer`, { retryAfterMs: 100 });
@@ -128,17 +160,29 @@ export class Sends {
   }
 
   /**
+   * A refusal for the rate (past max_inflight_sends or the user's sends a
+   * second) holds the connection's later sends behind the refused one;
+   * returns the new hold.
+   */
+  #holdBehind(send: SendFrame, error: ParleyError): RateHold | undefined {
+    if (error.category !== ErrorCategory.RATE_LIMITED || this.#hold !== undefined) return undefined;
+    this.#hold = { clientMsgId: send.clientMsgId, retryAfterMs: error.retryAfterMs ?? 0, until: Number.POSITIVE_INFINITY };
+    return this.#hold;
+  }
+
+  /**
    * Answers a refused send once every earlier send is answered. The run of
    * invalid frames counts it now, in arrival order; the refusal that
    * completes a run is answered and closes the connection at once, and so
    * does one refusal too many waiting in line.
    */
-  #refuse(slot: ReleaseSlot, requestId: string, error: ParleyError, format: FrameFormat, span: Span, parent: Context): void {
+  #refuse(slot: ReleaseSlot, requestId: string, error: ParleyError, format: FrameFormat, span: Span, parent: Context, written?: () => void): void {
     const { errorRun, writer, maxWaitingRefusals, close } = this.#options;
     const answer = () => {
       context.with(trace.setSpan(parent, span), () => {
         writer.answerError(requestId, error, format);
       });
+      written?.();
       span.end();
     };
     if (errorRun.refused(error)) {
