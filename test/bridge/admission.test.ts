@@ -293,6 +293,24 @@ describe("what a user's connections share", () => {
     expect(limited?.kind.case === "error" ? limited.kind.value.retryAfter : undefined).toBeDefined();
   });
 
+  it("logs a connection's RATE_LIMITED refusals at most once a second, the next line counting those not logged; every one is answered", async () => {
+    const target = await bridge({ subscribesPerSecondPerUser: 1, subscribeBurstPerUser: 1 });
+    const user = id("u");
+    const client = await connect(target, user);
+    const room = id("r");
+    const answers = [];
+    for (let i = 0; i < 12; i++) answers.push(await client.request({ requestId: `q${i}`, request: { case: "subscribe", value: { room } } }));
+    const refused = answers.filter((frame) => frame.kind.case === "error" && frame.kind.value.category === ErrorCategory.RATE_LIMITED);
+    expect(refused.length).toBeGreaterThanOrEqual(10);
+    const logged = () => logs.lines.filter((line) => line.user === user && line.category === "RATE_LIMITED");
+    expect(logged()).toHaveLength(1);
+    await new Promise((resolve) => setTimeout(resolve, 1_100));
+    // The bucket has one token again: the first of these is taken, the second refused.
+    for (const later of ["q-later-1", "q-later-2"]) await client.request({ requestId: later, request: { case: "subscribe", value: { room } } });
+    expect(logged()).toHaveLength(2);
+    expect(logged()[1]?.unlogged).toBe(refused.length - 1);
+  });
+
   it("closes a connection that keeps sending into its limits with go_away (reconnect_after) and 4029", async () => {
     const target = await bridge({ sendsPerSecondPerUser: 1, sendBurstPerUser: 1 }, { limits: { refusalsPerSecond: 1, refusalBurst: 5 } });
     const client = await connect(target, id("u"));

@@ -26,6 +26,8 @@ export type ServerFrameKind = MessageInitShape<typeof ServerFrameSchema>["kind"]
 
 /** Bytes held back by corking before they are flushed anyway. */
 const CORK_FLUSH_BYTES = 64 * 1024;
+/** A connection's RATE_LIMITED refusals are logged at most this often (see FrameWriter.#log). */
+const RATE_LIMITED_LOG_INTERVAL_MS = 1_000;
 
 export interface FrameWriterOptions {
   readonly socket: WebSocket;
@@ -59,6 +61,9 @@ export class FrameWriter {
   #flushQueued = false;
   /** The connection is closed: only forced frames (its last go_away) are written. */
   #closed = false;
+  /** When this connection's last RATE_LIMITED refusal was logged (performance.now()), and how many were not since. */
+  #rateLimitedLoggedAt = Number.NEGATIVE_INFINITY;
+  #rateLimitedUnlogged = 0;
 
   constructor(options: FrameWriterOptions) {
     this.#options = options;
@@ -85,9 +90,33 @@ export class FrameWriter {
     this.#options.observe?.error?.(error.categoryName);
     const span = trace.getActiveSpan();
     if (span) failSpan(span, error);
-    logError(this.#options.log, error, { request_id: requestId });
+    this.#log(requestId, error);
     this.push(errorFrame(requestId, clientFacing(error), currentTraceId()), format);
     this.#options.refused?.(error);
+  }
+
+  /**
+   * One log line per failure, except RATE_LIMITED: a client over its rate
+   * earns hundreds of refusals a second, and a line for each would make
+   * the bridge spend on its log what the limit saves it. Those are logged
+   * at most once a second per connection, each line with the count of the
+   * ones not logged since (`unlogged`); the error metric and the span still
+   * count every one.
+   */
+  #log(requestId: string, error: ParleyError): void {
+    if (error.category === ErrorCategory.RATE_LIMITED) {
+      const now = performance.now();
+      if (now - this.#rateLimitedLoggedAt < RATE_LIMITED_LOG_INTERVAL_MS) {
+        this.#rateLimitedUnlogged++;
+        return;
+      }
+      this.#rateLimitedLoggedAt = now;
+      const unlogged = this.#rateLimitedUnlogged;
+      this.#rateLimitedUnlogged = 0;
+      logError(this.#options.log, error, unlogged === 0 ? { request_id: requestId } : { request_id: requestId, unlogged });
+      return;
+    }
+    logError(this.#options.log, error, { request_id: requestId });
   }
 
   /** Writes a pushed event: its shared frame, straight to the socket where ws would write exactly that. */
