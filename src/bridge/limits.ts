@@ -97,5 +97,5 @@ export const DEFAULT_ADMISSION_LIMITS: AdmissionLimits = {
   maxSubscriptionsPerUser: 256,
   subscribesPerSecondPerUser: 20,
   subscribeBurstPerUser: 128,
-  maxCoreCallsPerUser: 8,
+  maxCoreCallsPerUser: 2,
 };

@@ -65,6 +65,8 @@ export class TokenVerifier {
   readonly #rules: TokenRules;
   readonly #keys: KeyLookup;
   readonly #cache: ExpiringCache<Identity>;
+  /** Verifications under way, by token: bounded by the calls in flight. */
+  readonly #verifying = new Map<string, Promise<Identity>>();
   readonly #tolerance: number;
   readonly #now: () => number;
 
@@ -80,9 +82,21 @@ export class TokenVerifier {
   async verify(token: string): Promise<Identity> {
     const cached = this.cachedIdentity(token);
     if (cached !== undefined) return cached;
-    const identity = await this.#verifyUncached(token);
-    this.#cache.set(token, identity, identity.expiresAt === undefined ? undefined : (identity.expiresAt + this.#tolerance) * 1000);
-    return identity;
+    // Calls that arrive together with one token (a client opening thousands
+    // of streams at once) share one verification instead of each paying an
+    // HMAC before the first has filled the cache.
+    const pending = this.#verifying.get(token);
+    if (pending !== undefined) return pending;
+    const verifying = this.#verifyUncached(token).then((identity) => {
+      this.#cache.set(token, identity, identity.expiresAt === undefined ? undefined : (identity.expiresAt + this.#tolerance) * 1000);
+      return identity;
+    });
+    this.#verifying.set(token, verifying);
+    try {
+      return await verifying;
+    } finally {
+      this.#verifying.delete(token);
+    }
   }
 
   /** The identity of a token verified before and not expired since; undefined otherwise (call verify). */

@@ -1,6 +1,6 @@
 import { type ServerInterceptor as GrpcServerInterceptor, ServerInterceptingCall } from "@grpc/grpc-js";
 import type { ParleyError } from "../../wire/index.js";
-import { oversizeError, toGrpcStatus } from "./status.js";
+import { oversizeError, STATUS_DETAILS_KEY, toGrpcStatus } from "./status.js";
 
 /**
  * A grpc-js server interceptor that turns the library's own refusal of an
@@ -18,7 +18,8 @@ export function oversizeAsValidation(onRefused: (error: ParleyError, path: strin
   return (method, call) => {
     const send = call.sendStatus.bind(call);
     call.sendStatus = (status) => {
-      const refused = oversizeError(status.code, status.details);
+      // A status with details is parley's own (a RATE_LIMITED refusal among them), never the library's size refusal.
+      const refused = status.metadata?.get(STATUS_DETAILS_KEY).length ? undefined : oversizeError(status.code, status.details);
       if (refused === undefined) {
         send(status);
         return;

@@ -6,7 +6,7 @@ import { ErrorDetailSchema } from "../../../gen/parley/v1/errors_pb.js";
 import { ErrorCategory, type ErrorContext, fromErrorDetail, ParleyError, type ParleyErrorOptions, toErrorDetail } from "../../wire/index.js";
 
 /** The standard trailer that carries a binary google.rpc.Status. */
-const STATUS_DETAILS_KEY = "grpc-status-details-bin";
+export const STATUS_DETAILS_KEY = "grpc-status-details-bin";
 
 /** category → gRPC status code. The one place this decision is made. */
 export function grpcCodeForCategory(category: ErrorCategory): Status {

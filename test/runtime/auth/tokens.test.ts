@@ -30,6 +30,21 @@ describe("TokenVerifier", () => {
     expect([...identity.scopes]).toEqual(["rooms:admin"]);
   });
 
+  it("answers calls that arrive together with one token alike, the good with its identity and the bad with its refusal, and remembers neither wrongly", async () => {
+    const verifier = new TokenVerifier(hmacRules(SECRET));
+    const good = await mintToken(SECRET, "crowd");
+    const bad = await mintToken("another-secret-that-is-long-enough-for-hs256", "crowd");
+    const [goods, bads] = await Promise.all([
+      Promise.all(Array.from({ length: 1_000 }, () => verifier.verify(good))),
+      Promise.all(Array.from({ length: 1_000 }, () => rejection(verifier.verify(bad)))),
+    ]);
+    expect(new Set(goods.map((identity) => identity.user))).toEqual(new Set(["crowd"]));
+    expect(new Set(bads.map((error) => error.category))).toEqual(new Set([ErrorCategory.UNAUTHENTICATED]));
+    expect(verifier.cachedIdentity(good)?.user).toBe("crowd");
+    expect(verifier.cachedIdentity(bad)).toBeUndefined();
+    expect((await rejection(verifier.verify(bad))).category).toBe(ErrorCategory.UNAUTHENTICATED);
+  });
+
   it("refuses a token without `exp`, which would never expire", async () => {
     expect(await refusal(await signed({ sub: "alice" }))).toMatch(/no `exp` claim, which is required/);
   });

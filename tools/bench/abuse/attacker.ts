@@ -43,10 +43,16 @@ function attack(plan: AttackPlan, log: AttackerLog): Promise<AttackEnd> {
 
 async function run(plan: AttackPlan): Promise<void> {
   const log = new AttackerLog();
+  const started = performance.now();
+  const cpuBefore = process.cpuUsage();
   const end = await attack(plan, log);
   log.stopClock();
+  // The attacker shares the machine with the servers: what it burnt itself is CPU they did not have.
+  const cpu = process.cpuUsage(cpuBefore);
+  const cpuShare = (cpu.user + cpu.system) / 1000 / (performance.now() - started);
   await sleep(LAST_ANSWERS_MS);
-  await send({ type: "report", summary: end.summary?.() ?? log.summary(), details: [...log.details(), ...end.notes()] });
+  const own = `the attacker's own process used ${Math.round(cpuShare * 100)}% of one core during the attack`;
+  await send({ type: "report", summary: end.summary?.() ?? log.summary(), details: [...log.details(), ...end.notes(), own] });
   await Promise.all(end.sockets.map((socket) => socket.end()));
 }
 
