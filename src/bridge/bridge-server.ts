@@ -252,7 +252,7 @@ export async function startBridge(options: BridgeOptions): Promise<RunningBridge
     }
     wss.handleUpgrade(request, socket, head, (ws) => {
       admission.upgraded(request.socket);
-      const session = coreSessions.forConnection();
+      const session = coreSessions.forUser(accepted.identity.user);
       const connection = new Connection({
         id: randomUUID(),
         socket: ws,

@@ -51,6 +51,9 @@ interface Entry extends OutgoingSend {
   expired: boolean;
 }
 
+/** How long after its last rate refusal the outbox keeps writing one send at a time. */
+const PACE_HOLD_MS = 2_000;
+
 /**
  * The sends of one client. The server answers a connection's sends in the
  * order they arrived, so a refusal is known before the answers of every
@@ -75,7 +78,7 @@ export class Outbox {
   /** A send resent after its wait: nothing after it is written until it is answered. */
   #probe: Entry | undefined;
   /** Set by a refusal for the user's rate until the outbox is empty: one send on the wire at a time, `intervalMs` apart. */
-  #pace: { intervalMs: number; lastWriteAt: number } | undefined;
+  #pace: { intervalMs: number; lastWriteAt: number; refusedAt: number } | undefined;
   #paceTimer: ReturnType<typeof setTimeout> | undefined;
   #delayedBy: ParleyClientError | undefined;
 
@@ -135,7 +138,7 @@ export class Outbox {
     entry.lastError = error;
     entry.horizonTimer ??= setTimeout(() => { this.#expire(entry); }, this.#options.horizonMs);
     if (retry.paceMs !== undefined) {
-      this.#pace = { intervalMs: Math.max(this.#pace?.intervalMs ?? 0, retry.paceMs), lastWriteAt: this.#pace?.lastWriteAt ?? 0 };
+      this.#pace = { intervalMs: Math.max(this.#pace?.intervalMs ?? 0, retry.paceMs), lastWriteAt: this.#pace?.lastWriteAt ?? 0, refusedAt: Date.now() };
     }
     // Answers come in send order: a refused send with nothing before it is
     // the oldest, and waits; one behind it goes after it, in order.
@@ -177,6 +180,11 @@ export class Outbox {
       }
       if (entry.resendTimer !== undefined) return;
       if (this.#inflight >= this.#window) return;
+      // Paced (one at a time) only for a while after the last rate refusal:
+      // a client that goes on sending near the rate would otherwise stay
+      // stop-and-wait for good, its queue and delay growing. Past the rate
+      // again, it is refused again and paced again.
+      if (this.#pace !== undefined && Date.now() - this.#pace.refusedAt > PACE_HOLD_MS + this.#pace.intervalMs) this.#pace = undefined;
       const pace = this.#pace;
       if (pace !== undefined) {
         if (this.#inflight > 0) return;

@@ -62,6 +62,29 @@ async function churn(chat: ServiceClient<typeof ChatService>, total: number): Pr
 }
 
 describe("ResetPacer", () => {
+  it("cancels within the budget at once and the rest in order as it refills; a call that ended meanwhile costs nothing; after flush, at once", async () => {
+    const cancelled: string[] = [];
+    const call = (name: string) => ({ cancel: () => { cancelled.push(name); } });
+    const pacer = new ResetPacer({ ratePerSecond: 2, burst: 1 });
+    pacer.cancel(call("a"));
+    let bEnded = false;
+    pacer.cancel(call("b"), () => bEnded);
+    pacer.cancel(call("c"));
+    pacer.cancel(call("d"));
+    expect(cancelled).toEqual(["a"]);
+    expect(pacer.waiting).toBe(3);
+    bEnded = true;
+    // One token per 500 ms: b is dropped without one, c takes the first, d waits for the next.
+    const deadline = performance.now() + 2_000;
+    while (cancelled.length < 2 && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(cancelled).toEqual(["a", "c"]);
+    pacer.flush();
+    expect(cancelled).toEqual(["a", "c", "d"]);
+    pacer.cancel(call("e"));
+    expect(cancelled).toEqual(["a", "c", "d", "e"]);
+  });
+
+
   it("without pacing, a burst of cancellations ends the whole session (the server's rapid-reset defence)", async () => {
     const unpaced = relayChat();
     const failure = await churn(unpaced.chat, 1_600);

@@ -103,6 +103,11 @@ export class Follows {
         // until caught up: a user subscribing to hundreds of rooms at once
         // queues here, and takes no more of core than max_core_calls_per_user.
         const releasePlace = await this.#options.budget.coreCalls.acquire();
+        // Cancelled while waiting for the place (unsubscribed, disconnected): nothing to open.
+        if (signal.aborted) {
+          releasePlace();
+          return;
+        }
         try {
           // The room's shared feed is joined inside the place too: a room
           // nobody here followed yet costs core a subscription, and a user

@@ -44,7 +44,6 @@ export interface CoreSessionsOptions {
 export class CoreSessions {
   readonly sessions: readonly CoreSession[];
   readonly #channels: Channel[] = [];
-  #next = 0;
 
   constructor(options: CoreSessionsOptions) {
     const count = options.count ?? DEFAULT_CORE_SESSIONS;
@@ -71,11 +70,14 @@ export class CoreSessions {
     this.sessions = sessions;
   }
 
-  /** The session of a new connection: in turn, so that connections spread evenly. */
-  forConnection(): CoreSession {
-    const session = this.#at(this.#next);
-    this.#next = (this.#next + 1) % this.sessions.length;
-    return session;
+  /**
+   * The session of a new connection of `user`: always the same one for a
+   * user, so that all their sends — from every tab, before and after a
+   * reconnect — travel on one ordered send link (a resend after a reconnect
+   * cannot race, on another session, the original still on its way).
+   */
+  forUser(user: string): CoreSession {
+    return this.#at(hash(user) % this.sessions.length);
   }
 
   /** The session that carries `room`'s feed: always the same one for a room. */

@@ -37,6 +37,7 @@ export class RoomFeeds {
   readonly #lingering = new Map<string, Feed>();
   readonly #lingerMs: number;
   #opened = 0;
+  #closed = false;
 
   constructor(
     /** The client a room's feed subscribes with: the room's own core session. */
@@ -47,8 +48,9 @@ export class RoomFeeds {
     this.#lingerMs = options.lingerMs ?? DEFAULT_FEED_LINGER_MS;
   }
 
-  /** Registers a follower of `room`; the returned function unregisters it. */
+  /** Registers a follower of `room`; the returned function unregisters it. After close(), nothing opens. */
   join(room: string): () => void {
+    if (this.#closed) return () => undefined;
     let existing = this.#feeds.get(room);
     if (!existing) {
       existing = { controller: new AbortController(), followers: 0, linger: undefined };
@@ -108,6 +110,7 @@ export class RoomFeeds {
   }
 
   close(): void {
+    this.#closed = true;
     for (const [room, feed] of [...this.#feeds]) this.#closeFeed(room, feed);
   }
 

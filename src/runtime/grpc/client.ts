@@ -96,9 +96,21 @@ export function createClient<S extends AnyService>(service: S, address: string, 
 
 function bind(client: Client, method: DescMethod, options: ClientOptions): unknown {
   const path = methodPath(method);
+  // Each call is cancelled once (an abort and the consumer's early exit
+  // both ask), and not at all once it has its status.
+  const asked = new WeakSet<Cancellable>();
+  const ended = new WeakSet<Cancellable>();
+  const watch = <C extends Cancellable & { once(event: "status", listener: () => void): unknown }>(call: C): C => {
+    call.once("status", () => {
+      ended.add(call);
+    });
+    return call;
+  };
   const cancel = (call: Cancellable): void => {
+    if (asked.has(call) || ended.has(call)) return;
+    asked.add(call);
     if (options.resets === undefined) call.cancel();
-    else options.resets.cancel(call);
+    else options.resets.cancel(call, () => ended.has(call));
   };
   const serialize = serializer(method.input) as (value: unknown) => Buffer;
   const deserialize = strictDeserializer(method.output) as (bytes: Buffer) => unknown;
@@ -123,11 +135,11 @@ function bind(client: Client, method: DescMethod, options: ClientOptions): unkno
             new Promise((resolve, reject) => {
               const { metadata, grpcOptions } = prepare(callOptions);
               let release: () => void = () => undefined;
-              const call = client.makeUnaryRequest(path, serialize, deserialize, request, metadata, grpcOptions, (error, response) => {
+              const call = watch(client.makeUnaryRequest(path, serialize, deserialize, request, metadata, grpcOptions, (error, response) => {
                 release();
                 if (error) reject(fromGrpcError(error));
                 else resolve(response);
-              });
+              }));
               // Aborted: the caller hears so now, even when the reset itself waits its turn (ResetPacer).
               release = cancelOnAbort(callOptions?.signal, call, (aborted) => {
                 reject(fromGrpcError({ code: Status.CANCELLED, details: "Cancelled on client" }));
@@ -139,7 +151,7 @@ function bind(client: Client, method: DescMethod, options: ClientOptions): unkno
     case "server_streaming":
       return (request: unknown, callOptions?: CallOptions) => {
         const { metadata, grpcOptions } = prepare(callOptions);
-        const call = client.makeServerStreamRequest(path, serialize, deserialize, request, metadata, grpcOptions);
+        const call = watch(client.makeServerStreamRequest(path, serialize, deserialize, request, metadata, grpcOptions));
         // The iterator reports its errors; this keeps an error that grpc-js
         // emits after the consumer has gone (a paced cancel) from being unhandled.
         call.on("error", () => undefined);
@@ -156,7 +168,7 @@ function bind(client: Client, method: DescMethod, options: ClientOptions): unkno
     case "bidi_streaming":
       return (callOptions?: CallOptions) => {
         const { metadata, grpcOptions } = prepare(callOptions);
-        const call = client.makeBidiStreamRequest(path, serialize, deserialize, metadata, grpcOptions);
+        const call = watch(client.makeBidiStreamRequest(path, serialize, deserialize, metadata, grpcOptions));
         call.once("close", cancelOnAbort(callOptions?.signal, call, cancel));
         return call;
       };

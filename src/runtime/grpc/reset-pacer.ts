@@ -19,6 +19,12 @@ export interface Cancellable {
   cancel(): void;
 }
 
+/** A call waiting for its cancellation, and whether it ended meanwhile (then it costs no reset). */
+interface Waiting {
+  readonly call: Cancellable;
+  readonly ended: () => boolean;
+}
+
 /**
  * Paces the cancellations of one HTTP/2 session: within the budget a call is
  * cancelled at once; past it, the cancellation waits its turn (oldest
@@ -30,9 +36,11 @@ export interface Cancellable {
  */
 export class ResetPacer {
   readonly #bucket: TokenBucket;
-  readonly #waiting: Cancellable[] = [];
+  readonly #waiting: Waiting[] = [];
   #timer: NodeJS.Timeout | undefined;
   #saturated = false;
+  /** Flushed: the session is closing, cancellations go at once. */
+  #closed = false;
 
   constructor(
     budget: ResetBudget = DEFAULT_RESET_BUDGET,
@@ -42,13 +50,17 @@ export class ResetPacer {
     this.#bucket = new TokenBucket(budget.ratePerSecond, budget.burst);
   }
 
-  /** Cancels `call` now if the budget allows, or as soon as it does. */
-  cancel(call: Cancellable): void {
-    if (this.#waiting.length === 0 && this.#bucket.take()) {
+  /**
+   * Cancels `call` now if the budget allows, or as soon as it does; a call
+   * that `ended` by itself in the meantime (the server finished it, the
+   * session was lost) is dropped from the queue without taking a reset.
+   */
+  cancel(call: Cancellable, ended: () => boolean = () => false): void {
+    if (this.#closed || (this.#waiting.length === 0 && this.#bucket.take())) {
       call.cancel();
       return;
     }
-    this.#waiting.push(call);
+    this.#waiting.push({ call, ended });
     if (!this.#saturated) {
       this.#saturated = true;
       this.onSaturated(this.#waiting.length);
@@ -63,9 +75,10 @@ export class ResetPacer {
 
   /** Cancels everything waiting at once: the session is closing anyway. */
   flush(): void {
+    this.#closed = true;
     clearTimeout(this.#timer);
     this.#timer = undefined;
-    for (const call of this.#waiting.splice(0)) call.cancel();
+    for (const { call } of this.#waiting.splice(0)) call.cancel();
     this.#saturated = false;
   }
 
@@ -73,7 +86,12 @@ export class ResetPacer {
     if (this.#timer !== undefined) return;
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
-      while (this.#waiting.length > 0 && this.#bucket.take()) this.#waiting.shift()?.cancel();
+      let next = this.#waiting[0];
+      while (next !== undefined && (next.ended() || this.#bucket.take())) {
+        this.#waiting.shift();
+        if (!next.ended()) next.call.cancel();
+        next = this.#waiting[0];
+      }
       if (this.#waiting.length > 0) this.#schedule();
       else this.#saturated = false;
     }, Math.max(1, this.#bucket.msUntil()));

@@ -86,13 +86,14 @@ describe("the bridge's sessions to core", () => {
     const attacker = await connect(own, "/ws", "churn-attacker");
     await watcher.waitFor((frame) => frame.kind.case === "caughtUp", { what: "caught_up" });
 
-    // 500 frames/s for 5 s: 1,250 subscribe/unsubscribe pairs over 64 rooms.
+    // 500 frames/s for 5 s: 1,250 subscribe/unsubscribe pairs over 64 rooms,
+    // each room left a tick (20 ms) after it was followed, once its feed is open.
+    const roomAt = (tick: number, pair: number) => `churned-${(tick * 5 + pair) % 64}`;
     const attack = (async () => {
-      for (let tick = 0; tick < 250; tick++) {
+      for (let tick = 0; tick <= 250; tick++) {
         for (let pair = 0; pair < 5; pair++) {
-          const target = `churned-${(tick * 5 + pair) % 64}`;
-          attacker.sendJson({ requestId: `s-${tick}-${pair}`, request: { case: "subscribe", value: { room: target } } });
-          attacker.sendJson({ requestId: `u-${tick}-${pair}`, request: { case: "unsubscribe", value: { room: target } } });
+          if (tick > 0) attacker.sendJson({ requestId: `u-${tick}-${pair}`, request: { case: "unsubscribe", value: { room: roomAt(tick - 1, pair) } } });
+          if (tick < 250) attacker.sendJson({ requestId: `s-${tick}-${pair}`, request: { case: "subscribe", value: { room: roomAt(tick, pair) } } });
         }
         await sleep(20);
       }
@@ -121,7 +122,7 @@ describe("the bridge's sessions to core", () => {
     const proxy: TcpProxy = await startTcpProxy(core.core.address);
     closers.push(proxy);
     const own = await bridge(logs, { coreAddress: proxy.address, coreSessions: 2 });
-    // Four senders, given to the two sessions in turn; each follows its own room.
+    // Four senders (on the sessions their user ids hash to), each following its own room.
     const rooms = ["lost-a", "lost-b", "lost-c", "lost-d"];
     const senders = await Promise.all(rooms.map((room, index) => connect(own, `/ws/chat/${room}`, `lost-sender-${index}`)));
     // Followed from the head: what is sent once caught up is what each must see.
