@@ -15,6 +15,7 @@ export type { CallContext, ServerInterceptor } from "./grpc/call-context.js";
 export { createClient, openChannel } from "./grpc/client.js";
 export type { CallOptions, ClientOptions, ServiceClient } from "./grpc/client.js";
 export { ResetPacer } from "./grpc/reset-pacer.js";
+export { RefusalLogSampler } from "./refusal-log-sampler.js";
 export { fromGrpcError } from "./grpc/status.js";
 
 // Interceptors of the shape (next) => (context) => ...: tracing, failure logging, authentication, stream quotas.

@@ -9,7 +9,7 @@ import { CloseCode, type ServerFrame, ServerFrameSchema } from "../../../gen/par
 import { context, trace } from "@opentelemetry/api";
 import { encodeServerFrame, errorFrame, type FrameFormat, ParleyError } from "../../wire/index.js";
 import { clientFacing } from "../client-facing.js";
-import { atEndOfTurn, currentTraceId, failSpan, logError, type Logger, tracer } from "../../runtime/index.js";
+import { atEndOfTurn, currentTraceId, failSpan, logError, type Logger, RefusalLogSampler, tracer } from "../../runtime/index.js";
 import type { EncodedEvent } from "../encoded-event.js";
 import type { ConnectionObserver } from "./deps.js";
 
@@ -26,8 +26,6 @@ export type ServerFrameKind = MessageInitShape<typeof ServerFrameSchema>["kind"]
 
 /** Bytes held back by corking before they are flushed anyway. */
 const CORK_FLUSH_BYTES = 64 * 1024;
-/** A connection's RATE_LIMITED refusals are logged at most this often (see FrameWriter.#log). */
-const RATE_LIMITED_LOG_INTERVAL_MS = 1_000;
 
 export interface FrameWriterOptions {
   readonly socket: WebSocket;
@@ -61,9 +59,8 @@ export class FrameWriter {
   #flushQueued = false;
   /** The connection is closed: only forced frames (its last go_away) are written. */
   #closed = false;
-  /** When this connection's last RATE_LIMITED refusal was logged (performance.now()), and how many were not since. */
-  #rateLimitedLoggedAt = Number.NEGATIVE_INFINITY;
-  #rateLimitedUnlogged = 0;
+  /** This connection's RATE_LIMITED refusals, logged at most once a second. */
+  readonly #refusals = new RefusalLogSampler();
 
   constructor(options: FrameWriterOptions) {
     this.#options = options;
@@ -97,26 +94,13 @@ export class FrameWriter {
 
   /**
    * One log line per failure, except RATE_LIMITED: a client over its rate
-   * earns hundreds of refusals a second, and a line for each would make
-   * the bridge spend on its log what the limit saves it. Those are logged
-   * at most once a second per connection, each line with the count of the
-   * ones not logged since (`unlogged`); the error metric and the span still
-   * count every one.
+   * earns hundreds of refusals a second, logged at most once a second per
+   * connection with the count not logged since (`unlogged`).
    */
   #log(requestId: string, error: ParleyError): void {
-    if (error.category === ErrorCategory.RATE_LIMITED) {
-      const now = performance.now();
-      if (now - this.#rateLimitedLoggedAt < RATE_LIMITED_LOG_INTERVAL_MS) {
-        this.#rateLimitedUnlogged++;
-        return;
-      }
-      this.#rateLimitedLoggedAt = now;
-      const unlogged = this.#rateLimitedUnlogged;
-      this.#rateLimitedUnlogged = 0;
-      logError(this.#options.log, error, unlogged === 0 ? { request_id: requestId } : { request_id: requestId, unlogged });
-      return;
-    }
-    logError(this.#options.log, error, { request_id: requestId });
+    const unlogged = error.category === ErrorCategory.RATE_LIMITED ? this.#refusals.take() : 0;
+    if (unlogged === undefined) return;
+    logError(this.#options.log, error, unlogged === 0 ? { request_id: requestId } : { request_id: requestId, unlogged });
   }
 
   /** Writes a pushed event: its shared frame, straight to the socket where ws would write exactly that. */

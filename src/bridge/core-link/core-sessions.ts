@@ -14,7 +14,6 @@ const DEFAULT_CORE_SESSIONS = 4;
  * link), and the rooms hashed to it have their feeds here.
  */
 export interface CoreSession {
-  readonly index: number;
   readonly chat: ServiceClient<typeof ChatService>;
   readonly notifications: ServiceClient<typeof NotificationService>;
   readonly rooms: ServiceClient<typeof RoomService>;
@@ -59,7 +58,6 @@ export class CoreSessions {
       const clientOptions: ClientOptions = { ...options.client, channel, resets };
       const chat = createClient(ChatService, options.coreAddress, clientOptions);
       sessions.push({
-        index,
         chat,
         notifications: createClient(NotificationService, options.coreAddress, clientOptions),
         rooms: createClient(RoomService, options.coreAddress, clientOptions),

@@ -10,6 +10,7 @@ import {
   status as Status,
 } from "@grpc/grpc-js";
 import type { DescMethod } from "@bufbuild/protobuf";
+import type { ParleyError } from "../../wire/index.js";
 import { fromGrpcError } from "./status.js";
 import { SpanKind } from "@opentelemetry/api";
 import { injectHeaders, inSpan } from "../telemetry/tracing.js";
@@ -142,7 +143,7 @@ function bind(client: Client, method: DescMethod, options: ClientOptions): unkno
               }));
               // Aborted: the caller hears so now, even when the reset itself waits its turn (ResetPacer).
               release = cancelOnAbort(callOptions?.signal, call, (aborted) => {
-                reject(fromGrpcError({ code: Status.CANCELLED, details: "Cancelled on client" }));
+                reject(cancelledOnClient());
                 cancel(aborted);
               });
             }),
@@ -157,7 +158,7 @@ function bind(client: Client, method: DescMethod, options: ClientOptions): unkno
         call.on("error", () => undefined);
         // Aborted: the consumer's loop ends now, even when the reset itself waits its turn (ResetPacer).
         const release = cancelOnAbort(callOptions?.signal, call, (aborted) => {
-          call.destroy(fromGrpcError({ code: Status.CANCELLED, details: "Cancelled on client" }));
+          call.destroy(cancelledOnClient());
           cancel(aborted);
         });
         call.once("close", release);
@@ -175,6 +176,11 @@ function bind(client: Client, method: DescMethod, options: ClientOptions): unkno
     case "client_streaming":
       throw new Error(`client-streaming RPCs are not used by parley: ${path}`);
   }
+}
+
+/** What an aborted call fails with, as grpc-js words a cancelled call. */
+function cancelledOnClient(): ParleyError {
+  return fromGrpcError({ code: Status.CANCELLED, details: "Cancelled on client" });
 }
 
 /**
