@@ -259,14 +259,21 @@ export function roomServiceHandlers(deps: RoomServiceDeps): ServiceHandlers<type
     async getRoom(request, context) {
       const actor = actingUser(context);
       const room = checkRoom(request.room);
-      // One snapshot: the standing checked and the summary's head and membership are of the same moment (the bridge authorizes a follow up to that head).
-      return unitOfWork.snapshot({ label: "rooms.get", context: { room, user: actor } }, async (em) => {
+      // Two statements, no transaction (every follow starts with a GetRoom:
+      // a BEGIN and a COMMIT around them would be most of its round trips).
+      // The standing is checked first, so that how long a refusal takes says
+      // nothing of the room; the summary is one statement, one snapshot, and
+      // its own standing is checked again, so that what it answers — the head
+      // the bridge authorizes a follow up to, and the membership — is of one
+      // moment, even when a kick landed between the two.
+      return unitOfWork.read({ label: "rooms.get", context: { room, user: actor } }, async (em) => {
         const standing = await readStanding(em, room, actor);
         // Under rooms on first use a missing room reads as an empty public room, as ChatService reads it.
         if (standing === undefined && deps.implicitRooms === true) return { room: create(RoomSchema, { id: room, kind: RoomKind.PUBLIC }) };
-        // Checked before the summary is made, so that how long a refusal takes says nothing of the room.
         assertAllowed(standing, "read");
-        return { room: await summary(em, actor, room) };
+        const found = await summary(em, actor, room);
+        assertAllowed(summaryStanding(found), "read");
+        return { room: found };
       });
     },
 

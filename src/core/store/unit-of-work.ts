@@ -1,4 +1,4 @@
-import { DriverException, IsolationLevel } from "@mikro-orm/core";
+import { DriverException } from "@mikro-orm/core";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import { classifyDatabaseError, fromDatabaseError } from "./database-errors.js";
 import { backoffDelay, type BackoffPolicy, ParleyError, sleep } from "../../wire/index.js";
@@ -46,17 +46,6 @@ export class UnitOfWork {
    */
   statement<T>(options: UnitOfWorkOptions, work: (em: EntityManager) => Promise<T>): Promise<T> {
     return this.#traced("db.statement", options, work);
-  }
-
-  /**
-   * Reads that must agree with each other (a check and the answer it
-   * authorizes): one read-only REPEATABLE READ transaction, so every
-   * statement sees the same committed state. Without it, a kick committing
-   * between a "may read" check and the head read next would hand out a head
-   * past the kick with the standing from before it.
-   */
-  snapshot<T>(options: UnitOfWorkOptions, work: (em: EntityManager) => Promise<T>): Promise<T> {
-    return this.#traced("db.snapshot", options, (em) => em.transactional((tx) => work(tx), { isolationLevel: IsolationLevel.REPEATABLE_READ, readOnly: true }));
   }
 
   /** Work that only reads: a fork without an explicit transaction. */
