@@ -136,8 +136,12 @@ export class Follows {
     const { room } = follow;
     const { signal } = follow.controller;
     const { chat, rooms, roomFeeds, calls, user } = this.#options;
-    if (signal.aborted) return;
-    const { room: answer } = await rooms.getRoom({ room }, calls.options(signal));
+    const unwanted = () => signal.aborted;
+    if (unwanted()) return;
+    // Not cancelled by the signal (see CoreCalls.options): the answer is
+    // waited for in the user's place at core, then dropped if unwanted.
+    const { room: answer } = await rooms.getRoom({ room }, calls.options());
+    if (unwanted()) return;
     if (answer === undefined) throw new ParleyError(ErrorCategory.INTERNAL, "GetRoom answered without a room", { context: { room } });
     // Core answers only a reader, as of the answer's head; checked here too, so that
     // no answer (a newer core, a race) can start a follow for someone who may not read.
@@ -157,7 +161,7 @@ export class Follows {
       // shared feed asks for after a kick (a resync) must still reach the
       // kick itself, so that the follow ends on it and says why.
       readAfter: async (seq, limit) => {
-        const page = await chat.listRoomEvents({ room, cursorSeq: seq, pageSize: Math.min(limit, 500) }, calls.relayOptions(signal));
+        const page = await chat.listRoomEvents({ room, cursorSeq: seq, pageSize: Math.min(limit, 500) }, calls.relayOptions());
         return page.events.map((event) => EncodedEvent.roomEvent(event));
       },
       // GetRoom's head: where a live-only follow starts (what came after
