@@ -96,7 +96,10 @@ export class RoomFeeds {
     feed.linger = undefined;
     this.#lingering.delete(room);
     feed.controller.abort();
-    if (this.#feeds.get(room) === feed) this.#feeds.delete(room);
+    if (this.#feeds.get(room) === feed) {
+      this.#feeds.delete(room);
+      this.hub.uncover(room);
+    }
   }
 
   /** Core subscriptions opened since start (for metrics and tests). */
@@ -138,15 +141,23 @@ export class RoomFeeds {
             // Membership and settings changes are rare: one event, one plain encode.
             position.passed(event.value);
             this.hub.publish(room, [EncodedEvent.roomEvent(event.value)]);
-          } else if (event.case === "caughtUp" && position.last === undefined) {
+          } else if (event.case === "caughtUp") {
+            const first = position.last === undefined;
             position.caughtUp(event.value.headSeq);
+            // From here on the feed brings everything after its position:
+            // a follower already there reads nothing from core (see
+            // FanoutHub.cover), as long as the feed stays up.
+            // (Not once the feed is closed: nobody would keep the promise.)
+            if (position.last !== undefined && !signal.aborted) this.hub.cover(room, position.last);
             // Followers that read the database before this feed's head was
             // taken may have missed what came between: let them check.
-            this.hub.resync(room);
+            if (first) this.hub.resync(room);
           }
         }
       },
       interrupted: (cause, attempt) => {
+        // Until it has caught up again, followers read what they need themselves.
+        this.hub.uncover(room);
         if (cause) this.logger.warn({ category: cause.categoryName, room, attempt }, "room feed from core broken; resubscribing");
         // Followers may have missed something while the feed was down.
         this.hub.resync(room);

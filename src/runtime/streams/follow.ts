@@ -59,7 +59,20 @@ export async function follow<T extends Sequenced>(options: FollowOptions<T>): Pr
     let last = options.afterSeq ?? (await options.readHead());
 
     let checkedHead = options.afterSeq === undefined;
+    /** Whether the hub will bring everything after `last` (see FanoutHub.cover): no read is needed. */
+    const covered = async () => {
+      if (!options.hub.covers(options.topic, last)) return false;
+      if (!checkedHead) {
+        // A resume point is still checked against the head before it is trusted.
+        const head = await options.readHead();
+        if (last > head) throw validationError("after_seq", `is beyond the head (${head})`);
+        checkedHead = true;
+      }
+      // Looked at again after the wait: something may have been published meanwhile.
+      return options.hub.covers(options.topic, last);
+    };
     const catchUp = async () => {
+      if (await covered()) return;
       for (;;) {
         const page = await options.readAfter(last, pageSize);
         if (page.length === 0 && !checkedHead) {

@@ -100,6 +100,8 @@ export class Subscription<T extends Sequenced> {
  */
 export class FanoutHub<T extends Sequenced> {
   readonly #topics = new Map<string, Set<Subscription<T>>>();
+  /** Covered topics (see cover()): the highest seq published to each since. */
+  readonly #published = new Map<string, bigint>();
 
   constructor(private readonly capacity = 1024) {}
 
@@ -120,6 +122,9 @@ export class FanoutHub<T extends Sequenced> {
 
   /** Hands `items` to every subscriber of `topic`; they keep the array itself, so it must not change afterwards. */
   publish(topic: string, items: readonly T[]): void {
+    const last = items.at(-1);
+    const published = this.#published.get(topic);
+    if (published !== undefined && last !== undefined && last.seq > published) this.#published.set(topic, last.seq);
     const subscribers = this.#topics.get(topic);
     if (!subscribers || items.length === 0) return;
     for (const subscription of subscribers) subscription.deliver(items);
@@ -144,6 +149,34 @@ export class FanoutHub<T extends Sequenced> {
 
   hasSubscribers(topic: string): boolean {
     return this.#topics.has(topic);
+  }
+
+  /**
+   * The publisher of `topic` promises to publish, in seq order, every item
+   * after `afterSeq` from now on, until uncover(): a follower already at or
+   * past everything published since has nothing to read from the database
+   * (see covers()). The bridge's shared room feed makes this promise once
+   * its core stream has caught up; a hub nobody covers is read as before.
+   */
+  cover(topic: string, afterSeq: bigint): void {
+    const published = this.#published.get(topic);
+    if (published === undefined || afterSeq > published) this.#published.set(topic, afterSeq);
+  }
+
+  /** The promise of cover() no longer holds (the feed broke or closed). */
+  uncover(topic: string): void {
+    this.#published.delete(topic);
+  }
+
+  /**
+   * Whether a subscriber of `topic` that has passed everything up to
+   * `last` will get every later item from the hub: the topic is covered
+   * and nothing after `last` has been published yet (what is published
+   * from now on reaches subscriptions already open).
+   */
+  covers(topic: string, last: bigint): boolean {
+    const published = this.#published.get(topic);
+    return published !== undefined && last >= published;
   }
 
 }
