@@ -19,6 +19,7 @@ import {
   originAllowed,
   type OriginPolicy,
   parleyMetrics,
+  RefusalLogSampler,
   serveTls,
   telemetry,
   type TlsCertificates,
@@ -141,6 +142,8 @@ export async function startBridge(options: BridgeOptions): Promise<RunningBridge
   const identities = new RemoteIdentities(identityClient);
   const roomFeeds = new RoomFeeds((room) => coreSessions.forRoom(room).chat, logger, { lingerMs: options.feedLingerMs });
   const connections = new Set<Connection>();
+  // A client refused for its rate at the upgrade may come back many times a second: one line a second per address.
+  const upgradeRefusals = new RefusalLogSampler();
   const wss = new WebSocketServer({
     noServer: true,
     maxPayload: limits.maxFrameBytes,
@@ -240,7 +243,11 @@ export async function startBridge(options: BridgeOptions): Promise<RunningBridge
       addressRelease?.();
       const failure = ParleyError.from(error);
       failSpan(span, failure);
-      logError(logger, failure, { path: (request.url ?? "").split("?")[0], peer: request.socket.remoteAddress, client_address: address }, `upgrade refused: ${failure.message}`);
+      const unlogged = failure.category === ErrorCategory.RATE_LIMITED ? upgradeRefusals.take(address ?? request.socket.remoteAddress) : 0;
+      if (unlogged !== undefined) {
+        const fields = { path: (request.url ?? "").split("?")[0], peer: request.socket.remoteAddress, client_address: address };
+        logError(logger, failure, unlogged === 0 ? fields : { ...fields, unlogged }, `upgrade refused: ${failure.message}`);
+      }
       refuseUpgrade(socket, clientFacing(failure));
       return;
     }

@@ -65,6 +65,10 @@ export class Admission {
 
   /** One more WebSocket of `user` (with the address's, already held), or RATE_LIMITED. */
   admitUser(user: string, addressRelease: () => void): Seat {
+    const awayMs = this.#users.awayMs(user);
+    if (awayMs > 0) {
+      throw new ParleyError(ErrorCategory.RATE_LIMITED, "this user was closed for their rate (4029) and must stay away for the go_away's reconnect_after", { retryAfterMs: awayMs });
+    }
     const admitted = this.#users.connect(user);
     if (admitted === undefined) {
       throw new ParleyError(ErrorCategory.RATE_LIMITED, `too many connections of this user (at most ${this.limits.maxConnectionsPerUser}, PARLEY_WS_MAX_CONNECTIONS_PER_USER)`, {

@@ -3,6 +3,7 @@
 // they send and subscribe.
 import { Semaphore, TokenBucket } from "../../runtime/index.js";
 import type { AdmissionLimits } from "../limits.js";
+import { AbuseStrikes } from "./abuse-strikes.js";
 import { KeyedCounter } from "./keyed-counter.js";
 
 /** One user's shared allowances, used by each of their connections. */
@@ -17,6 +18,8 @@ export interface UserBudget {
   readonly maxSubscriptions: number;
   /** Holds one followed room; undefined at maxSubscriptions. The function gives it back (once). */
   holdSubscription(): (() => void) | undefined;
+  /** The user's closes for their rate (4029), and how long they are to stay away. */
+  readonly strikes: AbuseStrikes;
 }
 
 interface Entry {
@@ -28,8 +31,9 @@ interface Entry {
 
 /**
  * The bridge's users' budgets. A user's entry outlives their last
- * connection until their buckets would have refilled: closing and
- * reconnecting does not buy a fresh burst.
+ * connection until their buckets would have refilled and their closes for
+ * their rate are forgiven: closing and reconnecting does not buy a fresh
+ * burst, nor a clean record.
  */
 export class UserBudgets {
   readonly #entries = new Map<string, Entry>();
@@ -42,6 +46,11 @@ export class UserBudgets {
     this.#refillMs = Math.ceil(
       Math.max(limits.sendBurstPerUser / Math.max(limits.sendsPerSecondPerUser, 1e-9), limits.subscribeBurstPerUser / Math.max(limits.subscribesPerSecondPerUser, 1e-9)) * 1000,
     );
+  }
+
+  /** How long `user`, closed for their rate, must still stay away (ms); 0 when they may connect. */
+  awayMs(user: string): number {
+    return this.#entries.get(user)?.budget.strikes.awayMs() ?? 0;
   }
 
   /** A connection of `user` opens: their budget and the function that ends it (once); undefined at max_connections_per_user. */
@@ -81,6 +90,7 @@ export class UserBudgets {
       coreCalls: new Semaphore(limits.maxCoreCallsPerUser),
       maxSubscriptions: limits.maxSubscriptionsPerUser,
       holdSubscription: () => subscriptions.acquire(user),
+      strikes: new AbuseStrikes(),
     };
     const entry: Entry = { budget, connections: 0, forget: undefined };
     this.#entries.set(user, entry);
@@ -90,8 +100,12 @@ export class UserBudgets {
   #idle(user: string, entry: Entry): void {
     if (entry.connections > 0 || entry.forget !== undefined) return;
     entry.forget = setTimeout(() => {
-      if (this.#entries.get(user) === entry && entry.connections === 0) this.#entries.delete(user);
-    }, this.#refillMs);
+      entry.forget = undefined;
+      if (this.#entries.get(user) !== entry || entry.connections > 0) return;
+      // A close for the rate while the timer ran: kept until it is forgiven.
+      if (entry.budget.strikes.keepMs() > 0) this.#idle(user, entry);
+      else this.#entries.delete(user);
+    }, Math.max(this.#refillMs, entry.budget.strikes.keepMs()));
     entry.forget.unref();
   }
 }

@@ -235,6 +235,8 @@ export class Connection {
     // corked socket, which checks the backlog, which would close again.
     if (this.#closed || this.#closing) return;
     this.#closing = true;
+    // The user stays away longer each time they come back to do it again (see abuse-strikes.ts).
+    if (code === CloseCode.RATE_LIMITED) reconnectAfterMs = this.#deps.budget.strikes.strike(reconnectAfterMs ?? RATE_LIMITED_RECONNECT_MS);
     if (code === CloseCode.GOING_AWAY || code === CloseCode.SLOW_CONSUMER || code === CloseCode.HEARTBEAT_TIMEOUT || code === CloseCode.RATE_LIMITED) {
       this.#writer.push(
         create(ServerFrameSchema, {
@@ -247,7 +249,7 @@ export class Connection {
         true,
       );
     }
-    this.#log.info({ close_code: code, reason }, "closing connection");
+    this.#log.info({ close_code: code, reason, reconnect_after_ms: reconnectAfterMs }, "closing connection");
     // Nothing more of a client closed for its rate is read (or handled).
     if (code === CloseCode.RATE_LIMITED) this.#intake.stop(true);
     this.#deps.socket.close(code, reason.slice(0, 120));
