@@ -3,6 +3,7 @@
 // user's connections share (sends, subscribes, followed rooms), against a
 // real core and real sockets.
 import { connect as tcpConnect, type Socket } from "node:net";
+import pg from "pg";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ErrorCategory } from "../../gen/parley/v1/errors_pb.js";
 import { mintToken } from "../../src/runtime/auth/tokens.js";
@@ -320,6 +321,77 @@ describe("what a user's connections share", () => {
     expect(closed.code).toBe(4029);
     const goAway = client.frames.find((frame) => frame.kind.case === "goAway");
     expect(goAway?.kind.case === "goAway" ? goAway.kind.value.reconnectAfter : undefined).toBeDefined();
+  });
+});
+
+describe("closes for the rate (4029) and what they cost", () => {
+  /** Opens a connection of `user` on `target` and sends into the send rate until it is closed 4029; the go_away's reconnect_after (ms). */
+  async function closedForRate(target: RunningBridge, user: string): Promise<number> {
+    const client = await connect(target, user);
+    const room = id("r");
+    for (let i = 0; i < 20; i++) client.sendJson({ requestId: `s${i}`, request: { case: "send", value: { seq: BigInt(i + 1), room, body: "x", clientMsgId: id("k") } } });
+    expect((await client.waitClosed(5_000)).code).toBe(4029);
+    const goAway = client.frames.find((frame) => frame.kind.case === "goAway");
+    const after = goAway?.kind.case === "goAway" ? goAway.kind.value.reconnectAfter : undefined;
+    return Number(after?.seconds ?? 0n) * 1000 + (after?.nanos ?? 0) / 1e6;
+  }
+
+  it("refuses the user's upgrades (429, Retry-After) until the go_away's reconnect_after, and doubles it for one who comes back to do it again; others connect", async () => {
+    const target = await bridge({ sendsPerSecondPerUser: 1, sendBurstPerUser: 1 }, { limits: { refusalsPerSecond: 1, refusalBurst: 5 } });
+    const user = id("u");
+    const first = await closedForRate(target, user);
+    expect(first).toBe(1_000);
+    const refused = await refusal(target, user);
+    expect(refused.status).toBe(429);
+    expect(refused.body.category).toBe("RATE_LIMITED");
+    expect(refused.retryAfter).toBe("1");
+    // Another user is not kept out.
+    await connect(target, id("other"));
+    await new Promise((resolve) => setTimeout(resolve, first + 50));
+    const second = await closedForRate(target, user);
+    expect(second).toBe(2_000);
+    expect((await refusal(target, user)).retryAfter).toBe("2");
+  });
+
+  it("a user who subscribes and unsubscribes over and over has no more calls working at core than max_core_calls_per_user: an unwanted answer is waited for, not cancelled", async () => {
+    const target = await bridge({ maxCoreCallsPerUser: 2, subscribesPerSecondPerUser: 1_000, subscribeBurstPerUser: 1_000 });
+    const client = await connect(target, id("u"));
+    const rooms = Array.from({ length: 12 }, () => id("r"));
+    const ROUNDS = 5;
+    // GetRoom's first statement waits on this lock: every one core works on shows in pg_stat_activity.
+    const locker = new pg.Client({ connectionString: db.url });
+    await locker.connect();
+    const watcher = new pg.Client({ connectionString: db.url });
+    await watcher.connect();
+    let most = 0;
+    try {
+      await locker.query("begin");
+      await locker.query("lock table rooms in access exclusive mode");
+      // Each round's subscribes get to core (two at a time) before their unsubscribes come.
+      for (let round = 0; round < ROUNDS; round++) {
+        for (const room of rooms) client.sendJson({ requestId: `s-${round}-${room}`, request: { case: "subscribe", value: { room } } });
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        for (const room of rooms) client.sendJson({ requestId: `u-${round}-${room}`, request: { case: "unsubscribe", value: { room } } });
+      }
+      // Every subscribe is answered at once (unsubscribed), whatever core is doing.
+      await client.until(() => (client.frames.filter((frame) => frame.kind.case === "unsubscribed").length >= 2 * ROUNDS * rooms.length ? true : undefined), { what: "every request answered" });
+      for (let look = 0; look < 20; look++) {
+        const { rows } = await watcher.query<{ n: string }>(
+          "select count(*) as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and query like 'select r.kind, r.head_seq, m.state, m.role from rooms r%'",
+        );
+        most = Math.max(most, Number(rows[0]?.n ?? 0));
+        await new Promise((resolve) => setTimeout(resolve, 25));
+      }
+    } finally {
+      await locker.query("rollback");
+      await locker.end();
+      await watcher.end();
+    }
+    expect(most).toBeGreaterThan(0);
+    expect(most).toBeLessThanOrEqual(2);
+    // Once core answers, the user's places are free again: a subscribe catches up.
+    const again = await client.request({ requestId: "again", request: { case: "subscribe", value: { room: rooms[0] ?? "" } } }, { timeoutMs: 10_000 });
+    expect(again.kind.case).toBe("caughtUp");
   });
 });
 
