@@ -6,8 +6,20 @@ import { classifyDatabaseError, fromDatabaseError } from "../../src/core/store/d
 import { categoryForGrpcCode, fromGrpcError, grpcCodeForCategory, toGrpcStatus } from "../../src/runtime/grpc/status.js";
 import { ParleyError, validationError } from "../../src/wire/errors/parley-error.js";
 import { closeCodeForCategory, closeMeaning, errorFrame, httpStatusForCategory, shouldReconnect } from "../../src/wire/errors/websocket.js";
+import { encodeServerFrame } from "../../src/wire/frames/frames.js";
 
 const ALL_GRPC_CODES = Object.values(Status).filter((v): v is Status => typeof v === "number");
+
+describe("retry_after", () => {
+  it("is whole milliseconds, never negative: a clock difference (a fraction) still makes an error frame both formats can write", () => {
+    const error = new ParleyError(ErrorCategory.RATE_LIMITED, "slow down", { retryAfterMs: 1234.5678901 });
+    expect(error.retryAfterMs).toBe(1235);
+    expect(new ParleyError(ErrorCategory.RATE_LIMITED, "now", { retryAfterMs: -3.5 }).retryAfterMs).toBe(0);
+    const frame = errorFrame("r1", error);
+    expect(JSON.parse(encodeServerFrame(frame, "json") as string)).toMatchObject({ error: { retryAfter: "1.235s" } });
+    expect(encodeServerFrame(frame, "binary")).toBeInstanceOf(Uint8Array);
+  });
+});
 
 describe("category → gRPC status → category", () => {
   it.each(ALL_CATEGORIES.map((c) => [categoryName(c), c] as const))("%s survives the trip through status details", (_name, category) => {

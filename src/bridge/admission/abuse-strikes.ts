@@ -32,12 +32,12 @@ export class AbuseStrikes {
     this.#lastAt = now;
     const awayMs = Math.min(MAX_AWAY_MS, Math.max(baseMs, baseMs * 2 ** (this.#strikes - 1)));
     this.#awayUntil = Math.max(this.#awayUntil, now + awayMs);
-    return Math.max(awayMs, this.#awayUntil - now);
+    return Math.ceil(Math.max(awayMs, this.#awayUntil - now));
   }
 
-  /** How long the user must still stay away (ms); 0 when they may connect. */
+  /** How long the user must still stay away (whole ms); 0 when they may connect. */
   awayMs(): number {
-    return Math.max(0, this.#awayUntil - this.now());
+    return Math.ceil(Math.max(0, this.#awayUntil - this.now()));
   }
 
   /** How long this record still matters (ms): until the user may connect and every close is forgiven. */

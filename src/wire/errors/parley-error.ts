@@ -10,7 +10,7 @@ export interface ParleyErrorOptions {
   readonly cause?: unknown;
   /** Overrides the category's default retryability for this one error. */
   readonly retryable?: boolean;
-  /** For RATE_LIMITED / UNAVAILABLE: how long the client should wait. */
+  /** For RATE_LIMITED / UNAVAILABLE: how long the client should wait (rounded up to whole ms, at least 0). */
   readonly retryAfterMs?: number;
   /** Extra context (room, user, rpc, ...) for the log line. */
   readonly context?: ErrorContext;
@@ -34,7 +34,9 @@ export class ParleyError extends Error {
     this.category = category === ErrorCategory.UNSPECIFIED ? ErrorCategory.INTERNAL : category;
     this.field = options.field;
     this.retryable = options.retryable ?? isRetryableCategory(this.category);
-    this.retryAfterMs = options.retryAfterMs;
+    // Whole milliseconds: a fraction (a clock difference) would make a
+    // Duration whose nanos JSON cannot write.
+    this.retryAfterMs = options.retryAfterMs === undefined ? undefined : Math.max(0, Math.ceil(options.retryAfterMs));
     this.context = options.context ?? {};
   }
 
