@@ -10,6 +10,7 @@ import {
   mintToken,
   ROOMS_RELAY_SCOPE,
   type ServerTransport,
+  ServingStatus,
   startGrpcServer,
   streamQuotaInterceptor,
   type StreamQuotaLimits,
@@ -27,6 +28,7 @@ import { createIdentityModule } from "./identity/identity-module.js";
 import type { RoomLimits } from "./rooms/room-service.js";
 import { migrate, openOrm, type Orm } from "./store/orm.js";
 import { UnitOfWork } from "./store/unit-of-work.js";
+import { DatabaseAvailability, type OutagePolicy } from "./store/database-availability.js";
 import { PgListener } from "./store/pg-listener.js";
 import { createNotificationModule } from "./notifications/notification-module.js";
 import { WebhookDispatcher, type WebhookDispatcherOptions } from "./notifications/webhook-dispatcher.js";
@@ -52,6 +54,8 @@ export interface CoreOptions {
   readonly reflection?: boolean;
   /** Streaming calls and subscriptions one caller (not a relay) may hold open at once (defaults in DEFAULT_STREAM_QUOTA). */
   readonly streamQuota?: Partial<StreamQuotaLimits>;
+  /** How long writes are held for an unreachable database, and how many (defaults in database-availability.ts). */
+  readonly databaseOutage?: Partial<OutagePolicy>;
   /** Streams per HTTP/2 connection, keepalive and idle limits of the gRPC server (defaults in DEFAULT_SERVER_TRANSPORT). */
   readonly grpcTransport?: Partial<ServerTransport>;
   /** Quotas on rooms (defaults in DEFAULT_ROOM_LIMITS). */
@@ -120,7 +124,8 @@ export async function startCore(options: CoreOptions): Promise<RunningCore> {
       const applied = await migrate(orm);
       if (applied.length > 0) logger.info({ applied }, "migrations applied");
     }
-    const unitOfWork = new UnitOfWork(orm, logger);
+    const availability = new DatabaseAvailability(options.databaseOutage);
+    const unitOfWork = new UnitOfWork(orm, logger, availability);
     // A bridge in this process authenticates with tokens of a key made here:
     // the deployment needs no signing key for it, and none leaks.
     const inProcessKey = { kid: `parley-in-process-${instanceId.slice(0, 8)}`, secret: randomBytes(32).toString("base64url") };
@@ -185,6 +190,13 @@ export async function startCore(options: CoreOptions): Promise<RunningCore> {
         streamQuotaInterceptor({ ...DEFAULT_STREAM_QUOTA, ...options.streamQuota }, SUBSCRIPTIONS),
       ],
     });
+    // While the database is away, core is not ready for more: the writes it
+    // holds wait for it, and new clients are better served elsewhere.
+    const unwatchAvailability = availability.onChange((available) => {
+      grpc.health.setStatus("", available ? ServingStatus.SERVING : ServingStatus.NOT_SERVING);
+      if (available) logger.info("database reachable again; held writes committing");
+      else logger.warn({ horizon_ms: availability.policy.horizonMs }, "database unreachable; holding writes, in order, up to the horizon");
+    });
     logger.info({ grpc: grpc.address, tls: options.tls === undefined ? "off" : options.tls.material.ca === undefined ? "on" : "mutual" }, "core serving");
 
     return {
@@ -205,6 +217,7 @@ export async function startCore(options: CoreOptions): Promise<RunningCore> {
           context: { expected: true },
         });
         for (const module of modules) module.fanout.hub.closeAll(shutdown);
+        unwatchAvailability();
         await grpc.shutdown(graceMs);
         for (const module of modules) await module.drain();
         await webhooks?.stop();

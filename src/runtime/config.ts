@@ -109,6 +109,8 @@ const EnvSchema = z
     PARLEY_WEBHOOK_URL: url(["http:", "https:"], "https://hooks.example.com/parley").optional(),
     PARLEY_WEBHOOK_SECRET: webhookSecrets.optional(),
     PARLEY_WEBHOOK_GRACE_MS: z.coerce.number().int().min(0).max(86_400_000).default(5_000),
+    PARLEY_DB_OUTAGE_HORIZON_MS: z.coerce.number().int().min(0).max(600_000).default(30_000),
+    PARLEY_DB_MAX_HELD_WRITES: z.coerce.number().int().min(1).max(10_000_000).default(50_000),
     PARLEY_LOG_LEVEL: z.enum(LOG_LEVELS).default("info"),
     PARLEY_DATA_DIR: z.string().min(1).default(".parley-data"),
     PARLEY_MIGRATE: flag.default(false),
@@ -221,6 +223,8 @@ export interface Config {
   readonly grpcStreamQuota: StreamQuotaLimits;
   /** Core's gRPC server: streams per HTTP/2 connection, keepalive, idle connections. */
   readonly grpcTransport: ServerTransport;
+  /** How long core holds writes for an unreachable database, and how many (PARLEY_DB_OUTAGE_HORIZON_MS, PARLEY_DB_MAX_HELD_WRITES). */
+  readonly databaseOutage: { readonly horizonMs: number; readonly maxHeld: number };
   /** TLS for the listeners and the link to core, files read at start; plaintext where unset. */
   readonly tls: TlsSettings & {
     /** How often certificate files are checked for a change, in ms; 0: only on SIGHUP. */
@@ -277,6 +281,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
     trustedProxies: e.PARLEY_TRUSTED_PROXIES ?? [],
     coreSessions: e.PARLEY_CORE_SESSIONS,
     grpcStreamQuota: { maxStreamsPerCaller: e.PARLEY_GRPC_MAX_STREAMS_PER_CALLER, maxSubscriptionsPerCaller: e.PARLEY_GRPC_MAX_SUBSCRIPTIONS_PER_CALLER },
+    databaseOutage: { horizonMs: e.PARLEY_DB_OUTAGE_HORIZON_MS, maxHeld: e.PARLEY_DB_MAX_HELD_WRITES },
     grpcTransport: {
       maxConcurrentStreams: e.PARLEY_GRPC_MAX_CONCURRENT_STREAMS,
       keepaliveTimeMs: e.PARLEY_GRPC_KEEPALIVE_TIME_MS,

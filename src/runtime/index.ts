@@ -8,6 +8,7 @@
 
 // gRPC: typed servers and clients over protobuf-es descriptors.
 export { bindService, startGrpcServer } from "./grpc/grpc-server.js";
+export { ServingStatus } from "./grpc/health.js";
 export type { ServiceBinding } from "./grpc/grpc-server.js";
 export type { ServerTransport } from "./grpc/server-transport.js";
 export type { ResponseSink, ServiceHandlers } from "./grpc/server.js";

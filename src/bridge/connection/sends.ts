@@ -35,14 +35,18 @@ export interface SendsOptions {
 const HOLD_LAPSE_MS = 2_000;
 
 /**
- * A send refused for its rate, which the connection's later sends wait
- * behind: they are refused too until it comes again (its client_msg_id),
- * so that a client resending it keeps its sends in order. For a client that
- * gives it up instead, the hold lapses `retry_after` + HOLD_LAPSE_MS after
- * the refusal was written (a client cannot have read it sooner).
+ * A send refused for its rate, or by core after holding it through a
+ * database outage longer than its horizon (UNAVAILABLE), which the
+ * connection's later sends wait behind: they are refused too (with the same
+ * category) until it comes again (its client_msg_id), so that a client
+ * resending it keeps its sends in order. For a client that gives it up
+ * instead, the hold lapses `retry_after` + HOLD_LAPSE_MS after the refusal
+ * was written (a client cannot have read it sooner).
  */
 interface RateHold {
   readonly clientMsgId: string;
+  /** What the later sends are refused with: the category of the refusal that made the hold. */
+  readonly category: ErrorCategory;
   readonly retryAfterMs: number;
   /** When it lapses (performance.now()); unbounded until the refusal is written. */
   until: number;
@@ -119,6 +123,12 @@ export class Sends {
         context.with(trace.setSpan(parent, span), () => {
           writer.answerError(requestId, inFrameTerms(error, "send"), format);
         });
+        // Core held the send while its database was away, then gave up:
+        // the client resends it, and the connection's later sends wait
+        // behind it, as behind a refusal for the rate.
+        if (error.category === ErrorCategory.UNAVAILABLE && error.retryable && this.#hold === undefined) {
+          this.#hold = { clientMsgId: send.clientMsgId, category: error.category, retryAfterMs: error.retryAfterMs ?? 0, until: performance.now() + (error.retryAfterMs ?? 0) + HOLD_LAPSE_MS };
+        }
       }
       span.end();
     });
@@ -138,7 +148,8 @@ export class Sends {
     const hold = this.#hold;
     if (hold !== undefined) {
       if (send.clientMsgId !== hold.clientMsgId && performance.now() < hold.until) {
-        throw new ParleyError(ErrorCategory.RATE_LIMITED, "an earlier send of this connection was refused for its rate: resend that one first, then this one", {
+        const why = hold.category === ErrorCategory.RATE_LIMITED ? "for its rate" : "because the database was unreachable";
+        throw new ParleyError(hold.category, `an earlier send of this connection was refused ${why}: resend that one first, then this one`, {
           retryAfterMs: hold.retryAfterMs,
         });
       }
@@ -166,7 +177,7 @@ export class Sends {
    */
   #holdBehind(send: SendFrame, error: ParleyError): RateHold | undefined {
     if (error.category !== ErrorCategory.RATE_LIMITED || this.#hold !== undefined) return undefined;
-    this.#hold = { clientMsgId: send.clientMsgId, retryAfterMs: error.retryAfterMs ?? 0, until: Number.POSITIVE_INFINITY };
+    this.#hold = { clientMsgId: send.clientMsgId, category: error.category, retryAfterMs: error.retryAfterMs ?? 0, until: Number.POSITIVE_INFINITY };
     return this.#hold;
   }
 

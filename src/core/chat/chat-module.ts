@@ -14,6 +14,7 @@ export interface ChatModule {
   /** Every room's log, messages and other events, to the room's followers. */
   readonly fanout: TopicFanout<RoomLogItem>;
   /** Answers every send already submitted. */
+  /** Waits for what is queued to be committed; from now on nothing waits for an unreachable database. */
   drain(): Promise<void>;
 }
 
@@ -45,6 +46,9 @@ export function createChatModule(deps: {
     binding: bindService(ChatService, chatServiceHandlers({ unitOfWork, store, log, committer, fanout, verifier: deps.verifier, logger, implicitRooms: deps.implicitRooms })),
     channel: CHAT_CHANNEL,
     fanout,
-    drain: () => committer.idle(),
+    drain: () => {
+      committer.stopHolding();
+      return committer.idle();
+    },
   };
 }

@@ -12,6 +12,7 @@ export interface NotificationModule {
   readonly binding: ServiceBinding;
   readonly channel: string;
   readonly fanout: TopicFanout<Notification>;
+  /** Waits for what is queued to be committed; from now on nothing waits for an unreachable database. */
   drain(): Promise<void>;
 }
 
@@ -53,6 +54,8 @@ export function createNotificationModule(deps: {
     channel: INBOX_CHANNEL,
     fanout,
     drain: async () => {
+      committer.stopHolding();
+      liveDelivered.stopHolding();
       await committer.idle();
       await liveDelivered.idle();
     },

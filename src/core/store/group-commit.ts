@@ -1,3 +1,4 @@
+import { performance } from "node:perf_hooks";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import { type Context, context, type Span, type SpanContext, trace } from "@opentelemetry/api";
 import { failSpan, linkTo, tracer } from "../../runtime/index.js";
@@ -5,6 +6,18 @@ import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
 import { classifyDatabaseError } from "./database-errors.js";
 import { type ErrorContext, ParleyError } from "../../wire/index.js";
 import type { UnitOfWork } from "./unit-of-work.js";
+
+/** The first wait before trying an unreachable database again (ms); it doubles per attempt... */
+const OUTAGE_BACKOFF_FIRST_MS = 50;
+/** ...up to this, so that a database that is back is found within a second. */
+const OUTAGE_BACKOFF_MAX_MS = 1_000;
+/** retry_after of a write refused because too many wait for the database already. */
+const HELD_FULL_RETRY_AFTER_MS = 1_000;
+
+/** A failure of the database as a whole (it could not be reached), not of the batch's data. */
+function isOutage(failure: ParleyError): boolean {
+  return failure.category === ErrorCategory.UNAVAILABLE && classifyDatabaseError(failure.cause ?? failure).transient;
+}
 
 /** One command's answer from a batch: its value, or its own error. */
 export type ItemResult<R> = { readonly ok: true; readonly value: R } | { readonly ok: false; readonly error: ParleyError };
@@ -38,6 +51,8 @@ export interface GroupCommitSpec<C, R> {
 
 interface Pending<C, R> {
   readonly command: C;
+  /** When the command is refused if the database has not taken it by then (performance.now() ms). */
+  readonly deadline: number;
   /** The caller's trace context: the batch span continues the first, links the rest. */
   readonly context: Context;
   readonly resolve: (value: R) => void;
@@ -52,13 +67,20 @@ interface Pending<C, R> {
  *
  * Each command still gets its own answer: a batch that fails because of its
  * data (a constraint, a trigger) is split and retried in halves until the bad
- * command stands alone and fails with its own error; database-wide failures
- * (unreachable, timed out) fail the batch, retryably.
+ * command stands alone and fails with its own error. A database that cannot
+ * be reached holds the queue (see #hold): the commands wait, in order, up to
+ * the outage horizon, and core reports NOT_SERVING meanwhile.
  */
 export class GroupCommitter<C, R> {
   readonly #queue: Pending<C, R>[] = [];
   readonly #maxBatch: number;
   #running: Promise<void> | undefined;
+  /** Batches in a row that found the database unreachable (the backoff grows with them). */
+  #outageAttempts = 0;
+  /** stopHolding() was called: what the database does not take at once is refused. */
+  #stopped = false;
+  /** Ends the wait between attempts at an unreachable database (stopHolding). */
+  #wake: (() => void) | undefined;
 
   constructor(
     private readonly unitOfWork: UnitOfWork,
@@ -68,10 +90,29 @@ export class GroupCommitter<C, R> {
   }
 
   submit(command: C): Promise<R> {
+    const { availability } = this.unitOfWork;
+    if (!availability.available && this.#queue.length >= availability.policy.maxHeld) {
+      return Promise.reject(
+        new ParleyError(ErrorCategory.UNAVAILABLE, `${this.spec.label}: the database is unreachable and ${this.#queue.length} writes wait for it already; not stored`, {
+          retryAfterMs: HELD_FULL_RETRY_AFTER_MS,
+          context: this.spec.contextOf(command),
+        }),
+      );
+    }
     return new Promise((resolve, reject) => {
-      this.#queue.push({ command, context: context.active(), resolve, reject });
+      this.#queue.push({ command, deadline: performance.now() + availability.policy.horizonMs, context: context.active(), resolve, reject });
       this.#startDrain();
     });
+  }
+
+  /**
+   * From now on nothing waits for an unreachable database: what is held is
+   * refused (UNAVAILABLE) at the next failed attempt, which comes at once
+   * (core is stopping; the callers resend elsewhere, with their keys).
+   */
+  stopHolding(): void {
+    this.#stopped = true;
+    this.#wake?.();
   }
 
   #startDrain(): void {
@@ -143,9 +184,12 @@ export class GroupCommitter<C, R> {
     } catch (error) {
       const failure = ParleyError.from(error);
       failSpan(span, failure);
-      await this.#recover(batch, failure);
+      if (isOutage(failure)) await this.#hold(batch, failure);
+      else await this.#recover(batch, failure);
       return;
     }
+    this.#outageAttempts = 0;
+    this.unitOfWork.availability.up();
     const committed: R[] = [];
     batch.forEach((pending, index) => {
       const result = results[index];
@@ -160,6 +204,50 @@ export class GroupCommitter<C, R> {
     });
     span.setAttribute("parley.batch.committed", committed.length);
     if (committed.length > 0) this.spec.committed?.(committed, span.spanContext());
+  }
+
+  /**
+   * The database could not be reached (the unit of work's quick retries are
+   * spent): the batch goes back to the head of the queue, ahead of
+   * everything submitted after it, and is tried again after a backoff
+   * (50 ms growing to 1 s, so that a database back is found within a
+   * second). Once the oldest held command has waited the whole horizon,
+   * every held command is refused UNAVAILABLE together — the outage is too
+   * long to hide, and refusing only the oldest would let a later one be
+   * stored before the earlier one is resent. The refusal is retryable, and
+   * the outcome is unknown if a COMMIT was under way when the connection
+   * dropped: a resend with the same key is answered with what was stored,
+   * or stored now.
+   */
+  async #hold(batch: Pending<C, R>[], failure: ParleyError): Promise<void> {
+    const { availability } = this.unitOfWork;
+    availability.down();
+    this.#outageAttempts++;
+    const now = performance.now();
+    const oldest = batch[0];
+    if (this.#stopped || (oldest !== undefined && oldest.deadline <= now)) {
+      const waited = oldest === undefined ? 0 : Math.round(availability.policy.horizonMs - (oldest.deadline - now));
+      for (const pending of [...batch, ...this.#queue.splice(0)]) {
+        pending.reject(
+          new ParleyError(
+            ErrorCategory.UNAVAILABLE,
+            `${this.spec.label}: the database has been unreachable for ${waited} ms; resend with the same key (the outcome is unknown if the connection dropped during the commit)`,
+            { cause: failure, context: this.spec.contextOf(pending.command) },
+          ),
+        );
+      }
+      return;
+    }
+    this.#queue.unshift(...batch);
+    const delayMs = Math.min(OUTAGE_BACKOFF_MAX_MS, OUTAGE_BACKOFF_FIRST_MS * 2 ** Math.min(this.#outageAttempts - 1, 10));
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, delayMs);
+      this.#wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+    this.#wake = undefined;
   }
 
   async #recover(batch: Pending<C, R>[], error: ParleyError): Promise<void> {

@@ -1,6 +1,7 @@
 import { DriverException } from "@mikro-orm/core";
 import type { EntityManager } from "@mikro-orm/postgresql";
 import { classifyDatabaseError, fromDatabaseError } from "./database-errors.js";
+import { DatabaseAvailability } from "./database-availability.js";
 import { backoffDelay, type BackoffPolicy, ParleyError, sleep } from "../../wire/index.js";
 import { inSpan, type LogContext, type Logger, parleyMetrics, recordRetry } from "../../runtime/index.js";
 import type { Orm } from "./orm.js";
@@ -31,6 +32,8 @@ export class UnitOfWork {
   constructor(
     private readonly orm: Orm,
     private readonly logger: Logger,
+    /** Whether the database answers, as the writers see it, and how long a write waits for it. */
+    readonly availability: DatabaseAvailability = new DatabaseAvailability(),
   ) {}
 
   /** Work that writes: one transaction per attempt. */
