@@ -119,6 +119,14 @@ describe("config", () => {
     for (const bad of ["0", "65", "two"]) expect(configProblems({ PARLEY_CORE_SESSIONS: bad }).join("\n")).toMatch(/^PARLEY_CORE_SESSIONS /m);
   });
 
+  it("reads how long core holds writes for an unreachable database, and how many (30 s and 50,000 by default)", () => {
+    expect(loadConfig({}).databaseOutage).toEqual({ horizonMs: 30_000, maxHeld: 50_000 });
+    expect(loadConfig({ PARLEY_DB_OUTAGE_HORIZON_MS: "0", PARLEY_DB_MAX_HELD_WRITES: "10" }).databaseOutage).toEqual({ horizonMs: 0, maxHeld: 10 });
+    for (const [name, bad] of [["PARLEY_DB_OUTAGE_HORIZON_MS", "600001"], ["PARLEY_DB_OUTAGE_HORIZON_MS", "-1"], ["PARLEY_DB_MAX_HELD_WRITES", "0"], ["PARLEY_DB_MAX_HELD_WRITES", "lots"]] as const) {
+      expect(configProblems({ [name]: bad }).join("\n")).toMatch(new RegExp(`^${name} `, "m"));
+    }
+  });
+
   it("names a bad limit, a bad proxy and a headers timeout longer than the request's", () => {
     const found = configProblems({ PARLEY_WS_MAX_CONNECTIONS_PER_USER: "0", PARLEY_WS_FRAME_BURST: "many", PARLEY_TRUSTED_PROXIES: "10.0.0.0/99" }).join("\n");
     expect(found).toMatch(/^PARLEY_WS_MAX_CONNECTIONS_PER_USER /m);
