@@ -118,7 +118,7 @@ const SUBSCRIPTIONS = new Set([ChatService.method.subscribe, NotificationService
 export async function startCore(options: CoreOptions): Promise<RunningCore> {
   const instanceId = randomUUID();
   const logger = options.logger.child({ component: "core", instance: instanceId.slice(0, 8) });
-  const orm = await openOrm({ databaseUrl: options.databaseUrl, poolSize: options.poolSize });
+  const orm = await openOrm({ databaseUrl: options.databaseUrl, poolSize: options.poolSize, logger });
   try {
     if (options.migrate === true) {
       const applied = await migrate(orm);

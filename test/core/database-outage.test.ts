@@ -171,3 +171,47 @@ describe("through the bridge", () => {
     }
   }, 60_000);
 });
+
+describe("a stalled LISTEN connection", () => {
+  it("is found within 5 s by the listener's own heartbeat and replaced; a subscriber on core A still gets every message committed through core B, in order", async () => {
+    const a = await core();
+    const b = await core();
+    const listener = a.core.listener;
+    if (listener === undefined) throw new Error("core A runs without a listener");
+    const readerToken = await mintToken(TEST_JWT_SECRET, "stall-reader");
+    const reader = createClient(ChatService, a.core.address, { headers: () => ({ authorization: `Bearer ${readerToken}` }) });
+    const room = `stall-${process.pid}`;
+    const abort = new AbortController();
+    const received: bigint[] = [];
+    const state = { caughtUp: false };
+    const reading = (async () => {
+      for await (const { event } of reader.subscribe({ room, afterSeq: 0n }, { signal: abort.signal })) {
+        if (event.case === "message") received.push(event.value.seq);
+        else if (event.case === "messages") received.push(...event.value.messages.map((message) => message.seq));
+        else if (event.case === "caughtUp") state.caughtUp = true;
+      }
+    })().catch(() => undefined);
+    const pid = listener.backendPid;
+    try {
+      while (!state.caughtUp) await sleep(20);
+      await b.chat.sendMessage({ room, body: "before", clientMsgId: "stall-before" });
+      while (received.length < 1) await sleep(20);
+      if (pid === undefined) throw new Error("the listener has no backend");
+      process.kill(pid, "SIGSTOP");
+      const stoppedAt = performance.now();
+      for (let i = 0; i < 5; i++) await b.chat.sendMessage({ room, body: `during ${i}`, clientMsgId: `stall-during-${i}` });
+      while (received.length < 6 && performance.now() - stoppedAt < 10_000) await sleep(50);
+      const deliveredAfterMs = performance.now() - stoppedAt;
+      expect(received).toEqual([1n, 2n, 3n, 4n, 5n, 6n]);
+      expect(deliveredAfterMs).toBeLessThan(5_000);
+      expect(logs.lines.some((line) => String(line.msg).startsWith("fan-out listener stalled"))).toBe(true);
+      expect(listener.backendPid).not.toBe(pid);
+    } finally {
+      if (pid !== undefined) process.kill(pid, "SIGCONT");
+      abort.abort();
+      await reading;
+      await a.core.stop(0);
+      await b.core.stop(0);
+    }
+  }, 60_000);
+});

@@ -4,6 +4,7 @@ import { ENTITIES } from "./entities.js";
 import { MIGRATIONS } from "./migrations/index.js";
 import pg from "pg";
 import { applySqlDefinitions, SQL_DEFINITIONS_TABLE } from "./sql-definitions.js";
+import type { Logger } from "../../runtime/index.js";
 
 export type Orm = MikroORM;
 
@@ -13,6 +14,8 @@ export interface OrmOptions {
   readonly poolSize?: number;
   /** Called with each SQL statement when set (debugging). */
   readonly debug?: boolean;
+  /** Where the query builder's own warnings go (a pooled connection that dropped); its console otherwise. */
+  readonly logger?: Logger;
 }
 
 /**
@@ -29,6 +32,9 @@ export async function openOrm(options: OrmOptions): Promise<Orm> {
     forceUtcTimezone: true,
     debug: options.debug ?? false,
     pool: { min: 1, max: options.poolSize ?? 10 },
+    // knex writes "Connection Error: ..." to the console when a pooled
+    // connection drops (a database restart): a JSON log line instead.
+    ...(options.logger === undefined ? {} : { driverOptions: { log: knexLog(options.logger) } }),
     extensions: [Migrator],
     migrations: {
       migrationsList: MIGRATIONS,
@@ -42,6 +48,13 @@ export async function openOrm(options: OrmOptions): Promise<Orm> {
     schemaGenerator: { skipTables: [SQL_DEFINITIONS_TABLE] },
     discovery: { warnWhenNoEntities: false },
   });
+}
+
+function knexLog(logger: Logger) {
+  const warn = (message: unknown) => {
+    logger.warn({ category: "UNAVAILABLE", component: "database-pool" }, String(message));
+  };
+  return { warn, error: warn, deprecate: warn, debug: () => undefined };
 }
 
 /** Any constant: it only has to differ from other advisory locks taken on this database. */
