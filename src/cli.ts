@@ -1,7 +1,7 @@
 import { parseArgs } from "node:util";
 import { type Config, ConfigError, createLogger, fixedToken, hmacRules, loadConfig, type Logger, renewedToken, requireTokenRules, serveMetrics, telemetry, tokenFromFile, type TokenSource, transportSecurity } from "./runtime/index.js";
 import { startBridge } from "./bridge/index.js";
-import { migrate, openOrm, startCore } from "./core/index.js";
+import { migrate, openOrm, redriveWebhooks, startCore, UnitOfWork } from "./core/index.js";
 import { assertDevelopmentModeAllowed, developmentHttp, developmentSecret, startEmbeddedDatabase } from "./dev/index.js";
 
 const HELP = `parley — durable, ordered chat and notifications over gRPC and WebSocket
@@ -10,6 +10,9 @@ Usage: parley <command> [--help]
 
 Commands:
   migrate   apply pending database migrations to DATABASE_URL and exit
+  webhooks redrive [--all]
+            give failed webhook deliveries a new retry window (--all: also
+            those the receiver refused with a 4xx) and exit
   core      run the core gRPC service (the only component that touches the database)
   bridge    run the WebSocket bridge (browsers) in front of core at PARLEY_CORE_ADDR
   serve     run core and bridge in one process; without DATABASE_URL, on an
@@ -67,7 +70,13 @@ Transport security (PEM file paths; unset: plaintext; SIGHUP reloads them):
   PARLEY_TLS_WATCH_MS        check certificate files for changes this often (default 30000; 0: SIGHUP only)
 `;
 
-type Command = (config: Config, logger: Logger) => Promise<void>;
+/** A command's own words after its name (`parley webhooks redrive --all`). */
+interface Invocation {
+  readonly args: readonly string[];
+  readonly all: boolean;
+}
+
+type Command = (config: Config, logger: Logger, invocation: Invocation) => Promise<void>;
 
 /** The in-process bridge's relay token lives an hour (renewed at half of it). */
 const IN_PROCESS_RELAY_LIFETIME_S = 3600;
@@ -102,6 +111,16 @@ const COMMANDS: Record<string, Command> = {
     try {
       const applied = await migrate(orm);
       logger.info({ applied }, applied.length === 0 ? "database is up to date" : "migrations applied");
+    } finally {
+      await orm.close();
+    }
+  },
+  async webhooks(config, logger, { args, all }) {
+    if (args[0] !== "redrive" || args.length !== 1) throw new ConfigError(['usage: parley webhooks redrive [--all] (re-drive failed webhook deliveries; --all includes those the receiver refused with a 4xx)']);
+    const orm = await openOrm({ databaseUrl: requireDatabaseUrl(config), logger });
+    try {
+      const redriven = await redriveWebhooks(new UnitOfWork(orm, logger), { all });
+      logger.info({ redriven, all }, `${redriven} failed webhook deliveries re-driven; a running core delivers them now`);
     } finally {
       await orm.close();
     }
@@ -262,7 +281,7 @@ function untilSignal(logger: Logger): Promise<void> {
 }
 
 async function main(argv: readonly string[]): Promise<number> {
-  const { positionals, values } = parseArgs({ args: [...argv], allowPositionals: true, options: { help: { type: "boolean", short: "h" } } });
+  const { positionals, values } = parseArgs({ args: [...argv], allowPositionals: true, options: { help: { type: "boolean", short: "h" }, all: { type: "boolean" } } });
   const name = positionals[0];
   if (values.help === true || name === undefined || name === "help") {
     process.stdout.write(HELP);
@@ -285,7 +304,7 @@ async function main(argv: readonly string[]): Promise<number> {
   }
   const logger = createLogger({ level: config.logLevel });
   try {
-    await command(config, logger);
+    await command(config, logger, { args: positionals.slice(1), all: values.all === true });
     return 0;
   } catch (error) {
     if (error instanceof ConfigError) {

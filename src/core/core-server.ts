@@ -31,7 +31,7 @@ import { UnitOfWork } from "./store/unit-of-work.js";
 import { DatabaseAvailability, type OutagePolicy } from "./store/database-availability.js";
 import { PgListener } from "./store/pg-listener.js";
 import { createNotificationModule } from "./notifications/notification-module.js";
-import { WebhookDispatcher, type WebhookDispatcherOptions } from "./notifications/webhook-dispatcher.js";
+import { DEFAULT_WEBHOOK_BACKOFF, WebhookDispatcher, type WebhookDispatcherOptions } from "./notifications/webhook-dispatcher.js";
 
 export interface CoreOptions {
   readonly databaseUrl: string;
@@ -84,6 +84,8 @@ export interface CoreOptions {
     /** Several while rotating: each delivery carries one signature per secret. */
     readonly secret: WebhookDispatcherOptions["secret"];
     readonly graceMs: number;
+    /** The retry schedule (PARLEY_WEBHOOK_*); the dispatcher's defaults where unset. */
+    readonly retry?: { readonly maxAttempts: number; readonly horizonMs: number; readonly backoffMaxMs: number };
     /** Dispatcher tuning (tests shorten the waits). */
     readonly tuning?: Partial<Omit<WebhookDispatcherOptions, "unitOfWork" | "logger" | "url" | "secret">>;
   };
@@ -169,7 +171,13 @@ export async function startCore(options: CoreOptions): Promise<RunningCore> {
             logger,
             url: options.webhook.url,
             secret: options.webhook.secret,
-            maxAttempts: 8,
+            ...(options.webhook.retry === undefined
+              ? {}
+              : {
+                  maxAttempts: options.webhook.retry.maxAttempts,
+                  retryHorizonMs: options.webhook.retry.horizonMs,
+                  backoff: { ...DEFAULT_WEBHOOK_BACKOFF, maxMs: options.webhook.retry.backoffMaxMs },
+                }),
             ...options.webhook.tuning,
           });
     webhooks?.start();

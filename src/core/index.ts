@@ -5,3 +5,5 @@
  */
 export { startCore } from "./core-server.js";
 export { migrate, openOrm } from "./store/orm.js";
+export { redriveWebhooks } from "./notifications/webhook-dispatcher.js";
+export { UnitOfWork } from "./store/unit-of-work.js";

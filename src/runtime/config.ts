@@ -109,6 +109,9 @@ const EnvSchema = z
     PARLEY_WEBHOOK_URL: url(["http:", "https:"], "https://hooks.example.com/parley").optional(),
     PARLEY_WEBHOOK_SECRET: webhookSecrets.optional(),
     PARLEY_WEBHOOK_GRACE_MS: z.coerce.number().int().min(0).max(86_400_000).default(5_000),
+    PARLEY_WEBHOOK_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(10_000).default(100),
+    PARLEY_WEBHOOK_RETRY_HORIZON_SECONDS: z.coerce.number().int().min(1).max(30 * 86_400).default(86_400),
+    PARLEY_WEBHOOK_BACKOFF_MAX_SECONDS: z.coerce.number().int().min(1).max(86_400).default(3_600),
     PARLEY_DB_OUTAGE_HORIZON_MS: z.coerce.number().int().min(0).max(600_000).default(30_000),
     PARLEY_DB_MAX_HELD_WRITES: z.coerce.number().int().min(1).max(10_000_000).default(50_000),
     PARLEY_LOG_LEVEL: z.enum(LOG_LEVELS).default("info"),
@@ -197,7 +200,15 @@ export interface Config {
   /** PARLEY_JWT_SECRET: one kid-less HS256 key, also part of `tokens`. */
   readonly jwtSecret: string | undefined;
   /** Fallback delivery of notifications nobody received live; one signature per secret. */
-  readonly webhook: { readonly url: string; readonly secret: readonly string[]; readonly graceMs: number } | undefined;
+  readonly webhook:
+    | {
+        readonly url: string;
+        readonly secret: readonly string[];
+        readonly graceMs: number;
+        /** PARLEY_WEBHOOK_MAX_ATTEMPTS, PARLEY_WEBHOOK_RETRY_HORIZON_SECONDS, PARLEY_WEBHOOK_BACKOFF_MAX_SECONDS. */
+        readonly retry: { readonly maxAttempts: number; readonly horizonMs: number; readonly backoffMaxMs: number };
+      }
+    | undefined;
   readonly logLevel: LogLevel;
   /** Directory of the embedded database. */
   readonly dataDir: string;
@@ -266,7 +277,16 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
     jwtSecret: e.PARLEY_JWT_SECRET,
     webhook:
       e.PARLEY_WEBHOOK_URL !== undefined && e.PARLEY_WEBHOOK_SECRET !== undefined
-        ? { url: e.PARLEY_WEBHOOK_URL, secret: e.PARLEY_WEBHOOK_SECRET, graceMs: e.PARLEY_WEBHOOK_GRACE_MS }
+        ? {
+            url: e.PARLEY_WEBHOOK_URL,
+            secret: e.PARLEY_WEBHOOK_SECRET,
+            graceMs: e.PARLEY_WEBHOOK_GRACE_MS,
+            retry: {
+              maxAttempts: e.PARLEY_WEBHOOK_MAX_ATTEMPTS,
+              horizonMs: e.PARLEY_WEBHOOK_RETRY_HORIZON_SECONDS * 1000,
+              backoffMaxMs: e.PARLEY_WEBHOOK_BACKOFF_MAX_SECONDS * 1000,
+            },
+          }
         : undefined,
     logLevel: e.PARLEY_LOG_LEVEL,
     dataDir: e.PARLEY_DATA_DIR,

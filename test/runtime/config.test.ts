@@ -36,7 +36,7 @@ describe("config", () => {
       PARLEY_IMPLICIT_ROOMS: "1",
     });
     expect(config.coreAddress).toBe("core.internal:50051");
-    expect(config.webhook).toEqual({ url: "https://hooks.example.com/p", secret: ["s".repeat(16)], graceMs: 5000 });
+    expect(config.webhook).toEqual({ url: "https://hooks.example.com/p", secret: ["s".repeat(16)], graceMs: 5000, retry: { maxAttempts: 100, horizonMs: 86_400_000, backoffMaxMs: 3_600_000 } });
     expect(config.migrateOnStart).toBe(true);
     expect(config.implicitRooms).toBe(true);
     expect(requireTokenRules(config).hmacKeys).toEqual([{ secret: "x".repeat(32) }]);

@@ -26,14 +26,16 @@ export interface WebhookDispatcherOptions {
   readonly pollIntervalMs?: number;
   /** Per HTTP attempt, until the response status arrives (default 5000 ms). */
   readonly attemptTimeoutMs?: number;
-  /** Attempts in all, the first included (default 5). */
+  /** Attempts in one retry window, the first included (default 100)... */
   readonly maxAttempts?: number;
+  /** ...and how long a window lasts (default 24 h): past either, the delivery fails (re-driven when the endpoint answers again). */
+  readonly retryHorizonMs?: number;
   /**
    * How long a claimed delivery belongs to this dispatcher (default 30000 ms).
    * Must exceed attemptTimeoutMs: another instance takes it over after this.
    */
   readonly leaseMs?: number;
-  /** Delay before retry n (default 1 s, doubling, capped at 60 s; full jitter). */
+  /** Delay before retry n (default 1 s, doubling, capped at 1 h; full jitter). */
   readonly backoff?: BackoffPolicy;
   /** Most attempts in flight at once (default 16). */
   readonly batchSize?: number;
@@ -41,7 +43,13 @@ export interface WebhookDispatcherOptions {
   readonly stopTimeoutMs?: number;
 }
 
-const DEFAULT_WEBHOOK_BACKOFF: BackoffPolicy = { initialMs: 1_000, maxMs: 60_000, multiplier: 2 };
+/**
+ * Retries like Stripe's: quick at first, then about hourly, for a day. An
+ * endpoint down for an afternoon gets every delivery when it comes back.
+ */
+export const DEFAULT_WEBHOOK_BACKOFF: BackoffPolicy = { initialMs: 1_000, maxMs: 3_600_000, multiplier: 2 };
+export const DEFAULT_WEBHOOK_MAX_ATTEMPTS = 100;
+export const DEFAULT_WEBHOOK_RETRY_HORIZON_MS = 24 * 3_600_000;
 
 /** What one HTTP answer means for the delivery. */
 export type WebhookVerdict = "delivered" | "retry" | "failed";
@@ -61,6 +69,10 @@ export function webhookVerdictForStatus(status: number): WebhookVerdict {
 interface ClaimedRow extends NotificationRow {
   delivery_id: string;
   attempt: number;
+  /** How long the current retry window has been open (ms). */
+  window_ms: number;
+  /** Attempts made before it. */
+  retry_base: number;
 }
 
 /** What one attempt came to, before the budget decides retry or failed. */
@@ -98,9 +110,15 @@ claimed as (
          attempts = d.attempts + 1,
          updated_at = now()
     from due where d.id = due.id
-  returning d.id as delivery_id, d.attempts as attempt, d.notification_id
+  returning d.id as delivery_id, d.attempts as attempt, d.notification_id, d.retry_from, d.retry_base
+),
+started as (
+  insert into webhook_attempts (delivery_id, attempt, started_at, duration_ms, outcome)
+  select delivery_id, attempt, now(), 0, 'in_flight' from claimed
+  on conflict (delivery_id, attempt) do nothing
 )
-select c.delivery_id, c.attempt, ${NOTIFICATION_COLUMNS}
+select c.delivery_id, c.attempt, c.retry_base,
+       (extract(epoch from now() - c.retry_from) * 1000)::float8 as window_ms, ${NOTIFICATION_COLUMNS}
   from claimed c join notifications n on n.id = c.notification_id`;
 
 // Each outcome writes the attempt row and moves the delivery in one statement
@@ -112,8 +130,31 @@ const RECORD_ATTEMPT = `
 with attempt as (
   insert into webhook_attempts (delivery_id, attempt, started_at, duration_ms, status_code, outcome, error_category, error)
   values (?, ?, ?::timestamptz, ?, ?, ?, ?, ?)
-  on conflict (delivery_id, attempt) do nothing
+  on conflict (delivery_id, attempt) do update
+     set started_at = excluded.started_at, duration_ms = excluded.duration_ms, status_code = excluded.status_code,
+         outcome = excluded.outcome, error_category = excluded.error_category, error = excluded.error
 )`;
+
+/**
+ * Failed deliveries whose last attempt was not refused by the receiver (it
+ * timed out, could not connect, or answered 429 or 5xx: the retry budget ran
+ * out, not the receiver's patience) open a new retry window, due now.
+ * `all` re-drives every failed one (an operator's decision).
+ */
+const REDRIVE_SQL = (all: boolean) => `
+update webhook_deliveries d
+   set status = 'pending', next_attempt_at = now(), retry_from = now(), retry_base = d.attempts,
+       lease_until = null, updated_at = now()
+ where d.status = 'failed'${
+   all
+     ? ""
+     : `
+   and not exists (
+     select 1 from webhook_attempts a
+      where a.delivery_id = d.id and a.attempt = d.attempts
+        and a.status_code between 300 and 499 and a.status_code <> 429)`
+ }
+returning d.id`;
 
 const MARK_DELIVERED_SQL = `${RECORD_ATTEMPT}
 update webhook_deliveries set status = 'delivered', lease_until = null, last_error_category = null, updated_at = now()
@@ -149,6 +190,7 @@ export class WebhookDispatcher {
   readonly #pollIntervalMs: number;
   readonly #attemptTimeoutMs: number;
   readonly #maxAttempts: number;
+  readonly #retryHorizonMs: number;
   readonly #leaseMs: number;
   readonly #backoff: BackoffPolicy;
   readonly #batchSize: number;
@@ -159,6 +201,12 @@ export class WebhookDispatcher {
   #stopped: Promise<void> | undefined;
   #kicked = false;
   #wake: (() => void) | undefined;
+  /**
+   * Deliveries may have failed for want of an answer since the endpoint
+   * last took one (true at start: a previous run may have left some): the
+   * next delivered attempt re-drives them.
+   */
+  #redriveDue = true;
 
   constructor(options: WebhookDispatcherOptions) {
     this.#options = options;
@@ -166,7 +214,8 @@ export class WebhookDispatcher {
     this.#url = checkedUrl(options.url);
     this.#pollIntervalMs = positive("pollIntervalMs", options.pollIntervalMs ?? 500);
     this.#attemptTimeoutMs = positive("attemptTimeoutMs", options.attemptTimeoutMs ?? 5_000);
-    this.#maxAttempts = positive("maxAttempts", options.maxAttempts ?? 5);
+    this.#maxAttempts = positive("maxAttempts", options.maxAttempts ?? DEFAULT_WEBHOOK_MAX_ATTEMPTS);
+    this.#retryHorizonMs = positive("retryHorizonMs", options.retryHorizonMs ?? DEFAULT_WEBHOOK_RETRY_HORIZON_MS);
     this.#leaseMs = positive("leaseMs", options.leaseMs ?? 30_000);
     this.#backoff = options.backoff ?? DEFAULT_WEBHOOK_BACKOFF;
     this.#batchSize = positive("batchSize", options.batchSize ?? 16);
@@ -353,8 +402,11 @@ export class WebhookDispatcher {
   }
 
   async #record(row: ClaimedRow, result: AttemptResult, context: Record<string, string | number>): Promise<void> {
-    // The budget turns a retryable answer on the last attempt into a failure.
-    const outcome: WebhookVerdict = result.verdict === "retry" && row.attempt >= this.#maxAttempts ? "failed" : result.verdict;
+    const retryInMs = backoffDelay(row.attempt - row.retry_base, this.#backoff);
+    // The budget — attempts and horizon of the retry window — turns a
+    // retryable answer into a failure, re-driven when the endpoint answers again.
+    const spent = row.attempt - row.retry_base >= this.#maxAttempts || row.window_ms + retryInMs > this.#retryHorizonMs;
+    const outcome: WebhookVerdict = result.verdict === "retry" && spent ? "failed" : result.verdict;
     const attemptParams = [
       row.delivery_id,
       row.attempt,
@@ -366,7 +418,6 @@ export class WebhookDispatcher {
       result.error ?? null,
     ];
     const delivery = categoryName(ErrorCategory.DELIVERY);
-    const retryInMs = backoffDelay(row.attempt, this.#backoff);
     const updated = await this.#options.unitOfWork.transaction(
       { label: "webhooks.record", context },
       (em: EntityManager) => {
@@ -381,6 +432,25 @@ export class WebhookDispatcher {
       },
     );
     this.#log(outcome, result, { ...context, status_code: result.statusCode, duration_ms: result.durationMs }, retryInMs, updated.length > 0);
+    if (outcome === "failed" && result.verdict === "retry") this.#redriveDue = true;
+    if (outcome === "delivered" && this.#redriveDue) {
+      this.#redriveDue = false;
+      await this.#redriveAfterRecovery(context);
+    }
+  }
+
+  /** The endpoint answered again: the deliveries that failed for want of an answer get a new retry window. */
+  async #redriveAfterRecovery(context: Record<string, string | number>): Promise<void> {
+    try {
+      const count = await redriveWebhooks(this.#options.unitOfWork, { all: false });
+      if (count > 0) {
+        this.#logger.info({ ...context, redriven: count }, "webhook endpoint answers again; failed deliveries re-driven");
+        this.kick();
+      }
+    } catch (error) {
+      this.#redriveDue = true;
+      logError(this.#logger, ParleyError.from(error), context, "re-driving failed webhook deliveries failed; tried again after the next delivery");
+    }
   }
 
   #log(outcome: WebhookVerdict, result: AttemptResult, context: Record<string, string | number | undefined>, retryInMs: number, applied: boolean): void {
@@ -407,6 +477,17 @@ export class WebhookDispatcher {
         return;
     }
   }
+}
+
+/**
+ * Gives failed deliveries a new retry window, due now; returns how many.
+ * Without `all`, only those whose last attempt got no answer, a 429 or a
+ * 5xx (the dispatcher does this by itself when the endpoint answers again);
+ * with it, every failed one (`parley webhooks redrive --all`).
+ */
+export async function redriveWebhooks(unitOfWork: UnitOfWork, options: { readonly all: boolean }): Promise<number> {
+  const rows = await unitOfWork.transaction({ label: "webhooks.redrive" }, (em) => em.execute<{ id: string }[]>(REDRIVE_SQL(options.all)));
+  return rows.length;
 }
 
 /** Resolves true when `promise` settles within `ms`, false otherwise. */

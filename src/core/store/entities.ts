@@ -89,12 +89,16 @@ const WebhookDeliveryEntity = defineEntity({
     /** While set and in the future, one dispatcher owns the delivery. */
     leaseUntil: p.datetime(6).fieldName("lease_until").nullable(),
     lastErrorCategory: p.string().columnType("text").fieldName("last_error_category").nullable(),
+    /** When the current retry window opened: made, or re-driven after failing. */
+    retryFrom: p.datetime(6).fieldName("retry_from").defaultRaw("now()"),
+    /** Attempts made before the current retry window. */
+    retryBase: p.integer().fieldName("retry_base").default(0),
     createdAt: p.datetime(6).fieldName("created_at").defaultRaw("now()"),
     updatedAt: p.datetime(6).fieldName("updated_at").defaultRaw("now()"),
   }),
 });
 
-/** Every webhook attempt, with its outcome. */
+/** Every webhook attempt, with its outcome ('in_flight' from its claim until then). */
 const WebhookAttemptEntity = defineEntity({
   name: "WebhookAttempt",
   tableName: "webhook_attempts",
@@ -106,7 +110,7 @@ const WebhookAttemptEntity = defineEntity({
     startedAt: p.datetime(6).fieldName("started_at"),
     durationMs: p.integer().fieldName("duration_ms"),
     statusCode: p.integer().fieldName("status_code").nullable(),
-    outcome: p.enum(["delivered", "retry", "failed"]),
+    outcome: p.enum(["in_flight", "delivered", "retry", "failed"]),
     errorCategory: p.string().columnType("text").fieldName("error_category").nullable(),
     error: p.string().columnType("text").nullable(),
   }),

@@ -1,5 +1,6 @@
 import { fromJsonString } from "@bufbuild/protobuf";
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { promisify } from "node:util";
 import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { createInterface } from "node:readline";
@@ -8,6 +9,7 @@ import { WebhookDeliverySchema } from "../../../gen/parley/v1/notifications_pb.j
 import { migrate, type Orm, openOrm } from "../../../src/core/store/orm.js";
 import { UnitOfWork } from "../../../src/core/store/unit-of-work.js";
 import {
+  redriveWebhooks,
   WebhookDispatcher,
   type WebhookDispatcherOptions,
   webhookVerdictForStatus,
@@ -23,6 +25,7 @@ import { createTestDatabase, type TestDatabase } from "../../support/database.js
 import { LogCapture } from "../../support/logs.js";
 
 const SECRET = "whsec-test-0123456789abcdef";
+const runParley = (args: readonly string[], env: NodeJS.ProcessEnv) => promisify(execFile)("node", ["bin/parley.js", ...args], { env });
 const TINY_BACKOFF = { initialMs: 5, maxMs: 20, multiplier: 2 };
 const RFC3339_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/;
 
@@ -345,6 +348,97 @@ describe("webhook delivery", () => {
     expect((await attemptsOf(delivery.deliveryId))[0]).toMatchObject({ outcome: "retry", status_code: 500 });
     await waitFor("the log line", () => logs.find({ delivery_id: delivery.deliveryId, outcome: "retry" }).length === 1);
     expect(receiver.requests).toHaveLength(1);
+  });
+});
+
+describe("webhook retries over an outage", () => {
+  it("a receiver down past the retry budget: its deliveries fail; once it answers again they are re-driven and each is delivered exactly once", async () => {
+    const receiver = { down: true };
+    const endpoint = await startReceiver(() => (receiver.down ? 503 : 204));
+    const deliveries = await insertDeliveries(5);
+    const { logs } = startDispatcher(endpoint.url, { maxAttempts: 3 });
+    await waitFor("every delivery to fail", async () => {
+      const states = await Promise.all(deliveries.map((d) => deliveryState(d.deliveryId)));
+      return states.every((state) => state.status === "failed");
+    });
+    receiver.down = false;
+    // The endpoint is back: the next delivery that gets through re-drives the failed ones.
+    const [fresh] = await insertDeliveries(1, "After the outage");
+    if (fresh === undefined) throw new Error("no delivery inserted");
+    const all = [...deliveries, fresh];
+    await waitFor("every delivery to be delivered", async () => {
+      const states = await Promise.all(all.map((d) => deliveryState(d.deliveryId)));
+      return states.every((state) => state.status === "delivered");
+    });
+    expect(endpoint.acknowledged()).toEqual(new Map(all.map((d) => [d.deliveryId, 1])));
+    // The new window's attempts follow the old ones: 3 that failed, then the one that got through.
+    for (const delivery of deliveries) {
+      expect((await attemptsOf(delivery.deliveryId)).map((a) => a.outcome)).toEqual(["retry", "retry", "failed", "delivered"]);
+    }
+    expect(logs.find({ msg: "webhook endpoint answers again; failed deliveries re-driven" })).toEqual([expect.objectContaining({ redriven: 5 })]);
+  });
+
+  it("the retry horizon fails a delivery that still has attempts left", async () => {
+    const endpoint = await startReceiver(() => 503);
+    const [delivery] = await insertDeliveries(1);
+    if (delivery === undefined) throw new Error("no delivery inserted");
+    startDispatcher(endpoint.url, { maxAttempts: 10_000, retryHorizonMs: 300, backoff: { initialMs: 40, maxMs: 40, multiplier: 1 } });
+    await waitFor("the delivery to fail", async () => (await deliveryState(delivery.deliveryId)).status === "failed");
+    const attempts = await attemptsOf(delivery.deliveryId);
+    expect(attempts.length).toBeGreaterThan(1);
+    expect(attempts.length).toBeLessThan(30);
+    expect(attempts.at(-1)?.outcome).toBe("failed");
+  });
+
+  it("a delivery the receiver refused (4xx) is not re-driven by itself, but is on demand (all)", async () => {
+    const answers = { status: 400 };
+    const endpoint = await startReceiver(() => answers.status);
+    const [refused] = await insertDeliveries(1);
+    if (refused === undefined) throw new Error("no delivery inserted");
+    const { dispatcher } = startDispatcher(endpoint.url);
+    await waitFor("the delivery to fail", async () => (await deliveryState(refused.deliveryId)).status === "failed");
+    answers.status = 200;
+    const [fresh] = await insertDeliveries(1);
+    if (fresh === undefined) throw new Error("no delivery inserted");
+    await waitFor("the new one to be delivered", async () => (await deliveryState(fresh.deliveryId)).status === "delivered");
+    await delay(200);
+    expect((await deliveryState(refused.deliveryId)).status).toBe("failed");
+    const unitOfWork = new UnitOfWork(orm, new LogCapture("warn").logger);
+    expect(await redriveWebhooks(unitOfWork, { all: false })).toBe(0);
+    expect(await redriveWebhooks(unitOfWork, { all: true })).toBe(1);
+    dispatcher.kick();
+    await waitFor("the re-driven one to be delivered", async () => (await deliveryState(refused.deliveryId)).status === "delivered");
+    expect(endpoint.acknowledged().get(refused.deliveryId)).toBe(1);
+  });
+
+  it("`parley webhooks redrive` re-drives the failed deliveries (--all: the refused ones too) and says how many; a wrong usage exits 2", async () => {
+    const [exhausted, refused] = await insertDeliveries(2);
+    if (exhausted === undefined || refused === undefined) throw new Error("no delivery inserted");
+    await db.sql("update webhook_deliveries set status = 'failed', attempts = 1 where id = any($1::uuid[])", [[exhausted.deliveryId, refused.deliveryId]]);
+    await db.sql("insert into webhook_attempts (delivery_id, attempt, started_at, duration_ms, status_code, outcome) values ($1, 1, now(), 5, 503, 'failed'), ($2, 1, now(), 5, 410, 'failed')", [exhausted.deliveryId, refused.deliveryId]);
+    const env = { ...process.env, DATABASE_URL: db.url, PARLEY_LOG_LEVEL: "info" };
+    const plain = await runParley(["webhooks", "redrive"], env);
+    expect(plain.stdout).toContain("1 failed webhook deliveries re-driven");
+    expect((await deliveryState(exhausted.deliveryId)).status).toBe("pending");
+    expect((await deliveryState(refused.deliveryId)).status).toBe("failed");
+    const all = await runParley(["webhooks", "redrive", "--all"], env);
+    expect(all.stdout).toContain("1 failed webhook deliveries re-driven");
+    expect((await deliveryState(refused.deliveryId)).status).toBe("pending");
+    const wrong = await runParley(["webhooks", "resend"], env).then(
+      () => undefined,
+      (error: unknown) => error as { code: number; stderr: string },
+    );
+    expect(wrong?.code).toBe(2);
+    expect(wrong?.stderr).toContain("usage: parley webhooks redrive");
+  });
+
+  it("records an attempt as in flight from its claim, before the request goes out, so a crash mid-attempt still shows it", async () => {
+    const endpoint = await startReceiver(() => "hang");
+    const [delivery] = await insertDeliveries(1);
+    if (delivery === undefined) throw new Error("no delivery inserted");
+    startDispatcher(endpoint.url, { attemptTimeoutMs: 1_000, leaseMs: 5_000 });
+    await waitFor("the request to arrive", () => endpoint.requests.length === 1);
+    expect((await attemptsOf(delivery.deliveryId)).map((a) => [a.attempt, a.outcome, a.status_code])).toEqual([[1, "in_flight", null]]);
   });
 });
 
