@@ -48,8 +48,8 @@ export interface WebhookDispatcherOptions {
  * endpoint down for an afternoon gets every delivery when it comes back.
  */
 export const DEFAULT_WEBHOOK_BACKOFF: BackoffPolicy = { initialMs: 1_000, maxMs: 3_600_000, multiplier: 2 };
-export const DEFAULT_WEBHOOK_MAX_ATTEMPTS = 100;
-export const DEFAULT_WEBHOOK_RETRY_HORIZON_MS = 24 * 3_600_000;
+const DEFAULT_WEBHOOK_MAX_ATTEMPTS = 100;
+const DEFAULT_WEBHOOK_RETRY_HORIZON_MS = 24 * 3_600_000;
 
 /** What one HTTP answer means for the delivery. */
 export type WebhookVerdict = "delivered" | "retry" | "failed";

@@ -3,9 +3,9 @@
 import { performance } from "node:perf_hooks";
 
 /** How long a write waits for an unreachable database before it is refused, by default (ms). */
-export const DEFAULT_OUTAGE_HORIZON_MS = 30_000;
+const DEFAULT_OUTAGE_HORIZON_MS = 30_000;
 /** Writes one committer holds while the database is away, by default; more are refused at once. */
-export const DEFAULT_MAX_HELD = 50_000;
+const DEFAULT_MAX_HELD = 50_000;
 
 export interface OutagePolicy {
   /** How long a write waits for an unreachable database before it is refused (ms). */

@@ -1,4 +1,4 @@
-import { Migrator } from "@mikro-orm/migrations";
+import type { IMigrator } from "@mikro-orm/core";
 import { MikroORM } from "@mikro-orm/postgresql";
 import { ENTITIES } from "./entities.js";
 import { MIGRATIONS } from "./migrations/index.js";
@@ -35,7 +35,6 @@ export async function openOrm(options: OrmOptions): Promise<Orm> {
     // knex writes "Connection Error: ..." to the console when a pooled
     // connection drops (a database restart): a JSON log line instead.
     ...(options.logger === undefined ? {} : { driverOptions: { log: knexLog(options.logger) } }),
-    extensions: [Migrator],
     migrations: {
       migrationsList: MIGRATIONS,
       tableName: "parley_migrations",
@@ -55,6 +54,18 @@ function knexLog(logger: Logger) {
     logger.warn({ category: "UNAVAILABLE", component: "database-pool" }, String(message));
   };
   return { warn, error: warn, deprecate: warn, debug: () => undefined };
+}
+
+/**
+ * The ORM's migrator. Its package (and umzug, and a command-line library
+ * under it) is loaded on first use only: a fifth of a core's start-up went
+ * to loading it, and a core that does not migrate never needs it.
+ */
+export async function migratorOf(orm: Orm): Promise<IMigrator> {
+  const { Migrator } = await import("@mikro-orm/migrations");
+  // Registered once per ORM: the extension's factory is what orm.migrator calls.
+  if (orm.config.getExtension("@mikro-orm/migrator") === undefined) Migrator.register(orm);
+  return orm.migrator;
 }
 
 /** Any constant: it only has to differ from other advisory locks taken on this database. */
@@ -81,7 +92,7 @@ export async function migrate(orm: Orm): Promise<string[]> {
   await lock.connect();
   try {
     await lock.query("select pg_advisory_lock($1)", [MIGRATE_LOCK_KEY]);
-    const migrations = await orm.migrator.up();
+    const migrations = await (await migratorOf(orm)).up();
     const definitions = await applySqlDefinitions(orm);
     // Released explicitly: the embedded database keeps a session's locks
     // when its client disconnects (all its connections are one session).

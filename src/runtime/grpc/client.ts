@@ -73,7 +73,15 @@ export function openChannel(address: string, options: Pick<ClientOptions, "crede
   return new Channel(address, credentials, { ...CHANNEL_DEFAULTS, ...options.channelOptions, "grpc.use_local_subchannel_pool": 1 });
 }
 
-const CHANNEL_DEFAULTS: ChannelOptions = { "grpc.keepalive_time_ms": 30_000 };
+const CHANNEL_DEFAULTS: ChannelOptions = {
+  "grpc.keepalive_time_ms": 30_000,
+  // grpc-js waits 1 s before its first reconnect and up to 120 s later on:
+  // a core restarted in two seconds would be found again after five or
+  // more. The peers here are our own services on a near network, so the
+  // backoff starts at 100 ms and stops growing at 2 s.
+  "grpc.initial_reconnect_backoff_ms": 100,
+  "grpc.max_reconnect_backoff_ms": 2_000,
+};
 
 export function createClient<S extends AnyService>(service: S, address: string, options: ClientOptions = {}): ServiceClient<S> {
   const credentials = options.credentials ?? grpcCredentials.createInsecure();

@@ -3,7 +3,7 @@
 // sender (or first reader) its owner, and nothing is lost.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MembershipState, RoomKind, RoomRole } from "../../../gen/parley/v1/rooms_pb.js";
-import { migrate, openOrm, type Orm } from "../../../src/core/store/orm.js";
+import { migrate, migratorOf, openOrm, type Orm } from "../../../src/core/store/orm.js";
 import { createTestDatabase, type TestDatabase } from "../../support/database.js";
 
 let db: TestDatabase;
@@ -13,7 +13,7 @@ beforeAll(async () => {
   db = await createTestDatabase();
   orm = await openOrm({ databaseUrl: db.url });
   // The schema as it was before the room model, with rows in it.
-  await orm.migrator.up({ to: "Migration20261129000000_chat_store_answers" });
+  await (await migratorOf(orm)).up({ to: "Migration20261129000000_chat_store_answers" });
   await db.sql(`insert into rooms (id, head_seq) values ('lobby', 3), ('quiet', 0)`);
   await db.sql(`insert into chat_messages (id, room_id, seq, sender, body, client_msg_id) values
     (gen_random_uuid(), 'lobby', 1, 'alice', 'first', 'a1'),

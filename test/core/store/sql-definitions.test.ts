@@ -5,7 +5,7 @@ import { pathToFileURL } from "node:url";
 import type { Migration } from "@mikro-orm/migrations";
 import { afterEach, describe, expect, it } from "vitest";
 import { MessageStore } from "../../../src/core/chat/message-store.js";
-import { migrate, openOrm, type Orm } from "../../../src/core/store/orm.js";
+import { migrate, migratorOf, openOrm, type Orm } from "../../../src/core/store/orm.js";
 import { MIGRATIONS, sqlMigrations } from "../../../src/core/store/migrations/index.js";
 import { applySqlDefinitions, loadSqlDefinitions } from "../../../src/core/store/sql-definitions.js";
 import { createTestDatabase, type TestDatabase } from "../../support/database.js";
@@ -95,7 +95,7 @@ describe("repeatable SQL definitions", () => {
     const { db, orm } = await freshDatabase();
     // As the four migrations left a database: the function made by a
     // migration (its body then was this file's), no record of definitions.
-    await orm.migrator.up();
+    await (await migratorOf(orm)).up();
     const definition = loadSqlDefinitions().find((candidate) => candidate.name === "parley_store_chat_batch");
     await db.sql(definition?.sql ?? "");
     expect(await db.sql("select to_regclass('parley_sql_definitions') as t")).toEqual([{ t: null }]);
@@ -117,7 +117,7 @@ describe("repeatable SQL definitions", () => {
 
   it("leave nothing applied when a definition fails", async () => {
     const { db, orm } = await freshDatabase();
-    await orm.migrator.up();
+    await (await migratorOf(orm)).up();
     const broken = [...loadSqlDefinitions(), { name: "zz_broken", sql: "create function broken( as", sha256: "x" }];
     await expect(applySqlDefinitions(orm, broken)).rejects.toThrow(/syntax error/);
     expect(await db.sql("select to_regclass('parley_sql_definitions') as t")).toEqual([{ t: null }]);
