@@ -1,7 +1,6 @@
 import type { IMigrator } from "@mikro-orm/core";
 import { MikroORM } from "@mikro-orm/postgresql";
 import { ENTITIES } from "./entities.js";
-import { MIGRATIONS } from "./migrations/index.js";
 import pg from "pg";
 import { applySqlDefinitions, SQL_DEFINITIONS_TABLE } from "./sql-definitions.js";
 import type { Logger } from "../../runtime/index.js";
@@ -35,8 +34,8 @@ export async function openOrm(options: OrmOptions): Promise<Orm> {
     // knex writes "Connection Error: ..." to the console when a pooled
     // connection drops (a database restart): a JSON log line instead.
     ...(options.logger === undefined ? {} : { driverOptions: { log: knexLog(options.logger) } }),
+    // The list of migrations is added by migratorOf, which loads them.
     migrations: {
-      migrationsList: MIGRATIONS,
       tableName: "parley_migrations",
       transactional: true,
       allOrNothing: true,
@@ -57,14 +56,18 @@ function knexLog(logger: Logger) {
 }
 
 /**
- * The ORM's migrator. Its package (and umzug, and a command-line library
- * under it) is loaded on first use only: a fifth of a core's start-up went
- * to loading it, and a core that does not migrate never needs it.
+ * The ORM's migrator, with parley's migrations. Its package (and umzug,
+ * and a command-line library under it) is loaded on first use only: a
+ * fifth of a core's start-up went to loading it, and a core that does not
+ * migrate never needs it.
  */
 export async function migratorOf(orm: Orm): Promise<IMigrator> {
-  const { Migrator } = await import("@mikro-orm/migrations");
+  const [{ Migrator }, { MIGRATIONS }] = await Promise.all([import("@mikro-orm/migrations"), import("./migrations/index.js")]);
   // Registered once per ORM: the extension's factory is what orm.migrator calls.
-  if (orm.config.getExtension("@mikro-orm/migrator") === undefined) Migrator.register(orm);
+  if (orm.config.getExtension("@mikro-orm/migrator") === undefined) {
+    orm.config.set("migrations", { ...orm.config.get("migrations"), migrationsList: MIGRATIONS });
+    Migrator.register(orm);
+  }
   return orm.migrator;
 }
 
