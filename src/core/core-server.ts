@@ -226,6 +226,7 @@ export async function startCore(options: CoreOptions): Promise<RunningCore> {
         });
         for (const module of modules) module.fanout.hub.closeAll(shutdown);
         unwatchAvailability();
+        availability.close();
         await grpc.shutdown(graceMs);
         for (const module of modules) await module.drain();
         await webhooks?.stop();

@@ -34,7 +34,9 @@ export class UnitOfWork {
     private readonly logger: Logger,
     /** Whether the database answers, as the writers see it, and how long a write waits for it. */
     readonly availability: DatabaseAvailability = new DatabaseAvailability(),
-  ) {}
+  ) {
+    availability.probeWith(() => this.orm.em.fork().getConnection().execute("select 1"));
+  }
 
   /** Work that writes: one transaction per attempt. */
   transaction<T>(options: UnitOfWorkOptions, work: (em: EntityManager) => Promise<T>): Promise<T> {
