@@ -2,6 +2,9 @@ import { context, type SpanContext, trace } from "@opentelemetry/api";
 import { ParleyError } from "../../wire/index.js";
 import { failSpan, FanoutHub, logError, type Logger, rememberOrigin, type Sequenced, tracer } from "../../runtime/index.js";
 
+/** Topics read at once when notifications of many arrive together. */
+const READS_AT_ONCE = 8;
+
 /** The payload of a NOTIFY: which topic moved, by which seqs, from which instance. */
 export interface TopicAdvanced {
   readonly topic: string;
@@ -29,7 +32,9 @@ export interface TopicFanoutOptions<T extends Sequenced> {
  */
 export class TopicFanout<T extends Sequenced> {
   readonly hub = new FanoutHub<T>();
-  #chain: Promise<void> = Promise.resolve();
+  /** Ranges notified and not yet read, per topic, merged (see notified()). */
+  readonly #pending = new Map<string, TopicAdvanced>();
+  #draining: Promise<void> | undefined;
 
   constructor(private readonly options: TopicFanoutOptions<T>) {}
 
@@ -46,7 +51,14 @@ export class TopicFanout<T extends Sequenced> {
     for (const [topic, list] of byTopic) this.hub.publish(topic, list);
   }
 
-  /** A NOTIFY payload. Processed one at a time, in arrival (= commit) order. */
+  /**
+   * A NOTIFY payload. The ranges of one topic that arrive while earlier ones
+   * are being read merge into one range, read once: a listener catching up
+   * after a stall, or a busy instance next door, costs a read per topic per
+   * round, not one per notification. A topic's commits are serialized by
+   * its head row, so a merged range holds nothing uncommitted, and each
+   * topic's items are published in seq order.
+   */
   notified(payload: string): void {
     let advanced: TopicAdvanced;
     try {
@@ -56,7 +68,33 @@ export class TopicFanout<T extends Sequenced> {
       return;
     }
     if (advanced.origin === this.options.origin || !this.hub.hasSubscribers(advanced.topic)) return;
-    this.#chain = this.#chain.then(() => this.#deliverRemote(advanced));
+    const pending = this.#pending.get(advanced.topic);
+    this.#pending.set(
+      advanced.topic,
+      pending === undefined
+        ? advanced
+        : {
+            topic: advanced.topic,
+            from: BigInt(advanced.from) < BigInt(pending.from) ? advanced.from : pending.from,
+            to: BigInt(advanced.to) > BigInt(pending.to) ? advanced.to : pending.to,
+            origin: pending.origin === advanced.origin ? pending.origin : "several",
+          },
+    );
+    if (this.#draining !== undefined) return;
+    this.#draining = this.#drain().finally(() => {
+      this.#draining = undefined;
+    });
+  }
+
+  /** Reads what is pending, a round at a time, at most READS_AT_ONCE topics together. */
+  async #drain(): Promise<void> {
+    while (this.#pending.size > 0) {
+      const round = [...this.#pending.values()];
+      this.#pending.clear();
+      for (let start = 0; start < round.length; start += READS_AT_ONCE) {
+        await Promise.all(round.slice(start, start + READS_AT_ONCE).map((advanced) => this.#deliverRemote(advanced)));
+      }
+    }
   }
 
   /** Notifications may have been missed: every follower re-reads the database. */
