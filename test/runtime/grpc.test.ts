@@ -53,6 +53,8 @@ let url: string;
 
 beforeAll(async () => {
   server = await startGrpcServer({ address: "127.0.0.1:0", services: [echoChat(), refusingNotifications()] });
+  // Reflection is added once the server listens.
+  await server.reflectionReady;
   url = `http://${server.address}`;
 });
 

@@ -280,6 +280,7 @@ describe("core's gRPC listener with mTLS", () => {
   });
 
   it("buf curl (a foreign gRPC client) lists the services over mTLS", async () => {
+    await mutual.server.reflectionReady;
     const { stdout } = await run("npx", [
       "buf", "curl", "--protocol", "grpc", "--cacert", pki.ca, "--cert", pki.client.cert, "--key", pki.client.key,
       "--servername", "localhost", "--list-services", `https://${mutual.server.address}`,

@@ -2,13 +2,13 @@ import { Server, ServerCredentials } from "@grpc/grpc-js";
 import type { TlsCertificates } from "../tls/certificates.js";
 import { Health, HealthRegistry, ServingStatus } from "./health.js";
 import { oversizeAsValidation } from "./message-size.js";
-import { addReflection } from "./reflection.js";
 import { implement, type ImplementOptions, type ServiceHandlers } from "./server.js";
 import { DEFAULT_SERVER_TRANSPORT, type ServerTransport, serverTransportOptions } from "./server-transport.js";
 import { bindTls, type TlsBinding } from "./tls-binding.js";
 import type { AnyService } from "./types.js";
 import { type Logger, logError } from "../logger.js";
 import { parleyMetrics } from "../telemetry/metrics.js";
+import { ParleyError } from "../../wire/index.js";
 
 /** A service and its handlers, ready to be served. */
 export interface ServiceBinding {
@@ -43,6 +43,8 @@ export interface RunningGrpcServer {
   readonly address: string;
   readonly port: number;
   readonly health: HealthRegistry;
+  /** Settles once reflection is served (at once when it is off). */
+  readonly reflectionReady: Promise<void>;
   /** Stops accepting calls, waits up to `graceMs` for running ones, then cuts the rest. */
   shutdown(graceMs?: number): Promise<void>;
 }
@@ -69,7 +71,6 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
   }
   const healthService = implement(Health, health.handlers());
   server.addService(healthService.definition, healthService.implementation);
-  if (options.reflection !== false) addReflection(server, [...options.services.map((binding) => binding.service), Health]);
 
   const host = options.address.slice(0, options.address.lastIndexOf(":"));
   let tls: TlsBinding | undefined;
@@ -87,12 +88,27 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
   }
   health.setStatus("", ServingStatus.SERVING);
   for (const { service } of options.services) health.setStatus(service.typeName, ServingStatus.SERVING);
+  // Reflection serves tools (buf curl, grpcurl), not clients: its library,
+  // and protobufjs under it, load once the server listens — a tenth of a
+  // start. A tool asking in that moment is told UNIMPLEMENTED.
+  const reflectionReady =
+    options.reflection === false
+      ? Promise.resolve()
+      : import("./reflection.js").then(
+          ({ addReflection }) => {
+            addReflection(server, [...options.services.map((binding) => binding.service), Health]);
+          },
+          (error: unknown) => {
+            if (options.logger !== undefined) logError(options.logger, ParleyError.from(error), {}, "gRPC reflection could not be loaded; the services are served without it");
+          },
+        );
 
   return {
     server,
     address: `${host}:${port}`,
     port,
     health,
+    reflectionReady,
     shutdown: (graceMs = 5_000) =>
       new Promise<void>((resolve) => {
         health.shutdown();
