@@ -30,5 +30,5 @@ export { serverFrame } from "./frames/ws-frame.js";
 export { hotCodec } from "./codecs/registry.js";
 
 // Retries.
-export { backoffDelay, PEER_RETRY_BACKOFF, sleep } from "./backoff.js";
+export { backoffCap, backoffDelay, PEER_RETRY_BACKOFF, sleep } from "./backoff.js";
 export type { BackoffPolicy } from "./backoff.js";

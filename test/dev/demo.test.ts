@@ -1,6 +1,6 @@
 import { execFile } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
-import { createServer } from "node:net";
+import { freePort } from "../support/free-port.js";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -59,20 +59,6 @@ async function chromiumUnavailable(): Promise<string | undefined> {
 const unavailable = await chromiumUnavailable();
 if (unavailable !== undefined) console.warn(`test/dev/demo.test.ts skipped: ${unavailable}`);
 
-/** A free loopback port, chosen once so that the restarted server reuses it. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() => {
-        if (address !== null && typeof address === "object") resolve(address.port);
-        else reject(new Error("no port"));
-      });
-    });
-  });
-}
 
 interface Row {
   /** null while the message is still pending (not acknowledged yet). */

@@ -52,6 +52,11 @@ interface RateHold {
   until: number;
 }
 
+/** The hold's refusal is written now: it lapses `retry_after` + HOLD_LAPSE_MS from now. */
+function lapseFromNow(hold: RateHold): void {
+  hold.until = performance.now() + hold.retryAfterMs + HOLD_LAPSE_MS;
+}
+
 /**
  * Sends are most of the traffic, so they take a path without promises:
  * checked synchronously, handed to the send link with a callback, and
@@ -92,7 +97,7 @@ export class Sends {
     } catch (error) {
       const failure = ParleyError.from(error);
       const hold = this.#holdBehind(send, failure);
-      this.#refuse(slot, requestId, failure, format, span, parent, hold && (() => { hold.until = performance.now() + hold.retryAfterMs + HOLD_LAPSE_MS; }));
+      this.#refuse(slot, requestId, failure, format, span, parent, hold && (() => { lapseFromNow(hold); }));
       return;
     }
     this.#inflight++;
@@ -126,9 +131,8 @@ export class Sends {
         // Core held the send while its database was away, then gave up:
         // the client resends it, and the connection's later sends wait
         // behind it, as behind a refusal for the rate.
-        if (error.category === ErrorCategory.UNAVAILABLE && error.retryable && this.#hold === undefined) {
-          this.#hold = { clientMsgId: send.clientMsgId, category: error.category, retryAfterMs: error.retryAfterMs ?? 0, until: performance.now() + (error.retryAfterMs ?? 0) + HOLD_LAPSE_MS };
-        }
+        const hold = this.#holdBehind(send, error);
+        if (hold) lapseFromNow(hold);
       }
       span.end();
     });
@@ -171,12 +175,14 @@ export class Sends {
   }
 
   /**
-   * A refusal for the rate (past max_inflight_sends or the user's sends a
-   * second) holds the connection's later sends behind the refused one;
-   * returns the new hold.
+   * A refusal the client resends — for the rate (past max_inflight_sends
+   * or the user's sends a second), or core's retryable UNAVAILABLE after a
+   * database outage — holds the connection's later sends behind the
+   * refused one; returns the new hold.
    */
   #holdBehind(send: SendFrame, error: ParleyError): RateHold | undefined {
-    if (error.category !== ErrorCategory.RATE_LIMITED || this.#hold !== undefined) return undefined;
+    const holds = error.category === ErrorCategory.RATE_LIMITED || (error.category === ErrorCategory.UNAVAILABLE && error.retryable);
+    if (!holds || this.#hold !== undefined) return undefined;
     this.#hold = { clientMsgId: send.clientMsgId, category: error.category, retryAfterMs: error.retryAfterMs ?? 0, until: Number.POSITIVE_INFINITY };
     return this.#hold;
   }

@@ -242,7 +242,7 @@ export class Connection {
         create(ServerFrameSchema, {
           kind: {
             case: "goAway",
-            value: { reason, closeCode: code, reconnectAfter: reconnectAfterMs === undefined ? undefined : durationFromMs(Math.ceil(reconnectAfterMs)) },
+            value: { reason, closeCode: code, reconnectAfter: reconnectAfterMs === undefined ? undefined : durationFromMs(reconnectAfterMs) },
           },
         }),
         this.#writer.pushFormat,

@@ -4,13 +4,11 @@ import { type Context, context, type Span, type SpanContext, trace } from "@open
 import { failSpan, linkTo, tracer } from "../../runtime/index.js";
 import { ErrorCategory } from "../../../gen/parley/v1/errors_pb.js";
 import { classifyDatabaseError } from "./database-errors.js";
-import { type ErrorContext, ParleyError } from "../../wire/index.js";
+import { backoffCap, type BackoffPolicy, type ErrorContext, ParleyError, sleep } from "../../wire/index.js";
 import type { UnitOfWork } from "./unit-of-work.js";
 
-/** The first wait before trying an unreachable database again (ms); it doubles per attempt... */
-const OUTAGE_BACKOFF_FIRST_MS = 50;
-/** ...up to this, so that a database that is back is found within a second. */
-const OUTAGE_BACKOFF_MAX_MS = 1_000;
+/** The wait before trying an unreachable database again: 50 ms, doubling up to 1 s, so that a database that is back is found within a second. */
+const OUTAGE_BACKOFF: BackoffPolicy = { initialMs: 50, maxMs: 1_000, multiplier: 2 };
 /** retry_after of a write refused because too many wait for the database already. */
 const HELD_FULL_RETRY_AFTER_MS = 1_000;
 
@@ -77,10 +75,8 @@ export class GroupCommitter<C, R> {
   #running: Promise<void> | undefined;
   /** Batches in a row that found the database unreachable (the backoff grows with them). */
   #outageAttempts = 0;
-  /** stopHolding() was called: what the database does not take at once is refused. */
-  #stopped = false;
-  /** Ends the wait between attempts at an unreachable database (stopHolding). */
-  #wake: (() => void) | undefined;
+  /** Aborted by stopHolding(): what the database does not take at once is refused, and no wait runs on. */
+  readonly #stopping = new AbortController();
 
   constructor(
     private readonly unitOfWork: UnitOfWork,
@@ -111,8 +107,7 @@ export class GroupCommitter<C, R> {
    * (core is stopping; the callers resend elsewhere, with their keys).
    */
   stopHolding(): void {
-    this.#stopped = true;
-    this.#wake?.();
+    this.#stopping.abort();
   }
 
   #startDrain(): void {
@@ -225,7 +220,7 @@ export class GroupCommitter<C, R> {
     this.#outageAttempts++;
     const now = performance.now();
     const oldest = batch[0];
-    if (this.#stopped || (oldest !== undefined && oldest.deadline <= now)) {
+    if (this.#stopping.signal.aborted || (oldest !== undefined && oldest.deadline <= now)) {
       const waited = oldest === undefined ? 0 : Math.round(availability.policy.horizonMs - (oldest.deadline - now));
       for (const pending of [...batch, ...this.#queue.splice(0)]) {
         pending.reject(
@@ -239,15 +234,8 @@ export class GroupCommitter<C, R> {
       return;
     }
     this.#queue.unshift(...batch);
-    const delayMs = Math.min(OUTAGE_BACKOFF_MAX_MS, OUTAGE_BACKOFF_FIRST_MS * 2 ** Math.min(this.#outageAttempts - 1, 10));
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, delayMs);
-      this.#wake = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-    });
-    this.#wake = undefined;
+    // Cut short by stopHolding(): the next attempt refuses what is held.
+    await sleep(backoffCap(this.#outageAttempts, OUTAGE_BACKOFF), this.#stopping.signal).catch(() => undefined);
   }
 
   async #recover(batch: Pending<C, R>[], error: ParleyError): Promise<void> {
